@@ -1,0 +1,3 @@
+from vpcctl.cli.main import main
+
+main()

@@ -1,0 +1,275 @@
+"""Root command: `vpcctl`. Commands are thin: parse options into typed values, call the pure core
+or one shell module, print. Errors become exit codes in one place (cli/app.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from vpcctl import __version__
+from vpcctl.cli.app import inventory_path, new_app, state
+from vpcctl.cli.objects import container_app, host_app, service_app, vpc_app
+from vpcctl.cli.output import info, print_json, warn
+
+app = new_app(
+    "vpcctl: a private, encrypted, cloud-style VPC across your own machines.\n\n"
+    "Hosts form a WireGuard mesh; VPC traffic is routed as IPIP inside it; containers find each "
+    "other by name. The whole network lives in one git-friendly inventory, vpc.toml.\n\n"
+    "[bold]Start[/]: vpcctl init home && vpcctl vpc add prod --cidr 10.100.0.0/16"
+)
+app.add_typer(host_app, name="host")
+app.add_typer(vpc_app, name="vpc")
+app.add_typer(container_app, name="container")
+app.add_typer(service_app, name="service")
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"vpcctl {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    inventory: Path | None = typer.Option(
+        None,
+        "-i",
+        "--inventory",
+        help="Inventory file (default: $VPCCTL_INVENTORY, else vpc.toml here or in a parent).",
+        envvar=None,
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    state(ctx).inventory = inventory
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Mesh name (a DNS label)."),
+    mesh_cidr: str = typer.Option(
+        "10.90.0.0/24", "--mesh-cidr", help="Host addresses on the mesh."
+    ),
+    domain: str = typer.Option("vpc.internal", "--domain", help="DNS domain of the mesh."),
+    port: int = typer.Option(51820, "--port", help="WireGuard UDP port on every host."),
+    interface: str = typer.Option("vpc0", "--interface", help="WireGuard interface name."),
+    routing: str = typer.Option(
+        "ipip", "--routing", help='"ipip" (default) or "wireguard" (kernels without ipip).'
+    ),
+) -> None:
+    """Create a new inventory (vpc.toml in this directory, or -i PATH).
+
+    [bold]Examples[/]
+
+      vpcctl init home
+
+      vpcctl init lab --mesh-cidr 10.91.0.0/24 --routing wireguard
+    """
+    from vpcctl import inventory, ops
+    from vpcctl.errors import ValidationError
+    from vpcctl.model import (
+        ROUTINGS,
+        parse_domain,
+        parse_ifname,
+        parse_label,
+        parse_network,
+        parse_port,
+    )
+
+    if routing not in ROUTINGS:
+        raise ValidationError(
+            f"--routing: {routing!r} is not a routing mode", 'use "ipip" or "wireguard"'
+        )
+    inv = ops.new(
+        parse_label(name, "NAME", "mesh name"),
+        parse_network(mesh_cidr, "--mesh-cidr"),
+        port=parse_port(port, "--port"),
+        interface=parse_ifname(interface, "--interface"),
+        domain=parse_domain(domain, "--domain"),
+        routing=routing,
+    )
+    path = inventory.init_path(state(ctx).inventory)
+    inventory.create(path, inv)
+    info(f"created {path} for mesh {name} ({mesh_cidr}, {routing} routing)")
+    info("next: `vpcctl join HOST --ssh root@HOST` for each machine, then `vpcctl vpc add`")
+
+
+@app.command()
+def check(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Validate the inventory only: syntax, types, overlaps, duplicates (e.g. after a git merge).
+
+    Exit 0 when valid, 1 with one line per problem otherwise. Use it as a pre-commit hook.
+
+    [bold]Example[/]
+
+      vpcctl check && git commit -am "add vps3"
+    """
+    from vpcctl import inventory
+    from vpcctl.errors import ExitCode, ValidationError
+
+    path = inventory_path(ctx)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        from vpcctl.errors import InventoryError
+
+        raise InventoryError(f"{path}: cannot read ({exc})", "check the path") from None
+    try:
+        import tomllib
+
+        raw = tomllib.loads(text)
+        inv = inventory.from_dict(raw, str(path))
+        problems = inventory.problems(inv, str(path))
+        notes = inventory.warnings(inv)
+    except tomllib.TOMLDecodeError:
+        inventory.parse(text, str(path))  # raises the friendly error
+        raise
+    except ValidationError as exc:
+        problems, notes = [exc], []
+    canonical = not problems and inventory.dump(inv) == text
+    if as_json:
+        print_json(
+            {
+                "ok": not problems,
+                "problems": [{"message": p.message, "hint": p.hint} for p in problems],
+                "warnings": notes,
+                "canonical": canonical,
+            }
+        )
+    else:
+        for p in problems:
+            sys.stderr.write(f"error: {p.message}\n" + (f"hint: {p.hint}\n" if p.hint else ""))
+        for n in notes:
+            warn(n)
+        if not problems:
+            info(
+                f"{path}: ok ({len(inv.hosts)} hosts, {len(inv.vpcs)} VPCs, "
+                f"{len(inv.containers)} containers, {len(inv.services)} services)"
+            )
+            if not canonical:
+                info(
+                    "note: the file is not in canonical form; the next vpcctl write will rewrite it"
+                )
+    if problems:
+        raise typer.Exit(int(ExitCode.ERROR))
+
+
+@app.command()
+def render(
+    ctx: typer.Context,
+    host: str = typer.Argument(..., help="Host to render."),
+    fmt: str = typer.Option("json", "--format", "-f", help='"json" (the HostSpec) or "wg-quick".'),
+) -> None:
+    """Print a host's desired state: the HostSpec the agent applies, or a wg-quick config.
+
+    [bold]Examples[/]
+
+      vpcctl render vps1 > vps1.json
+
+      vpcctl render nas --format wg-quick | wg-quick strip /dev/stdin
+    """
+    from vpcctl import inventory
+    from vpcctl.errors import ValidationError
+    from vpcctl.render import render as do_render
+    from vpcctl.render import wg_quick
+    from vpcctl.spec import to_json
+
+    if fmt not in ("json", "wg-quick"):
+        raise ValidationError(f"--format: {fmt!r} is not a format", 'use "json" or "wg-quick"')
+    inv = inventory.load(inventory_path(ctx))
+    spec = do_render(inv, host)
+    sys.stdout.write(to_json(spec) if fmt == "json" else wg_quick(spec))
+
+
+@app.command()
+def resolve(
+    ctx: typer.Context,
+    name: str = typer.Argument(
+        ..., help="Name to look up, e.g. db, db.prod, db.prod.vpc.internal."
+    ),
+    source: str | None = typer.Option(
+        None, "--from", help="Ask as this container (VPC/NAME or NAME) or from inside this VPC."
+    ),
+    qtype: str = typer.Option("A", "--type", "-t", help="A, PTR, SRV, SOA, NS, ANY."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show what the resolver will answer, straight from the inventory.
+
+    Without --from the question comes from the host itself (every VPC's full names, host names).
+
+    [bold]Examples[/]
+
+      vpcctl resolve db --from prod/web-1
+
+      vpcctl resolve db.prod.vpc.internal
+
+      vpcctl resolve _postgres._tcp.db --from prod --type SRV
+    """
+    from ipaddress import IPv4Address
+
+    from vpcctl import inventory, zone
+    from vpcctl.errors import ExitCode, NotFoundError
+    from vpcctl.render import zone_data
+
+    inv = inventory.load(inventory_path(ctx))
+    client = IPv4Address("127.0.0.1")
+    if source is not None:
+        matches = [c for c in inv.containers.values() if source in (c.key, c.name)]
+        if len(matches) == 1:
+            client = matches[0].ip
+        elif source in inv.vpcs:
+            client = inv.vpcs[source].cidr.network_address + 1
+        elif len(matches) > 1:
+            raise NotFoundError(
+                f"--from {source!r} names containers in several VPCs", "write it as VPC/NAME"
+            )
+        else:
+            raise NotFoundError(
+                f"--from {source!r} is no container or VPC", "see `vpcctl container ls`"
+            )
+    qt = qtype.upper()
+    if qt == "PTR" and not name.endswith(".in-addr.arpa"):
+        with contextlib.suppress(ValueError):
+            name = zone.reverse_name(IPv4Address(name))
+    z = zone.build(zone_data(inv))
+    ans = zone.answer(z, name, qt, client)
+    if as_json:
+        print_json(
+            {
+                "name": name,
+                "type": qt,
+                "rcode": ans.rcode,
+                "answers": [_rec_json(r) for r in ans.answers],
+                "authority": [_rec_json(r) for r in ans.authority],
+            }
+        )
+    else:
+        for r in ans.answers:
+            sys.stdout.write(r.text() + "\n")
+        if ans.rcode == "FORWARD":
+            info(f"{name}: not in the zone; the resolver forwards it upstream")
+        elif ans.rcode != "NOERROR":
+            info(f"{name}: {ans.rcode}")
+        elif not ans.answers:
+            info(f"{name}: exists, but has no {qt} record")
+    if ans.rcode in ("NXDOMAIN", "REFUSED"):
+        raise typer.Exit(int(ExitCode.ERROR))
+
+
+def _rec_json(r: Any) -> dict[str, Any]:
+    return {"name": r.name, "type": r.rtype, "ttl": r.ttl, "data": list(r.data)}
+
+
+def main() -> None:
+    app(prog_name="vpcctl")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,517 @@
+"""`vpcctl host|vpc|container|service add/rm/ls`: thin commands over pure ops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from vpcctl.cli.app import inventory_path, new_app
+from vpcctl.cli.output import info, print_json, table
+
+host_app = new_app("Hosts of the mesh: machines vpcctl configures over SSH.")
+vpc_app = new_app("VPCs: private networks with their own CIDR, sliced per host.")
+container_app = new_app("Containers: named workloads with an IP in their host's slice of a VPC.")
+service_app = new_app("Services: a name + stable virtual IP, load-balanced to backends.")
+
+JSON_OPT = typer.Option(False, "--json", help="Print JSON (for scripts).")
+WAIT_OPT = typer.Option(30.0, "--wait", help="Seconds to wait for the inventory lock.")
+
+
+def _complete(section: str) -> Any:
+    def complete(ctx: typer.Context, incomplete: str) -> list[str]:
+        try:
+            from vpcctl import inventory
+
+            inv = inventory.load(inventory.find(None))
+        except Exception:  # completion must never fail loudly
+            return []
+        names: list[str] = sorted(getattr(inv, section))
+        if section in ("containers", "services"):
+            names = sorted({k.split("/", 1)[1] for k in names})
+        return [n for n in names if n.startswith(incomplete)]
+
+    return complete
+
+
+def _load(ctx: typer.Context) -> Any:
+    from vpcctl import inventory
+
+    return inventory.load(inventory_path(ctx))
+
+
+def _update(ctx: typer.Context, change: Any, wait: float = 30.0) -> Any:
+    from vpcctl import inventory
+
+    path: Path = inventory_path(ctx)
+    return inventory.update(path, change, wait)
+
+
+def _vpc_and_name(name: str, vpc: str | None, what: str) -> tuple[str, str]:
+    from vpcctl.errors import ValidationError
+    from vpcctl.model import parse_label
+
+    if "/" in name:
+        v, _, n = name.partition("/")
+        if vpc is not None and vpc != v:
+            raise ValidationError(
+                f"{what} {name!r} conflicts with --vpc {vpc}", "give the VPC once"
+            )
+        vpc, name = v, n
+    if vpc is None:
+        raise ValidationError(
+            f"which VPC is {what} {name!r} in?", f"pass --vpc VPC or write VPC/{name}"
+        )
+    return parse_label(vpc, "--vpc", "VPC name"), parse_label(name, what, f"{what} name")
+
+
+# ---------------------------------------------------------------------------------------------
+# hosts
+
+
+@host_app.command("add")
+def host_add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Host name (a DNS label)."),
+    ssh: str = typer.Option(..., "--ssh", help="[USER@]HOST[:PORT] or an ~/.ssh/config alias."),
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", help="Public HOST:PORT others dial. Omit for a host behind NAT."
+    ),
+    public_key: str | None = typer.Option(
+        None, "--public-key", help="WireGuard public key (normally recorded by `vpcctl join`)."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Mesh address (default: next free)."
+    ),
+    agent: str | None = typer.Option(
+        None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
+    ),
+    wait: float = WAIT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Add a host to the mesh and allocate its mesh address and VPC slices.
+
+    A host without --endpoint is behind NAT: others cannot dial it, so it keeps the tunnels
+    alive itself (persistent keepalive).
+
+    [bold]Examples[/]
+
+      vpcctl host add vps1 --ssh root@203.0.113.10 --endpoint 203.0.113.10:51820
+
+      vpcctl host add nas --ssh admin@nas.lan:2222
+    """
+    from vpcctl import ops
+    from vpcctl.model import parse_address, parse_endpoint, parse_label, parse_public_key, parse_ssh
+
+    n = parse_label(name, "NAME", "host name")
+    target = parse_ssh(ssh, "--ssh")
+    ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
+    key = parse_public_key(public_key, "--public-key") if public_key is not None else None
+    addr = parse_address(address, "--address") if address is not None else None
+    if agent is not None and (not agent.strip() or not agent.isprintable()):
+        from vpcctl.errors import ValidationError
+
+        raise ValidationError(
+            "--agent: empty or unprintable command", 'e.g. --agent "sudo -n vpcctl"'
+        )
+    inv = _update(
+        ctx,
+        lambda inv: ops.add_host(
+            inv, n, target, endpoint=ep, public_key=key, address=addr, agent=agent
+        ),
+        wait,
+    )
+    h = inv.hosts[n]
+    if as_json:
+        print_json(_host_json(h))
+    else:
+        slices = ", ".join(f"{v} {s}" for v, s in sorted(h.slices.items())) or "no VPCs yet"
+        info(f"added host {n}: mesh address {h.address}; slices: {slices}")
+        if h.endpoint is None:
+            info(f"{n} has no endpoint: it is behind NAT and will keep its tunnels alive")
+
+
+@host_app.command("set")
+def host_set(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., autocompletion=_complete("hosts")),
+    public_key: str | None = typer.Option(None, "--public-key", help="New WireGuard public key."),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="New public HOST:PORT."),
+    no_endpoint: bool = typer.Option(False, "--no-endpoint", help="The host is now behind NAT."),
+    wait: float = WAIT_OPT,
+) -> None:
+    """Change a host's public key or endpoint.
+
+    [bold]Example[/]
+
+      vpcctl host set vps1 --endpoint 198.51.100.7:51820
+    """
+    from vpcctl import ops
+    from vpcctl.model import parse_endpoint, parse_public_key
+
+    key = parse_public_key(public_key, "--public-key") if public_key is not None else None
+    ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
+    _update(
+        ctx,
+        lambda inv: ops.set_host(
+            inv, name, public_key=key, endpoint=ep, clear_endpoint=no_endpoint
+        ),
+        wait,
+    )
+    info(f"updated host {name}")
+
+
+@host_app.command("rm")
+def host_rm(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., autocompletion=_complete("hosts")),
+    force: bool = typer.Option(False, "--force", help="Also remove its containers."),
+    wait: float = WAIT_OPT,
+) -> None:
+    """Remove a host from the inventory (its addresses are never reused by others' renumbering).
+
+    [bold]Example[/]
+
+      vpcctl host rm vps2
+    """
+    from vpcctl import ops
+
+    _update(ctx, lambda inv: ops.rm_host(inv, name, force=force), wait)
+    info(f"removed host {name}")
+
+
+def _host_json(h: Any) -> dict[str, Any]:
+    return {
+        "name": h.name,
+        "ssh": str(h.ssh),
+        "address": str(h.address),
+        "endpoint": h.endpoint,
+        "behind_nat": h.endpoint is None,
+        "public_key": h.public_key,
+        "agent": h.agent,
+        "slices": {v: str(s) for v, s in sorted(h.slices.items())},
+    }
+
+
+@host_app.command("ls")
+def host_ls(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """List hosts.
+
+    [bold]Examples[/]
+
+      vpcctl host ls
+
+      vpcctl host ls --json | jq -r '.[].address'
+    """
+    inv = _load(ctx)
+    hosts = [inv.hosts[n] for n in sorted(inv.hosts)]
+    if as_json:
+        print_json([_host_json(h) for h in hosts])
+        return
+    table(
+        ["NAME", "ADDRESS", "SSH", "ENDPOINT", "PUBLIC KEY"],
+        [
+            (h.name, h.address, h.ssh, h.endpoint or "(behind NAT)", h.public_key or "(not joined)")
+            for h in hosts
+        ],
+        "no hosts yet: add one with `vpcctl join NAME --ssh TARGET` or `vpcctl host add`",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# VPCs
+
+
+@vpc_app.command("add")
+def vpc_add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="VPC name (a DNS label)."),
+    cidr: str = typer.Option(..., "--cidr", help="The VPC's IPv4 CIDR, e.g. 10.100.0.0/16."),
+    slice_prefix: int = typer.Option(24, "--slice-prefix", help="Size of each host's slice."),
+    services: str | None = typer.Option(
+        None, "--services", help="Service VIP range (default: the last slice-sized block)."
+    ),
+    wait: float = WAIT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Add a VPC; every host gets a slice of it.
+
+    [bold]Example[/]
+
+      vpcctl vpc add prod --cidr 10.100.0.0/16
+    """
+    from vpcctl import ops
+    from vpcctl.model import parse_label, parse_network
+
+    n = parse_label(name, "NAME", "VPC name")
+    net = parse_network(cidr, "--cidr")
+    svc = parse_network(services, "--services") if services is not None else None
+    inv = _update(
+        ctx, lambda inv: ops.add_vpc(inv, n, net, slice_prefix=slice_prefix, services=svc), wait
+    )
+    v = inv.vpcs[n]
+    if as_json:
+        print_json(_vpc_json(inv, v))
+    else:
+        info(f"added VPC {n} {v.cidr}: service VIPs from {v.services}; {len(inv.hosts)} slices")
+
+
+def _vpc_json(inv: Any, v: Any) -> dict[str, Any]:
+    return {
+        "name": v.name,
+        "cidr": str(v.cidr),
+        "slice_prefix": v.slice_prefix,
+        "services": str(v.services),
+        "slices": {h.name: str(h.slices[v.name]) for h in inv.hosts.values() if v.name in h.slices},
+    }
+
+
+@vpc_app.command("rm")
+def vpc_rm(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., autocompletion=_complete("vpcs")),
+    force: bool = typer.Option(False, "--force", help="Also remove its containers and services."),
+    wait: float = WAIT_OPT,
+) -> None:
+    """Remove a VPC.
+
+    [bold]Example[/]
+
+      vpcctl vpc rm staging --force
+    """
+    from vpcctl import ops
+
+    _update(ctx, lambda inv: ops.rm_vpc(inv, name, force=force), wait)
+    info(f"removed VPC {name}")
+
+
+@vpc_app.command("ls")
+def vpc_ls(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """List VPCs.
+
+    [bold]Example[/]
+
+      vpcctl vpc ls --json
+    """
+    inv = _load(ctx)
+    vpcs = [inv.vpcs[n] for n in sorted(inv.vpcs)]
+    if as_json:
+        print_json([_vpc_json(inv, v) for v in vpcs])
+        return
+    table(
+        ["NAME", "CIDR", "SLICES", "SERVICE RANGE", "CONTAINERS", "SERVICES"],
+        [
+            (
+                v.name,
+                v.cidr,
+                f"/{v.slice_prefix}",
+                v.services,
+                sum(1 for c in inv.containers.values() if c.vpc == v.name),
+                sum(1 for s in inv.services.values() if s.vpc == v.name),
+            )
+            for v in vpcs
+        ],
+        "no VPCs yet: add one with `vpcctl vpc add NAME --cidr CIDR`",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# containers
+
+
+@container_app.command("add")
+def container_add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Container name, or VPC/NAME."),
+    vpc: str | None = typer.Option(
+        None, "--vpc", help="The VPC.", autocompletion=_complete("vpcs")
+    ),
+    host: str = typer.Option(
+        ..., "--host", help="Host it runs on.", autocompletion=_complete("hosts")
+    ),
+    ip: str | None = typer.Option(None, "--ip", help="Address (default: next free in the slice)."),
+    wait: float = WAIT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Declare a container and allocate its address in its host's slice.
+
+    [bold]Example[/]
+
+      vpcctl container add db-1 --vpc prod --host vps1
+    """
+    from vpcctl import ops
+    from vpcctl.model import parse_address, parse_label
+
+    v, n = _vpc_and_name(name, vpc, "container")
+    h = parse_label(host, "--host", "host name")
+    addr = parse_address(ip, "--ip") if ip is not None else None
+    inv = _update(ctx, lambda inv: ops.add_container(inv, n, v, h, addr), wait)
+    c = inv.containers[f"{v}/{n}"]
+    if as_json:
+        print_json(_container_json(inv, c))
+    else:
+        info(f"added container {v}/{n} on {h}: {c.ip}")
+
+
+def _container_json(inv: Any, c: Any) -> dict[str, Any]:
+    return {
+        "vpc": c.vpc,
+        "name": c.name,
+        "host": c.host,
+        "ip": str(c.ip),
+        "fqdn": f"{c.name}.{c.vpc}.{inv.mesh.domain}",
+    }
+
+
+@container_app.command("rm")
+def container_rm(
+    ctx: typer.Context,
+    name: str = typer.Argument(
+        ..., help="Container name, or VPC/NAME.", autocompletion=_complete("containers")
+    ),
+    vpc: str | None = typer.Option(None, "--vpc", autocompletion=_complete("vpcs")),
+    force: bool = typer.Option(False, "--force", help="Also drop it from services' backends."),
+    wait: float = WAIT_OPT,
+) -> None:
+    """Remove a container.
+
+    [bold]Example[/]
+
+      vpcctl container rm prod/db-2
+    """
+    from vpcctl import ops
+
+    v, n = _vpc_and_name(name, vpc, "container")
+    _update(ctx, lambda inv: ops.rm_container(inv, n, v, force=force), wait)
+    info(f"removed container {v}/{n}")
+
+
+@container_app.command("ls")
+def container_ls(
+    ctx: typer.Context,
+    vpc: str | None = typer.Option(
+        None, "--vpc", help="Only this VPC.", autocompletion=_complete("vpcs")
+    ),
+    host: str | None = typer.Option(
+        None, "--host", help="Only this host.", autocompletion=_complete("hosts")
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List containers.
+
+    [bold]Example[/]
+
+      vpcctl container ls --vpc prod --json
+    """
+    inv = _load(ctx)
+    rows = sorted(inv.containers.values(), key=lambda c: (c.vpc, c.name))
+    rows = [c for c in rows if (vpc is None or c.vpc == vpc) and (host is None or c.host == host)]
+    if as_json:
+        print_json([_container_json(inv, c) for c in rows])
+        return
+    table(
+        ["VPC", "NAME", "HOST", "IP"],
+        [(c.vpc, c.name, c.host, c.ip) for c in rows],
+        "no containers: add one with `vpcctl container add NAME --vpc VPC --host HOST`",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# services
+
+
+@service_app.command("add")
+def service_add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Service name, or VPC/NAME."),
+    vpc: str | None = typer.Option(None, "--vpc", autocompletion=_complete("vpcs")),
+    port: list[str] = typer.Option(..., "--port", help="[NAME=]PORT[/tcp|udp]; repeatable."),
+    backend: list[str] = typer.Option(
+        [],
+        "--backend",
+        help="Backend container (same VPC); repeatable.",
+        autocompletion=_complete("containers"),
+    ),
+    vip: str | None = typer.Option(None, "--vip", help="Virtual IP (default: next free)."),
+    wait: float = WAIT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Add a service: a stable VIP DNAT-ed to its backends wherever they run.
+
+    [bold]Example[/]
+
+      vpcctl service add db --vpc prod --port postgres=5432/tcp --backend db-1 --backend db-2
+    """
+    from vpcctl import ops
+    from vpcctl.model import parse_address, parse_label, parse_portspec
+
+    v, n = _vpc_and_name(name, vpc, "service")
+    ports = tuple(parse_portspec(p, "--port") for p in port)
+    backends = tuple(parse_label(b, "--backend", "container name") for b in backend)
+    addr = parse_address(vip, "--vip") if vip is not None else None
+    inv = _update(ctx, lambda inv: ops.add_service(inv, n, v, ports, backends, addr), wait)
+    s = inv.services[f"{v}/{n}"]
+    if as_json:
+        print_json(_service_json(inv, s))
+    else:
+        info(f"added service {v}/{n}: VIP {s.vip} -> {', '.join(s.backends) or 'no backends yet'}")
+
+
+def _service_json(inv: Any, s: Any) -> dict[str, Any]:
+    return {
+        "vpc": s.vpc,
+        "name": s.name,
+        "vip": str(s.vip),
+        "ports": [str(p) for p in s.ports],
+        "backends": list(s.backends),
+        "fqdn": f"{s.name}.{s.vpc}.{inv.mesh.domain}",
+    }
+
+
+@service_app.command("rm")
+def service_rm(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., autocompletion=_complete("services")),
+    vpc: str | None = typer.Option(None, "--vpc", autocompletion=_complete("vpcs")),
+    wait: float = WAIT_OPT,
+) -> None:
+    """Remove a service.
+
+    [bold]Example[/]
+
+      vpcctl service rm prod/db
+    """
+    from vpcctl import ops
+
+    v, n = _vpc_and_name(name, vpc, "service")
+    _update(ctx, lambda inv: ops.rm_service(inv, n, v), wait)
+    info(f"removed service {v}/{n}")
+
+
+@service_app.command("ls")
+def service_ls(
+    ctx: typer.Context,
+    vpc: str | None = typer.Option(None, "--vpc", autocompletion=_complete("vpcs")),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List services.
+
+    [bold]Example[/]
+
+      vpcctl service ls --json
+    """
+    inv = _load(ctx)
+    rows = sorted(inv.services.values(), key=lambda s: (s.vpc, s.name))
+    rows = [s for s in rows if vpc is None or s.vpc == vpc]
+    if as_json:
+        print_json([_service_json(inv, s) for s in rows])
+        return
+    table(
+        ["VPC", "NAME", "VIP", "PORTS", "BACKENDS"],
+        [
+            (s.vpc, s.name, s.vip, " ".join(str(p) for p in s.ports), " ".join(s.backends))
+            for s in rows
+        ],
+        "no services: add one with `vpcctl service add NAME --vpc VPC --port 80 --backend C`",
+    )

@@ -1,0 +1,655 @@
+"""The inventory file ``vpc.toml``: find, parse into typed values, validate, dump canonically,
+write atomically under an exclusive lock.
+
+Parsing and dumping are pure (text in, values out and back); only :func:`load`, :func:`save`,
+:func:`locked` and :func:`find` touch the disk.
+
+The file holds no secrets. It is owned by vpcctl: comments written by hand are allowed, but every
+write rewrites the file in canonical form (stable ordering, one table per object), so that
+``load`` then ``dump`` is byte-identical and changing one object changes only that object's lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from vpcctl.errors import InventoryError, LockError, ValidationError
+from vpcctl.model import (
+    ROUTINGS,
+    SCHEMA_VERSION,
+    Container,
+    Host,
+    Inventory,
+    Mesh,
+    Service,
+    Vpc,
+    gateway,
+    parse_address,
+    parse_domain,
+    parse_endpoint,
+    parse_ifname,
+    parse_int,
+    parse_label,
+    parse_network,
+    parse_port,
+    parse_portspec,
+    parse_public_key,
+    parse_ssh,
+    split_key,
+    tunnel_name,
+)
+
+FILENAME = "vpc.toml"
+ENV_VAR = "VPCCTL_INVENTORY"
+HEADER = (
+    "# vpcctl inventory: the whole network, no secrets. Owned by vpcctl, which rewrites it in\n"
+    "# canonical form; edit with `vpcctl` commands, review with git, check with `vpcctl check`.\n"
+)
+
+# ---------------------------------------------------------------------------------------------
+# finding the file
+
+
+def find(explicit: Path | None = None, start: Path | None = None) -> Path:
+    """``-i PATH``, else ``$VPCCTL_INVENTORY``, else ``vpc.toml`` in this directory or a parent."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / FILENAME
+        if candidate.is_file():
+            return candidate
+    raise InventoryError(
+        f"no {FILENAME} in {here} or any parent directory",
+        f"run `vpcctl init NAME` to create one, or point to it with -i PATH or ${ENV_VAR}",
+    )
+
+
+def init_path(explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else Path.cwd() / FILENAME
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing (pure)
+
+
+class _Reader:
+    """Walks the raw TOML dict, naming ``file: key`` in every error."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def where(self, key: str) -> str:
+        return f"{self.source}: {key}"
+
+    def table(self, value: object, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ValidationError(
+                f"{self.where(key)}: expected a table, got {type(value).__name__}",
+                f"write it as [{key}] with key = value lines",
+            )
+        return value
+
+    def keys(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        required: tuple[str, ...],
+        optional: tuple[str, ...],
+    ) -> None:
+        for name in table:
+            if name not in required and name not in optional:
+                allowed = ", ".join(required + optional)
+                raise ValidationError(
+                    f"{self.where(f'{key}.{name}' if key else name)}: unknown key",
+                    f"allowed keys here: {allowed}",
+                )
+        for name in required:
+            if name not in table:
+                raise ValidationError(
+                    f"{self.where(key)}: missing key {name!r}", f"add {name} = ... to [{key}]"
+                )
+
+    def string(self, value: object, key: str) -> str:
+        if not isinstance(value, str):
+            raise ValidationError(
+                f"{self.where(key)}: expected a string, got {type(value).__name__}",
+                'quote it: key = "value"',
+            )
+        if any(ch in value for ch in "\n\r\0") or not value.isprintable():
+            raise ValidationError(f"{self.where(key)}: contains control characters", "remove them")
+        return value
+
+
+def parse(text: str, source: str = FILENAME) -> Inventory:
+    """TOML text -> validated :class:`Inventory` (syntax, types, then cross-object checks)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        hint = "fix the TOML syntax at that line"
+        if "twice" in str(exc):
+            hint = "a git merge may have added the same table twice: keep one (then `vpcctl check`)"
+        raise InventoryError(f"{source}: {exc}", hint) from None
+    inv = from_dict(raw, source)
+    found = problems(inv, source)
+    if found:
+        raise found[0]
+    return inv
+
+
+def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
+    r = _Reader(source)
+    r.keys(raw, "", ("version", "mesh"), ("hosts", "vpcs", "containers", "services"))
+    version = raw["version"]
+    if version != SCHEMA_VERSION:
+        raise ValidationError(
+            f"{r.where('version')}: unsupported schema version {version!r}",
+            f"this vpcctl reads version {SCHEMA_VERSION}; upgrade vpcctl to read newer files",
+        )
+    m = r.table(raw["mesh"], "mesh")
+    r.keys(m, "mesh", ("name", "cidr"), ("port", "interface", "domain", "routing"))
+    routing = m.get("routing", "ipip")
+    if routing not in ROUTINGS:
+        raise ValidationError(
+            f"{r.where('mesh.routing')}: {routing!r} is not a routing mode",
+            'use "ipip" (default) or "wireguard" (for kernels without ipip)',
+        )
+    mesh = Mesh(
+        name=parse_label(m["name"], r.where("mesh.name"), "mesh name"),
+        cidr=parse_network(m["cidr"], r.where("mesh.cidr")),
+        port=parse_port(m.get("port", 51820), r.where("mesh.port")),
+        interface=parse_ifname(m.get("interface", "vpc0"), r.where("mesh.interface")),
+        domain=parse_domain(m.get("domain", "vpc.internal"), r.where("mesh.domain")),
+        routing=routing,
+    )
+
+    hosts: dict[str, Host] = {}
+    for name, value in r.table(raw.get("hosts", {}), "hosts").items():
+        key = f"hosts.{name}"
+        t = r.table(value, key)
+        r.keys(t, key, ("ssh", "address"), ("endpoint", "public_key", "agent", "slices"))
+        slices: dict[str, IPv4Network] = {}
+        for vpc, cidr in r.table(t.get("slices", {}), f"{key}.slices").items():
+            where = r.where(f"{key}.slices.{vpc}")
+            slices[parse_label(vpc, where, "VPC name")] = parse_network(cidr, where)
+        hosts[name] = Host(
+            name=parse_label(name, r.where(key), "host name"),
+            ssh=parse_ssh(t["ssh"], r.where(f"{key}.ssh")),
+            address=parse_address(t["address"], r.where(f"{key}.address")),
+            endpoint=(
+                parse_endpoint(t["endpoint"], r.where(f"{key}.endpoint"))
+                if "endpoint" in t
+                else None
+            ),
+            public_key=(
+                parse_public_key(t["public_key"], r.where(f"{key}.public_key"))
+                if "public_key" in t
+                else None
+            ),
+            agent=r.string(t["agent"], f"{key}.agent") if "agent" in t else None,
+            slices=slices,
+        )
+
+    vpcs: dict[str, Vpc] = {}
+    for name, value in r.table(raw.get("vpcs", {}), "vpcs").items():
+        key = f"vpcs.{name}"
+        t = r.table(value, key)
+        r.keys(t, key, ("cidr", "services"), ("slice_prefix",))
+        cidr = parse_network(t["cidr"], r.where(f"{key}.cidr"))
+        vpcs[name] = Vpc(
+            name=parse_label(name, r.where(key), "VPC name"),
+            cidr=cidr,
+            slice_prefix=parse_int(
+                t.get("slice_prefix", 24), r.where(f"{key}.slice_prefix"), cidr.prefixlen + 1, 30
+            ),
+            services=parse_network(t["services"], r.where(f"{key}.services")),
+        )
+
+    containers: dict[str, Container] = {}
+    for name, value in r.table(raw.get("containers", {}), "containers").items():
+        key = f'containers."{name}"'
+        vpc, cname = split_key(name, r.where(key))
+        t = r.table(value, key)
+        r.keys(t, key, ("host", "ip"), ())
+        containers[name] = Container(
+            vpc=vpc,
+            name=cname,
+            host=parse_label(t["host"], r.where(f"{key}.host"), "host name"),
+            ip=parse_address(t["ip"], r.where(f"{key}.ip")),
+        )
+
+    services: dict[str, Service] = {}
+    for name, value in r.table(raw.get("services", {}), "services").items():
+        key = f'services."{name}"'
+        vpc, sname = split_key(name, r.where(key))
+        t = r.table(value, key)
+        r.keys(t, key, ("vip", "ports", "backends"), ())
+        ports, backends = t["ports"], t["backends"]
+        if not isinstance(ports, list) or not ports:
+            raise ValidationError(
+                f"{r.where(f'{key}.ports')}: expected a non-empty list",
+                'e.g. ports = ["postgres=5432/tcp"]',
+            )
+        if not isinstance(backends, list):
+            raise ValidationError(
+                f"{r.where(f'{key}.backends')}: expected a list of container names",
+                'e.g. backends = ["db-1", "db-2"]',
+            )
+        services[name] = Service(
+            vpc=vpc,
+            name=sname,
+            vip=parse_address(t["vip"], r.where(f"{key}.vip")),
+            ports=tuple(parse_portspec(p, r.where(f"{key}.ports")) for p in ports),
+            backends=tuple(
+                parse_label(b, r.where(f"{key}.backends"), "container name") for b in backends
+            ),
+        )
+    return Inventory(mesh=mesh, hosts=hosts, vpcs=vpcs, containers=containers, services=services)
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-object validation (pure)
+
+
+def _overlaps(
+    nets: list[tuple[IPv4Network, str]],
+) -> Iterator[tuple[str, str, IPv4Network, IPv4Network]]:
+    """Overlapping pairs among ``nets`` in O(n log n) (sorted sweep)."""
+    ordered = sorted(nets, key=lambda item: (int(item[0].network_address), -item[0].prefixlen))
+    reach = -1
+    holder: tuple[IPv4Network, str] | None = None
+    for net, label in ordered:
+        if holder is not None and int(net.network_address) <= reach:
+            yield holder[1], label, holder[0], net
+        if int(net.broadcast_address) > reach:
+            reach = int(net.broadcast_address)
+            holder = (net, label)
+
+
+def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
+    """Every cross-object problem: overlaps, duplicates, dangling references.
+
+    This is what ``vpcctl check`` reports, e.g. after a git merge allocated the same address twice.
+    """
+    out: list[ValidationError] = []
+
+    def bad(key: str, problem: str, hint: str) -> None:
+        out.append(ValidationError(f"{source}: {key}: {problem}", hint))
+
+    mesh = inv.mesh
+    if len(tunnel_name(mesh.interface)) > 15:
+        bad("mesh.interface", "too long to derive the tunnel name", "use at most 10 characters")
+    nets = [(mesh.cidr, "mesh.cidr")] + [(v.cidr, f"vpcs.{v.name}.cidr") for v in inv.vpcs.values()]
+    for a, b, na, nb in _overlaps(nets):
+        bad(b, f"{nb} overlaps {a} ({na})", "every VPC and the mesh need CIDRs that do not overlap")
+
+    by_address: dict[IPv4Address, str] = {}
+    by_key: dict[str, str] = {}
+    first, last = mesh.cidr.network_address + 1, mesh.cidr.broadcast_address - 1
+    for host in inv.hosts.values():
+        key = f"hosts.{host.name}"
+        if host.name in inv.vpcs:
+            bad(
+                key,
+                f"host name {host.name!r} is also a VPC name",
+                "DNS names would clash: rename one",
+            )
+        if not first <= host.address <= last:
+            bad(
+                f"{key}.address",
+                f"{host.address} is not a usable address of {mesh.cidr}",
+                "use `vpcctl host add` to allocate",
+            )
+        elif host.address in by_address:
+            bad(
+                f"{key}.address",
+                f"{host.address} is also the address of host {by_address[host.address]}",
+                "duplicate address (a merge?): remove the host and add it again",
+            )
+        else:
+            by_address[host.address] = host.name
+        if host.public_key is not None:
+            if host.public_key in by_key:
+                bad(
+                    f"{key}.public_key",
+                    f"same public key as host {by_key[host.public_key]}",
+                    "every host needs its own key: run `vpcctl join` again on one of them",
+                )
+            else:
+                by_key[host.public_key] = host.name
+        for sv in host.slices:
+            if sv not in inv.vpcs:
+                bad(
+                    f"{key}.slices.{sv}",
+                    f"no VPC named {sv!r}",
+                    "remove the slice or add the VPC",
+                )
+
+    for vpc in inv.vpcs.values():
+        key = f"vpcs.{vpc.name}"
+        if not vpc.services.subnet_of(vpc.cidr):
+            bad(
+                f"{key}.services",
+                f"{vpc.services} is not inside {vpc.cidr}",
+                "the service range must be part of the VPC CIDR",
+            )
+        slices: list[tuple[IPv4Network, str]] = [(vpc.services, f"{key}.services")]
+        for host in inv.hosts.values():
+            s = host.slices.get(vpc.name)
+            skey = f"hosts.{host.name}.slices.{vpc.name}"
+            if s is None:
+                bad(
+                    f"hosts.{host.name}",
+                    f"has no slice in VPC {vpc.name}",
+                    f"add one with `vpcctl vpc add {vpc.name}` again or remove the host and add it again",
+                )
+                continue
+            if not s.subnet_of(vpc.cidr):
+                bad(
+                    skey,
+                    f"{s} is not inside VPC {vpc.name} ({vpc.cidr})",
+                    "let vpcctl allocate slices",
+                )
+            elif s.prefixlen != vpc.slice_prefix:
+                bad(
+                    skey,
+                    f"{s} is not a /{vpc.slice_prefix}",
+                    f"slices of VPC {vpc.name} are /{vpc.slice_prefix}",
+                )
+            slices.append((s, skey))
+        for a, b, na, nb in _overlaps(slices):
+            bad(
+                b,
+                f"{nb} overlaps {a} ({na})",
+                "duplicate slice (a merge?): remove the host and add it again",
+            )
+
+    seen_ip: dict[tuple[str, IPv4Address], str] = {}
+    for c in inv.containers.values():
+        key = f'containers."{c.key}"'
+        if c.vpc not in inv.vpcs:
+            bad(key, f"no VPC named {c.vpc!r}", "add the VPC first or remove the container")
+            continue
+        chost = inv.hosts.get(c.host)
+        if chost is None:
+            bad(
+                f"{key}.host",
+                f"no host named {c.host!r}",
+                "add the host first or move the container",
+            )
+            continue
+        s = chost.slices.get(c.vpc)
+        if s is not None and (
+            c.ip not in s or c.ip in (s.network_address, s.broadcast_address, gateway(s).ip)
+        ):
+            bad(
+                f"{key}.ip",
+                f"{c.ip} is not a container address of {c.host}'s slice {s}",
+                "let vpcctl allocate it (leave --ip out)",
+            )
+        if (c.vpc, c.ip) in seen_ip:
+            bad(
+                f"{key}.ip",
+                f"{c.ip} is also the address of container {seen_ip[(c.vpc, c.ip)]}",
+                "duplicate address (a merge?): remove one and add it again",
+            )
+        else:
+            seen_ip[(c.vpc, c.ip)] = c.key
+
+    seen_vip: dict[tuple[str, IPv4Address], str] = {}
+    for svc in inv.services.values():
+        key = f'services."{svc.key}"'
+        svpc = inv.vpcs.get(svc.vpc)
+        if svpc is None:
+            bad(key, f"no VPC named {svc.vpc!r}", "add the VPC first or remove the service")
+            continue
+        if svc.key in inv.containers:
+            bad(
+                key,
+                f"a container is also named {svc.name!r} in VPC {svc.vpc}",
+                "names in a VPC share one DNS namespace: rename one",
+            )
+        if svc.vip not in svpc.services or svc.vip in (
+            svpc.services.network_address,
+            svpc.services.broadcast_address,
+        ):
+            bad(
+                f"{key}.vip",
+                f"{svc.vip} is not in VPC {svc.vpc}'s service range {svpc.services}",
+                "let vpcctl allocate it",
+            )
+        if (svc.vpc, svc.vip) in seen_vip:
+            bad(
+                f"{key}.vip",
+                f"{svc.vip} is also the VIP of service {seen_vip[(svc.vpc, svc.vip)]}",
+                "duplicate VIP (a merge?): remove one service and add it again",
+            )
+        else:
+            seen_vip[(svc.vpc, svc.vip)] = svc.key
+        ports_seen: set[tuple[int, str]] = set()
+        names_seen: set[str] = set()
+        for p in svc.ports:
+            if (p.port, p.proto) in ports_seen:
+                bad(f"{key}.ports", f"port {p.port}/{p.proto} listed twice", "list each port once")
+            ports_seen.add((p.port, p.proto))
+            if p.name is not None:
+                if p.name in names_seen:
+                    bad(f"{key}.ports", f"port name {p.name!r} listed twice", "name each port once")
+                names_seen.add(p.name)
+        for b in svc.backends:
+            if f"{svc.vpc}/{b}" not in inv.containers:
+                bad(
+                    f"{key}.backends",
+                    f"no container {b!r} in VPC {svc.vpc}",
+                    f"add it with `vpcctl container add {b} --vpc {svc.vpc} --host HOST`, or remove the backend",
+                )
+        if len(set(svc.backends)) != len(svc.backends):
+            bad(f"{key}.backends", "a backend is listed twice", "list each backend once")
+    return out
+
+
+def warnings(inv: Inventory) -> list[str]:
+    """Things that are valid but probably not what the admin wants."""
+    out: list[str] = []
+    nat = sorted(h.name for h in inv.hosts.values() if h.endpoint is None)
+    if len(nat) > 1:
+        out.append(
+            f"hosts {', '.join(nat)} are all behind NAT (no endpoint): they cannot reach each other "
+            "directly; give one of them a public endpoint"
+        )
+    missing = sorted(h.name for h in inv.hosts.values() if h.public_key is None)
+    if missing:
+        out.append(
+            f"hosts without a public key yet: {', '.join(missing)} (run `vpcctl join NAME` or "
+            "`vpcctl host add NAME --public-key KEY`); they are left out of every peer list"
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# dumping (pure)
+
+
+def to_dict(inv: Inventory) -> dict[str, Any]:
+    m = inv.mesh
+    out: dict[str, Any] = {
+        "version": inv.version,
+        "mesh": {
+            "name": m.name,
+            "cidr": str(m.cidr),
+            "port": m.port,
+            "interface": m.interface,
+            "domain": m.domain,
+            "routing": m.routing,
+        },
+    }
+    hosts: dict[str, Any] = {}
+    for name in sorted(inv.hosts):
+        h = inv.hosts[name]
+        t: dict[str, Any] = {"ssh": str(h.ssh), "address": str(h.address)}
+        if h.endpoint is not None:
+            t["endpoint"] = h.endpoint
+        if h.public_key is not None:
+            t["public_key"] = h.public_key
+        if h.agent is not None:
+            t["agent"] = h.agent
+        if h.slices:
+            t["slices"] = {vpc: str(h.slices[vpc]) for vpc in sorted(h.slices)}
+        hosts[name] = t
+    vpcs = {
+        name: {
+            "cidr": str(v.cidr),
+            "slice_prefix": v.slice_prefix,
+            "services": str(v.services),
+        }
+        for name, v in sorted(inv.vpcs.items())
+    }
+    containers = {
+        key: {"host": c.host, "ip": str(c.ip)}
+        for key, c in sorted(inv.containers.items(), key=lambda kv: (kv[1].vpc, kv[1].name))
+    }
+    services = {
+        key: {
+            "vip": str(s.vip),
+            "ports": [str(p) for p in s.ports],
+            "backends": list(s.backends),
+        }
+        for key, s in sorted(inv.services.items(), key=lambda kv: (kv[1].vpc, kv[1].name))
+    }
+    for section, body in (
+        ("hosts", hosts),
+        ("vpcs", vpcs),
+        ("containers", containers),
+        ("services", services),
+    ):
+        if body:
+            out[section] = body
+    return out
+
+
+def dump(inv: Inventory) -> str:
+    """Canonical TOML text. ``dump(parse(dump(x))) == dump(x)``, byte for byte."""
+    return HEADER + "\n" + tomli_w.dumps(to_dict(inv))
+
+
+# ---------------------------------------------------------------------------------------------
+# disk I/O
+
+
+def load(path: Path) -> Inventory:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryError(
+            f"{path}: no such file", "run `vpcctl init NAME` first, or pass -i PATH"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(
+            f"{path}: cannot read ({exc})", "check the path and its permissions"
+        ) from None
+    return parse(text, str(path))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Temp file in the same directory, fsync, rename over, fsync the directory."""
+    directory = path.parent if str(path.parent) else Path(".")
+    mode = 0o644
+    with contextlib.suppress(FileNotFoundError):
+        mode = path.stat().st_mode & 0o777
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextlib.contextmanager
+def locked(path: Path, wait: float = 30.0, what: str = "the inventory") -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (through a sidecar ``.vpc.toml.lock`` file, since the
+    inventory itself is replaced by rename). Waits up to ``wait`` seconds."""
+    lock = lock_path(path)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise LockError(
+            f"{lock}: cannot open lock file ({exc})", "check directory permissions"
+        ) from None
+    try:
+        deadline = time.monotonic() + wait
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise LockError(
+                        f"{path}: another vpcctl is working on {what} (waited {wait:g} s)",
+                        "wait for it to finish, or raise --wait",
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        yield
+    finally:
+        os.close(fd)
+
+
+def update(path: Path, change: Callable[[Inventory], Inventory], wait: float = 30.0) -> Inventory:
+    """Load under the lock, apply a pure change, validate, write atomically. All or nothing."""
+    with locked(path, wait):
+        before = load(path)
+        after = change(before)
+        found = problems(after, str(path))
+        if found:
+            raise found[0]
+        text = dump(after)
+        write_atomic(path, text)
+        return after
+
+
+def create(path: Path, inv: Inventory) -> None:
+    if path.exists():
+        raise InventoryError(
+            f"{path}: already exists", "use the existing inventory, or pick another path with -i"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path, 5.0):
+        if path.exists():
+            raise InventoryError(f"{path}: already exists", "use the existing inventory")
+        write_atomic(path, dump(inv))

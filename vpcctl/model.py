@@ -1,0 +1,400 @@
+"""Typed, validated values: names, CIDRs, endpoints, keys, and the inventory objects.
+
+Everything here is pure. Parsing functions take the raw value and a ``where`` string (the file and
+key, or the command-line option) so that every error names exactly what is wrong, and raise
+:class:`~vpcctl.errors.ValidationError` with a hint. No value that passes these checks can carry a
+newline, ``=``, ``[``, ``#`` or any other character that could inject a line into a rendered
+configuration file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import (
+    AddressValueError,
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    NetmaskValueError,
+)
+from typing import Literal
+
+from vpcctl.errors import ValidationError
+
+SCHEMA_VERSION = 1
+Routing = Literal["ipip", "wireguard"]
+ROUTINGS: tuple[Routing, ...] = ("ipip", "wireguard")
+Proto = Literal["tcp", "udp"]
+
+DEFAULT_MESH_CIDR = "10.90.0.0/24"
+DEFAULT_PORT = 51820
+DEFAULT_INTERFACE = "vpc0"
+DEFAULT_DOMAIN = "vpc.internal"
+DEFAULT_SLICE_PREFIX = 24
+KEEPALIVE_SECONDS = 25
+
+# MTU arithmetic (README "MTU"): a 1500-byte underlay carries WireGuard with at most 80 bytes of
+# overhead (IPv6 outer header 40 + UDP 8 + WireGuard 32), so the WireGuard interface gets 1420.
+# IPIP inside it adds a 20-byte IPv4 header, so the tunnel, the VPC bridges and containers get 1400.
+UNDERLAY_MTU = 1500
+WIREGUARD_OVERHEAD = 80
+IPIP_OVERHEAD = 20
+WG_MTU = UNDERLAY_MTU - WIREGUARD_OVERHEAD
+VPC_MTU = WG_MTU - IPIP_OVERHEAD
+
+_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+_PORTSPEC_RE = re.compile(
+    r"^(?:([a-z0-9](?:[a-z0-9-]{0,13}[a-z0-9])?)=)?([0-9]{1,5})(?:/(tcp|udp))?$"
+)
+
+
+def _fail(where: str, problem: str, hint: str) -> ValidationError:
+    return ValidationError(f"{where}: {problem}", hint)
+
+
+def _shown(value: object) -> str:
+    """A value quoted for an error message, with control characters made visible."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# scalar parsers
+
+
+def parse_label(value: object, where: str, what: str = "name") -> str:
+    """A DNS label: a-z, 0-9 and '-', 1 to 63 characters, no leading or trailing '-'."""
+    if not isinstance(value, str) or not _LABEL_RE.match(value):
+        raise _fail(
+            where,
+            f"{_shown(value)} is not a valid {what}",
+            "use a DNS label: a-z, 0-9 and '-', at most 63 characters, "
+            "not starting or ending with '-'",
+        )
+    return value
+
+
+def parse_domain(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(
+            where, f"{_shown(value)} is not a domain", 'use dotted DNS labels, e.g. "vpc.internal"'
+        )
+    labels = value.rstrip(".").split(".")
+    if len(value) > 200 or not all(_LABEL_RE.match(label) for label in labels):
+        raise _fail(
+            where,
+            f"{_shown(value)} is not a valid domain",
+            'use dotted DNS labels (a-z, 0-9, "-"), e.g. "vpc.internal"',
+        )
+    return ".".join(labels)
+
+
+def parse_ifname(value: object, where: str) -> str:
+    if not isinstance(value, str) or not _IFNAME_RE.match(value):
+        raise _fail(
+            where,
+            f"{_shown(value)} is not a valid interface name",
+            "use 1 to 15 characters from A-Z a-z 0-9 _ . - (Linux limit: 15)",
+        )
+    return value
+
+
+def parse_port(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise _fail(
+            where, f"{_shown(value)} is not a port number", "use an integer from 1 to 65535"
+        )
+    return value
+
+
+def parse_int(value: object, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(
+            where, f"{_shown(value)} is out of range", f"use an integer from {low} to {high}"
+        )
+    return value
+
+
+def parse_network(value: object, where: str) -> IPv4Network:
+    if not isinstance(value, str):
+        raise _fail(
+            where, f"{_shown(value)} is not a CIDR", 'write it as a string, e.g. "10.100.0.0/16"'
+        )
+    try:
+        net = IPv4Network(value, strict=True)
+    except (AddressValueError, NetmaskValueError, ValueError) as exc:
+        hint = 'use an IPv4 CIDR such as "10.100.0.0/16"'
+        try:
+            loose = IPv4Network(value, strict=False)
+            hint = f'host bits are set: did you mean "{loose}"?'
+        except ValueError:
+            pass
+        raise _fail(where, f"{_shown(value)} is not a valid IPv4 CIDR ({exc})", hint) from None
+    if "/" not in value:
+        raise _fail(where, f"{_shown(value)} has no prefix length", f'write it as "{value}/NN"')
+    return net
+
+
+def parse_address(value: object, where: str) -> IPv4Address:
+    if not isinstance(value, str):
+        raise _fail(
+            where,
+            f"{_shown(value)} is not an IPv4 address",
+            'write it as a string, e.g. "10.90.0.1"',
+        )
+    try:
+        return IPv4Address(value)
+    except (AddressValueError, ValueError):
+        raise _fail(
+            where,
+            f"{_shown(value)} is not a valid IPv4 address",
+            'use dotted quad, e.g. "10.90.0.1"',
+        ) from None
+
+
+def _parse_hostpart(host: str, where: str, original: object) -> str:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            IPv6Address(host[1:-1])
+        except ValueError:
+            raise _fail(
+                where,
+                f"{_shown(original)} has an invalid IPv6 address",
+                "write IPv6 as [2001:db8::1]",
+            ) from None
+        return host
+    if _HOSTNAME_RE.match(host):
+        return host
+    raise _fail(
+        where, f"{_shown(original)} has an invalid host name", "use a DNS name or an IP address"
+    )
+
+
+def parse_endpoint(value: object, where: str) -> str:
+    """``HOST:PORT`` where HOST is a DNS name, an IPv4 address or ``[IPv6]``."""
+    hint = 'use HOST:PORT, e.g. "203.0.113.10:51820" or "[2001:db8::1]:51820"'
+    if not isinstance(value, str) or ":" not in value:
+        raise _fail(where, f"{_shown(value)} is not a HOST:PORT endpoint", hint)
+    host, _, port_text = value.rpartition(":")
+    if not port_text.isdigit() or not host:
+        raise _fail(where, f"{_shown(value)} is not a HOST:PORT endpoint", hint)
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise _fail(where, f"{_shown(value)} has port {port} out of range", hint)
+    _parse_hostpart(host, where, value)
+    return f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SshTarget:
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        text = self.host
+        if self.user:
+            text = f"{self.user}@{text}"
+        if self.port is not None:
+            text = f"{text}:{self.port}"
+        return text
+
+
+def parse_ssh(value: object, where: str) -> SshTarget:
+    """``[USER@]HOST[:PORT]``; HOST may be an ~/.ssh/config alias, a DNS name, IPv4 or [IPv6]."""
+    hint = 'use [USER@]HOST[:PORT], e.g. "root@203.0.113.10" or "admin@nas.lan:2222"'
+    if not isinstance(value, str) or not value:
+        raise _fail(where, f"{_shown(value)} is not an SSH target", hint)
+    user: str | None = None
+    rest = value
+    if "@" in value:
+        user, _, rest = value.rpartition("@")
+        if not _USER_RE.match(user):
+            raise _fail(where, f"{_shown(value)} has an invalid user name", hint)
+    port: int | None = None
+    if rest.startswith("["):
+        close = rest.find("]")
+        if close == -1:
+            raise _fail(where, f"{_shown(value)} has an unclosed '['", hint)
+        host, tail = rest[: close + 1], rest[close + 1 :]
+        if tail:
+            if not tail.startswith(":") or not tail[1:].isdigit():
+                raise _fail(where, f"{_shown(value)} is not an SSH target", hint)
+            port = int(tail[1:])
+    elif ":" in rest:
+        host, _, port_text = rest.rpartition(":")
+        if not port_text.isdigit():
+            raise _fail(where, f"{_shown(value)} has a non-numeric port", hint)
+        port = int(port_text)
+    else:
+        host = rest
+    if port is not None and not 1 <= port <= 65535:
+        raise _fail(where, f"{_shown(value)} has port {port} out of range", hint)
+    _parse_hostpart(host, where, value)
+    return SshTarget(host=host, user=user, port=port)
+
+
+def parse_public_key(value: object, where: str) -> str:
+    """A WireGuard public key: standard base64 of exactly 32 bytes (44 characters)."""
+    hint = "paste the output of `wg pubkey` / `vpcctl agent keygen` (44 base64 characters)"
+    if not isinstance(value, str) or len(value) != 44 or not value.endswith("="):
+        raise _fail(where, f"{_shown(value)} is not a WireGuard public key", hint)
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _fail(where, f"{_shown(value)} is not valid base64", hint) from None
+    if len(raw) != 32 or base64.b64encode(raw).decode() != value:
+        raise _fail(where, f"{_shown(value)} is not a WireGuard public key", hint)
+    return value
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PortSpec:
+    port: int
+    proto: Proto = "tcp"
+    name: str | None = None
+
+    def __str__(self) -> str:
+        prefix = f"{self.name}=" if self.name else ""
+        return f"{prefix}{self.port}/{self.proto}"
+
+
+def parse_portspec(value: object, where: str) -> PortSpec:
+    """``[NAME=]PORT[/tcp|udp]``, e.g. ``postgres=5432/tcp``; protocol defaults to tcp."""
+    hint = 'use [NAME=]PORT[/tcp|udp], e.g. "postgres=5432/tcp" or "53/udp"'
+    if not isinstance(value, str):
+        raise _fail(where, f"{_shown(value)} is not a port spec", hint)
+    match = _PORTSPEC_RE.match(value)
+    if not match:
+        raise _fail(where, f"{_shown(value)} is not a port spec", hint)
+    name, number, proto = match.groups()
+    port = int(number)
+    if not 1 <= port <= 65535:
+        raise _fail(where, f"{_shown(value)}: port {port} out of range", hint)
+    return PortSpec(port=port, proto="udp" if proto == "udp" else "tcp", name=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# derived kernel object names
+
+
+def _short_name(prefix: str, name: str) -> str:
+    """``prefix + name`` if it fits in 15 characters, else a truncation with a stable checksum."""
+    full = prefix + name
+    if len(full) <= 15:
+        return full
+    digest = f"{zlib.crc32(name.encode()) & 0xFFFF:04x}"
+    return (prefix + name)[: 15 - 5] + "-" + digest
+
+
+def bridge_name(vpc: str) -> str:
+    """The Linux bridge of a VPC on every host, e.g. ``vb-prod``."""
+    return _short_name("vb-", vpc)
+
+
+def tunnel_name(interface: str) -> str:
+    """The IPIP tunnel that goes with WireGuard interface ``interface``, e.g. ``vpc0-ipip``."""
+    return (
+        _short_name("", interface + "-ipip") if len(interface) <= 10 else interface[:10] + "-ipip"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the inventory objects
+
+
+@dataclass(frozen=True, slots=True)
+class Mesh:
+    name: str
+    cidr: IPv4Network
+    port: int = DEFAULT_PORT
+    interface: str = DEFAULT_INTERFACE
+    domain: str = DEFAULT_DOMAIN
+    routing: Routing = "ipip"
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    ssh: SshTarget
+    address: IPv4Address
+    endpoint: str | None = None
+    public_key: str | None = None
+    agent: str | None = None  # command that runs vpcctl on the host; None = "vpcctl"
+    slices: Mapping[str, IPv4Network] = field(default_factory=dict)  # vpc name -> slice
+
+    @property
+    def behind_nat(self) -> bool:
+        return self.endpoint is None
+
+
+@dataclass(frozen=True, slots=True)
+class Vpc:
+    name: str
+    cidr: IPv4Network
+    slice_prefix: int
+    services: IPv4Network  # the range service VIPs are allocated from
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    vpc: str
+    name: str
+    host: str
+    ip: IPv4Address
+
+    @property
+    def key(self) -> str:
+        return f"{self.vpc}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    vpc: str
+    name: str
+    vip: IPv4Address
+    ports: tuple[PortSpec, ...]
+    backends: tuple[str, ...]  # container names in the same VPC
+
+    @property
+    def key(self) -> str:
+        return f"{self.vpc}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    mesh: Mesh
+    hosts: Mapping[str, Host] = field(default_factory=dict)
+    vpcs: Mapping[str, Vpc] = field(default_factory=dict)
+    containers: Mapping[str, Container] = field(default_factory=dict)  # "vpc/name" -> Container
+    services: Mapping[str, Service] = field(default_factory=dict)  # "vpc/name" -> Service
+    version: int = SCHEMA_VERSION
+
+
+def gateway(slice_: IPv4Network) -> IPv4Interface:
+    """The first usable address of a slice is its gateway, on the VPC bridge of that host."""
+    return IPv4Interface(f"{slice_.network_address + 1}/{slice_.prefixlen}")
+
+
+def split_key(key: str, where: str) -> tuple[str, str]:
+    """``"vpc/name"`` -> ``("vpc", "name")``, both validated labels."""
+    vpc, sep, name = key.partition("/")
+    if not sep:
+        raise _fail(
+            where,
+            f"{_shown(key)} is not VPC/NAME",
+            'name containers and services "vpc/name", e.g. "prod/db-1"',
+        )
+    return parse_label(vpc, where, "VPC name"), parse_label(name, where)

@@ -1,0 +1,455 @@
+"""HostSpec: the complete desired state of one host, as a typed value and as stable JSON.
+
+``vpcctl render HOST --format json`` prints it; the host agent reads it back with
+:func:`from_json`, which validates every field again (the agent runs as root and trusts nothing it
+did not check). Schema: README "HostSpec".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
+
+from vpcctl.errors import SpecError, ValidationError
+from vpcctl.model import (
+    PortSpec,
+    Routing,
+    parse_address,
+    parse_domain,
+    parse_endpoint,
+    parse_ifname,
+    parse_int,
+    parse_label,
+    parse_network,
+    parse_port,
+    parse_portspec,
+    parse_public_key,
+)
+
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSpec:
+    name: str
+    public_key: str
+    address: IPv4Address
+    endpoint: str | None
+    allowed_ips: tuple[IPv4Network, ...]
+    keepalive: int
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    dst: IPv4Network
+    dev: str
+    via: IPv4Address | None = None
+    onlink: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelSpec:
+    name: str
+    local: IPv4Address
+    mtu: int
+
+
+@dataclass(frozen=True, slots=True)
+class VpcSpec:
+    name: str
+    cidr: IPv4Network
+    slice: IPv4Network
+    gateway: IPv4Interface
+    bridge: str
+    mtu: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    vpc: str
+    name: str
+    vip: IPv4Address
+    ports: tuple[PortSpec, ...]
+    backends: tuple[IPv4Address, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneVpc:
+    name: str
+    cidr: IPv4Network
+    containers: tuple[tuple[str, IPv4Address], ...]
+    services: tuple[tuple[str, IPv4Address, tuple[PortSpec, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneData:
+    """Everything the resolver needs: the same on every host of a mesh."""
+
+    domain: str
+    ttl: int
+    mesh_cidr: IPv4Network
+    hosts: tuple[tuple[str, IPv4Address], ...]
+    vpcs: tuple[ZoneVpc, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HostSpec:
+    mesh: str
+    host: str
+    interface: str
+    address: IPv4Interface
+    port: int
+    mtu: int
+    public_key: str | None  # what the inventory expects this host's key to be
+    private_key_file: str  # relative to the agent's state directory
+    routing: Routing
+    tunnel: TunnelSpec | None
+    peers: tuple[PeerSpec, ...]
+    routes: tuple[RouteSpec, ...]
+    vpcs: tuple[VpcSpec, ...]
+    services: tuple[ServiceSpec, ...]
+    dns: ZoneData
+    version: int = SPEC_VERSION
+
+
+# ---------------------------------------------------------------------------------------------
+# to JSON
+
+
+def _ports(ports: tuple[PortSpec, ...]) -> list[str]:
+    return [str(p) for p in ports]
+
+
+def zone_to_dict(z: ZoneData) -> dict[str, Any]:
+    return {
+        "domain": z.domain,
+        "ttl": z.ttl,
+        "mesh_cidr": str(z.mesh_cidr),
+        "hosts": {name: str(ip) for name, ip in z.hosts},
+        "vpcs": [
+            {
+                "name": v.name,
+                "cidr": str(v.cidr),
+                "containers": {n: str(ip) for n, ip in v.containers},
+                "services": {n: {"vip": str(vip), "ports": _ports(p)} for n, vip, p in v.services},
+            }
+            for v in z.vpcs
+        ],
+    }
+
+
+class Encoder:
+    """Turns HostSpecs into JSON-ready dicts. Peers, routes and the zone are shared between the
+    specs of one mesh, so one Encoder caches their dicts: rendering every host of a large mesh
+    converts each of them once."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[object, Any]] = {}
+
+    def _memo(self, obj: object, make: Any) -> Any:
+        hit = self._cache.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        value = make(obj)
+        self._cache[id(obj)] = (obj, value)
+        return value
+
+    @staticmethod
+    def _peer(p: PeerSpec) -> dict[str, Any]:
+        return {
+            "name": p.name,
+            "public_key": p.public_key,
+            "address": str(p.address),
+            "endpoint": p.endpoint,
+            "allowed_ips": [str(n) for n in p.allowed_ips],
+            "keepalive": p.keepalive,
+        }
+
+    @staticmethod
+    def _route(r: RouteSpec) -> dict[str, Any]:
+        return {
+            "dst": str(r.dst),
+            "dev": r.dev,
+            "via": str(r.via) if r.via else None,
+            "onlink": r.onlink,
+        }
+
+    def to_dict(self, s: HostSpec) -> dict[str, Any]:
+        return {
+            "version": s.version,
+            "mesh": s.mesh,
+            "host": s.host,
+            "interface": {
+                "name": s.interface,
+                "address": str(s.address),
+                "port": s.port,
+                "mtu": s.mtu,
+                "public_key": s.public_key,
+                "private_key_file": s.private_key_file,
+            },
+            "routing": s.routing,
+            "tunnel": (
+                {"name": s.tunnel.name, "local": str(s.tunnel.local), "mtu": s.tunnel.mtu}
+                if s.tunnel
+                else None
+            ),
+            "peers": [self._memo(p, self._peer) for p in s.peers],
+            "routes": [self._memo(r, self._route) for r in s.routes],
+            "vpcs": [
+                {
+                    "name": v.name,
+                    "cidr": str(v.cidr),
+                    "slice": str(v.slice),
+                    "gateway": str(v.gateway),
+                    "bridge": v.bridge,
+                    "mtu": v.mtu,
+                }
+                for v in s.vpcs
+            ],
+            "services": [
+                {
+                    "vpc": v.vpc,
+                    "name": v.name,
+                    "vip": str(v.vip),
+                    "ports": _ports(v.ports),
+                    "backends": [str(b) for b in v.backends],
+                }
+                for v in s.services
+            ],
+            "dns": self._memo(s.dns, zone_to_dict),
+        }
+
+    def dumps(self, s: HostSpec) -> str:
+        return json.dumps(self.to_dict(s), indent=2) + "\n"
+
+
+def to_json(spec: HostSpec) -> str:
+    """Stable JSON text: same spec, same bytes (so a host can tell "nothing changed" cheaply)."""
+    return Encoder().dumps(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# from JSON (validating)
+
+
+class _R:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def w(self, key: str) -> str:
+        return f"{self.source}: {key}"
+
+    def obj(self, value: object, key: str) -> Mapping[str, Any]:
+        if not isinstance(value, dict):
+            raise SpecError(f"{self.w(key)}: expected an object", "render it with `vpcctl render`")
+        return value
+
+    def lst(self, value: object, key: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise SpecError(f"{self.w(key)}: expected a list", "render it with `vpcctl render`")
+        return value
+
+    def get(self, m: Mapping[str, Any], name: str, key: str) -> Any:
+        if name not in m:
+            raise SpecError(f"{self.w(key)}: missing {name!r}", "render it with `vpcctl render`")
+        return m[name]
+
+    def boolean(self, value: object, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise SpecError(
+                f"{self.w(key)}: expected true or false", "render it with `vpcctl render`"
+            )
+        return value
+
+    def iface(self, value: object, key: str) -> IPv4Interface:
+        if not isinstance(value, str) or "/" not in value:
+            raise SpecError(
+                f"{self.w(key)}: expected ADDRESS/PREFIX", "render it with `vpcctl render`"
+            )
+        addr, _, prefix = value.partition("/")
+        parse_address(addr, self.w(key))
+        if not prefix.isdigit() or not 0 <= int(prefix) <= 32:
+            raise SpecError(f"{self.w(key)}: bad prefix length", "render it with `vpcctl render`")
+        return IPv4Interface(value)
+
+
+def from_json(text: str | bytes, source: str = "spec") -> HostSpec:
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(
+            f"{source}: not valid JSON ({exc})",
+            "pass the output of `vpcctl render HOST --format json`",
+        ) from None
+    try:
+        return from_dict(raw, source)
+    except ValidationError as exc:
+        raise SpecError(exc.message, exc.hint) from None
+
+
+def from_dict(raw: object, source: str = "spec") -> HostSpec:
+    r = _R(source)
+    top = r.obj(raw, "(top)")
+    version = r.get(top, "version", "version")
+    if version != SPEC_VERSION:
+        raise SpecError(
+            f"{r.w('version')}: unsupported HostSpec version {version!r}",
+            "use the same vpcctl version on the admin machine and on the host",
+        )
+    iface = r.obj(r.get(top, "interface", "interface"), "interface")
+    key_file = r.get(iface, "private_key_file", "interface.private_key_file")
+    if not isinstance(key_file, str) or not key_file or "/" in key_file or key_file.startswith("."):
+        raise SpecError(
+            f"{r.w('interface.private_key_file')}: must be a plain file name", "e.g. private.key"
+        )
+    routing = r.get(top, "routing", "routing")
+    if routing not in ("ipip", "wireguard"):
+        raise SpecError(
+            f"{r.w('routing')}: {routing!r} is not a routing mode", 'use "ipip" or "wireguard"'
+        )
+    pub = iface.get("public_key")
+    tunnel_raw = top.get("tunnel")
+    tunnel = None
+    if tunnel_raw is not None:
+        t = r.obj(tunnel_raw, "tunnel")
+        tunnel = TunnelSpec(
+            name=parse_ifname(r.get(t, "name", "tunnel.name"), r.w("tunnel.name")),
+            local=parse_address(r.get(t, "local", "tunnel.local"), r.w("tunnel.local")),
+            mtu=parse_int(r.get(t, "mtu", "tunnel.mtu"), r.w("tunnel.mtu"), 576, 9000),
+        )
+    peers = []
+    for i, p in enumerate(r.lst(r.get(top, "peers", "peers"), "peers")):
+        k = f"peers[{i}]"
+        p = r.obj(p, k)
+        endpoint = p.get("endpoint")
+        peers.append(
+            PeerSpec(
+                name=parse_label(r.get(p, "name", k), r.w(f"{k}.name")),
+                public_key=parse_public_key(r.get(p, "public_key", k), r.w(f"{k}.public_key")),
+                address=parse_address(r.get(p, "address", k), r.w(f"{k}.address")),
+                endpoint=None
+                if endpoint is None
+                else parse_endpoint(endpoint, r.w(f"{k}.endpoint")),
+                allowed_ips=tuple(
+                    parse_network(n, r.w(f"{k}.allowed_ips"))
+                    for n in r.lst(r.get(p, "allowed_ips", k), f"{k}.allowed_ips")
+                ),
+                keepalive=parse_int(r.get(p, "keepalive", k), r.w(f"{k}.keepalive"), 0, 65535),
+            )
+        )
+    routes = []
+    for i, rt in enumerate(r.lst(r.get(top, "routes", "routes"), "routes")):
+        k = f"routes[{i}]"
+        rt = r.obj(rt, k)
+        via = rt.get("via")
+        routes.append(
+            RouteSpec(
+                dst=parse_network(r.get(rt, "dst", k), r.w(f"{k}.dst")),
+                dev=parse_ifname(r.get(rt, "dev", k), r.w(f"{k}.dev")),
+                via=None if via is None else parse_address(via, r.w(f"{k}.via")),
+                onlink=r.boolean(rt.get("onlink", False), f"{k}.onlink"),
+            )
+        )
+    vpcs = []
+    for i, v in enumerate(r.lst(r.get(top, "vpcs", "vpcs"), "vpcs")):
+        k = f"vpcs[{i}]"
+        v = r.obj(v, k)
+        vpcs.append(
+            VpcSpec(
+                name=parse_label(r.get(v, "name", k), r.w(f"{k}.name")),
+                cidr=parse_network(r.get(v, "cidr", k), r.w(f"{k}.cidr")),
+                slice=parse_network(r.get(v, "slice", k), r.w(f"{k}.slice")),
+                gateway=r.iface(r.get(v, "gateway", k), f"{k}.gateway"),
+                bridge=parse_ifname(r.get(v, "bridge", k), r.w(f"{k}.bridge")),
+                mtu=parse_int(r.get(v, "mtu", k), r.w(f"{k}.mtu"), 576, 9000),
+            )
+        )
+    services = []
+    for i, sv in enumerate(r.lst(r.get(top, "services", "services"), "services")):
+        k = f"services[{i}]"
+        sv = r.obj(sv, k)
+        services.append(
+            ServiceSpec(
+                vpc=parse_label(r.get(sv, "vpc", k), r.w(f"{k}.vpc")),
+                name=parse_label(r.get(sv, "name", k), r.w(f"{k}.name")),
+                vip=parse_address(r.get(sv, "vip", k), r.w(f"{k}.vip")),
+                ports=tuple(
+                    parse_portspec(x, r.w(f"{k}.ports"))
+                    for x in r.lst(r.get(sv, "ports", k), f"{k}.ports")
+                ),
+                backends=tuple(
+                    parse_address(x, r.w(f"{k}.backends"))
+                    for x in r.lst(r.get(sv, "backends", k), f"{k}.backends")
+                ),
+            )
+        )
+    return HostSpec(
+        version=version,
+        mesh=parse_label(r.get(top, "mesh", "mesh"), r.w("mesh")),
+        host=parse_label(r.get(top, "host", "host"), r.w("host")),
+        interface=parse_ifname(r.get(iface, "name", "interface.name"), r.w("interface.name")),
+        address=r.iface(r.get(iface, "address", "interface.address"), "interface.address"),
+        port=parse_port(r.get(iface, "port", "interface.port"), r.w("interface.port")),
+        mtu=parse_int(r.get(iface, "mtu", "interface.mtu"), r.w("interface.mtu"), 576, 9000),
+        public_key=None if pub is None else parse_public_key(pub, r.w("interface.public_key")),
+        private_key_file=key_file,
+        routing=routing,
+        tunnel=tunnel,
+        peers=tuple(peers),
+        routes=tuple(routes),
+        vpcs=tuple(vpcs),
+        services=tuple(services),
+        dns=zone_from_dict(r.get(top, "dns", "dns"), source),
+    )
+
+
+def zone_from_dict(raw: object, source: str = "zone") -> ZoneData:
+    r = _R(source)
+    d = r.obj(raw, "dns")
+    hosts = r.obj(r.get(d, "hosts", "dns"), "dns.hosts")
+    vpcs = []
+    for i, v in enumerate(r.lst(r.get(d, "vpcs", "dns"), "dns.vpcs")):
+        k = f"dns.vpcs[{i}]"
+        v = r.obj(v, k)
+        containers = r.obj(r.get(v, "containers", k), f"{k}.containers")
+        svcs = r.obj(r.get(v, "services", k), f"{k}.services")
+        vpcs.append(
+            ZoneVpc(
+                name=parse_label(r.get(v, "name", k), r.w(f"{k}.name")),
+                cidr=parse_network(r.get(v, "cidr", k), r.w(f"{k}.cidr")),
+                containers=tuple(
+                    (
+                        parse_label(n, r.w(f"{k}.containers")),
+                        parse_address(ip, r.w(f"{k}.containers.{n}")),
+                    )
+                    for n, ip in containers.items()
+                ),
+                services=tuple(
+                    (
+                        parse_label(n, r.w(f"{k}.services")),
+                        parse_address(
+                            r.get(r.obj(s, f"{k}.services.{n}"), "vip", f"{k}.services.{n}"),
+                            r.w(f"{k}.services.{n}.vip"),
+                        ),
+                        tuple(
+                            parse_portspec(x, r.w(f"{k}.services.{n}.ports"))
+                            for x in r.lst(s.get("ports", []), f"{k}.services.{n}.ports")
+                        ),
+                    )
+                    for n, s in svcs.items()
+                ),
+            )
+        )
+    return ZoneData(
+        domain=parse_domain(r.get(d, "domain", "dns"), r.w("dns.domain")),
+        ttl=parse_int(r.get(d, "ttl", "dns"), r.w("dns.ttl"), 0, 86400),
+        mesh_cidr=parse_network(r.get(d, "mesh_cidr", "dns"), r.w("dns.mesh_cidr")),
+        hosts=tuple(
+            (parse_label(n, r.w("dns.hosts")), parse_address(ip, r.w(f"dns.hosts.{n}")))
+            for n, ip in hosts.items()
+        ),
+        vpcs=tuple(vpcs),
+    )
