@@ -1,0 +1,455 @@
+"""The host agent: observe -> plan -> apply, with rollback. Runs on each host, as root.
+
+State directory (default ``/etc/vpcctl``, ``--state-dir`` or ``$VPCCTL_STATE_DIR``) is the single
+place a host keeps vpcctl's secrets and history:
+
+``private.key``    the WireGuard private key (0600, born here, never leaves)
+``applied.json``   the last HostSpec applied successfully (what rollback returns to)
+``firewall.json``  digests of the nftables table as generated and as listed after loading
+``zone.json``      the resolver's zone (names of the VPCs this host serves)
+``.lock``          held while an apply runs
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vpcctl import firewall
+from vpcctl.errors import ApplyError, KeyFileError, SpecError, VpcctlError
+from vpcctl.keys import PrivateKey, ensure_private, load_private, write_secret
+from vpcctl.plan import (
+    AddAddress,
+    AddRoute,
+    Change,
+    CreateBridge,
+    CreateTunnel,
+    CreateWireGuard,
+    DelAddress,
+    DeleteFirewall,
+    DeleteLink,
+    DelRoute,
+    Desired,
+    FirewallRecord,
+    LoadFirewall,
+    Observed,
+    Plan,
+    RemovePeer,
+    SetForwarding,
+    SetLink,
+    SetListenPort,
+    SetPeer,
+    SetPrivateKey,
+    WriteZone,
+    alias_for,
+    plan,
+    zone_file_text,
+)
+from vpcctl.spec import HostSpec, from_json, to_json
+from vpcctl.system import System
+
+DEFAULT_STATE_DIR = Path("/etc/vpcctl")
+STATE_ENV = "VPCCTL_STATE_DIR"
+KEY_FILE = "private.key"
+
+
+@dataclass(frozen=True)
+class StateDir:
+    path: Path
+
+    @classmethod
+    def default(cls, explicit: Path | None = None) -> StateDir:
+        if explicit is not None:
+            return cls(explicit)
+        env = os.environ.get(STATE_ENV)
+        return cls(Path(env) if env else DEFAULT_STATE_DIR)
+
+    def key(self, name: str = KEY_FILE) -> Path:
+        return self.path / name
+
+    @property
+    def applied(self) -> Path:
+        return self.path / "applied.json"
+
+    @property
+    def firewall(self) -> Path:
+        return self.path / "firewall.json"
+
+    @property
+    def zone(self) -> Path:
+        return self.path / "zone.json"
+
+    def ensure(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def read(self, path: Path) -> str | None:
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def write(self, path: Path, text: str) -> None:
+        """State files are written like secrets: 0600 from birth, atomically."""
+        self.ensure()
+        write_secret(path, text.encode("utf-8"))
+
+    def applied_spec(self) -> HostSpec | None:
+        text = self.read(self.applied)
+        if text is None:
+            return None
+        try:
+            return from_json(text, str(self.applied))
+        except SpecError:
+            return None
+
+    def firewall_record(self) -> FirewallRecord | None:
+        text = self.read(self.firewall)
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+            return FirewallRecord(desired=str(data["desired"]), listing=str(data["listing"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    @contextlib.contextmanager
+    def locked(self, wait: float = 60.0) -> Iterator[None]:
+        from vpcctl.inventory import locked
+
+        self.ensure()
+        with locked(self.path / "agent", wait, what="this host (another agent apply runs)"):
+            yield
+
+
+def keygen(state: StateDir) -> tuple[str, bool]:
+    """Create the private key if missing; return (public key, created)."""
+    state.ensure()
+    key, created = ensure_private(state.key())
+    return key.public_key(), created
+
+
+# ---------------------------------------------------------------------------------------------
+# observe
+
+
+def observe(system: System, spec: HostSpec | None, state: StateDir) -> Observed:
+    links = system.links()
+    iface = links.get(spec.interface) if spec is not None else None
+    if iface is not None and iface.kind in ("wireguard", "tun"):
+        backend = "kernel" if iface.kind == "wireguard" else "userspace"
+    elif spec is not None:
+        backend = system.detect_backend()
+    else:
+        backend = "userspace"
+    wg = system.wg_get(spec.interface, iface.kind) if spec is not None and iface else None
+    listing = system.nft_list()
+    endpoints: dict[str, str] = {}
+    if spec is not None:
+        for p in spec.peers:
+            if p.endpoint and p.endpoint not in endpoints:
+                endpoints[p.endpoint] = system.resolve_endpoint(p.endpoint)
+    return Observed(
+        backend=backend,
+        links=links,
+        routes=tuple(system.routes()),
+        wg=wg,
+        forwarding=system.forwarding(),
+        firewall_listing=firewall.digest(listing) if listing is not None else None,
+        firewall_record=state.firewall_record(),
+        zone_text=state.read(state.zone),
+        endpoints=endpoints,
+    )
+
+
+def desired_for(spec: HostSpec | None, key: PrivateKey | None) -> Desired:
+    if spec is None:
+        return Desired(spec=None)
+    zone, names = zone_file_text(spec)
+    return Desired(
+        spec=spec,
+        public_key=key.public_key() if key else None,
+        firewall=firewall.ruleset(spec),
+        zone=zone,
+        zone_names=names,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# apply
+
+
+def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | None) -> None:
+    match change:
+        case SetForwarding(on=on):
+            system.set_forwarding(on)
+        case CreateWireGuard(name=name, backend=backend, mtu=mtu, alias=alias):
+            system.wg_create(name, backend, mtu, alias)
+        case SetPrivateKey(dev=dev):
+            if key is None:
+                raise KeyFileError("no private key", "run `vpcctl agent keygen`")
+            system.wg_set_device(dev, private_key=key.raw)
+        case SetListenPort(dev=dev, port=port):
+            system.wg_set_device(dev, listen_port=port)
+        case SetPeer():
+            system.wg_set_peer(change.dev, change.config())
+        case RemovePeer(dev=dev, public_key=pk):
+            system.wg_remove_peer(dev, pk)
+        case CreateTunnel(name=name, local=local, mtu=mtu, alias=alias):
+            system.add_ipip(name, local, mtu, alias)
+        case CreateBridge(name=name, mtu=mtu, alias=alias):
+            system.add_bridge(name, mtu, alias)
+        case DeleteLink(name=name, kind=kind):
+            system.delete_link(name, kind)
+        case SetLink(name=name, mtu=mtu, up=up):
+            system.set_link(name, mtu=mtu, up=up)
+        case AddAddress(dev=dev, address=address):
+            system.add_address(dev, address)
+        case DelAddress(dev=dev, address=address):
+            system.del_address(dev, address)
+        case AddRoute(route=route):
+            system.add_route(route)
+        case DelRoute(route=route):
+            system.del_route(route)
+        case LoadFirewall(digest=digest, text=text):
+            system.nft_load(text)
+            listing = system.nft_list()
+            state.write(
+                state.firewall,
+                json.dumps({"desired": digest, "listing": firewall.digest(listing or "")}, indent=2)
+                + "\n",
+            )
+        case DeleteFirewall():
+            system.nft_delete()
+            with contextlib.suppress(FileNotFoundError):
+                state.firewall.unlink()
+        case WriteZone(text=text):
+            state.write(state.zone, text)
+        case _:
+            raise ApplyError(f"unknown change {change!r}", "this is a bug in vpcctl")
+
+
+@dataclass
+class Result:
+    host: str
+    plan: Plan
+    applied: int = 0
+    dry_run: bool = False
+    seconds: float = 0.0
+    rolled_back: bool = False
+    messages: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "changed": bool(self.applied),
+            "dry_run": self.dry_run,
+            "up_to_date": self.plan.empty,
+            "changes": self.plan.to_json(),
+            "applied": self.applied,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _run(
+    p: Plan,
+    system: System,
+    state: StateDir,
+    key: PrivateKey | None,
+    progress: Callable[[Change], None] | None,
+) -> int:
+    done = 0
+    for change in p.changes:
+        if progress:
+            progress(change)
+        _execute(change, system, state, key)
+        done += 1
+    return done
+
+
+def apply(
+    spec: HostSpec,
+    system: System,
+    state: StateDir,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[Change], None] | None = None,
+) -> Result:
+    """Converge this host to ``spec``; on failure return it to the last applied state."""
+    started = time.monotonic()
+    key = _key_for(spec, state)
+    desired = desired_for(spec, key)
+    observed = observe(system, spec, state)
+    p = plan(desired, observed)
+    result = Result(host=spec.host, plan=p, dry_run=dry_run)
+    if dry_run or p.empty:
+        if not dry_run and state.read(state.applied) != to_json(spec):
+            state.write(state.applied, to_json(spec))
+        result.seconds = time.monotonic() - started
+        return result
+    failed: Change | None = None
+    try:
+        for change in p.changes:
+            failed = change
+            if progress:
+                progress(change)
+            _execute(change, system, state, key)
+            result.applied += 1
+    except VpcctlError as exc:
+        raise _rollback(spec, system, state, key, failed, exc) from None
+    state.write(state.applied, to_json(spec))
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _rollback(
+    spec: HostSpec,
+    system: System,
+    state: StateDir,
+    key: PrivateKey | None,
+    failed: Change | None,
+    exc: VpcctlError,
+) -> ApplyError:
+    what = failed.describe() if failed else "apply"
+    prior = state.applied_spec()
+    if prior is not None and prior.mesh != spec.mesh:
+        prior = None
+    target = "the previously applied state" if prior is not None else "the state before vpcctl"
+    try:
+        if prior is not None:
+            back = plan(desired_for(prior, key), observe(system, prior, state))
+        else:
+            # first apply: remove exactly what this apply created (everything vpcctl owns)
+            back = plan(Desired(spec=None), observe(system, None, state))
+        _run(back, system, state, key, None)
+    except VpcctlError as again:
+        return ApplyError(
+            f"{what} failed: {exc.message}; rollback to {target} also failed: {again.message}",
+            "inspect with `vpcctl agent status` and re-run the apply",
+        )
+    return ApplyError(
+        f"{what} failed: {exc.message}; restored {target} ({len(back.changes)} changes undone)",
+        exc.hint,
+    )
+
+
+def _key_for(spec: HostSpec, state: StateDir) -> PrivateKey:
+    path = state.key(spec.private_key_file)
+    key = load_private(path)
+    if spec.public_key is not None and key.public_key() != spec.public_key:
+        raise ApplyError(
+            f"this host's key ({key.public_key()}) is not the one the inventory has for host "
+            f"{spec.host} ({spec.public_key})",
+            "wrong host? otherwise record this key with `vpcctl join` again",
+        )
+    return key
+
+
+def load_spec(text: str, source: str) -> HostSpec:
+    return from_json(text, source)
+
+
+def down(system: System, state: StateDir, mesh: str | None = None) -> Result:
+    """Remove everything vpcctl owns on this host (links, routes, firewall table)."""
+    observed = observe(system, None, state)
+    p = plan(Desired(spec=None), observed)
+    if mesh is not None:
+        mine = alias_for(mesh)
+        p = Plan(
+            tuple(
+                c
+                for c in p.changes
+                if not isinstance(c, DeleteLink) or observed.links[c.name].alias == mine
+            )
+        )
+    _run(p, system, state, None, None)
+    with contextlib.suppress(FileNotFoundError):
+        state.applied.unlink()
+    return Result(host="", plan=p, applied=len(p.changes))
+
+
+def status(system: System, state: StateDir) -> dict[str, Any]:
+    """The observed state, as JSON-ready data."""
+    spec = state.applied_spec()
+    links = system.links()
+    iface_name = spec.interface if spec else None
+    iface = links.get(iface_name) if iface_name else None
+    wg = system.wg_get(iface_name, iface.kind) if iface_name and iface else None
+    names = {p.public_key: p.name for p in spec.peers} if spec else {}
+    now = time.time()
+    peers = []
+    if wg is not None:
+        for k in sorted(wg.peers):
+            p = wg.peers[k]
+            peers.append(
+                {
+                    "name": names.get(k),
+                    "public_key": k,
+                    "endpoint": p.endpoint,
+                    "allowed_ips": [str(n) for n in p.allowed_ips],
+                    "keepalive": p.keepalive,
+                    "latest_handshake": p.last_handshake,
+                    "handshake_age": round(now - p.last_handshake, 1) if p.last_handshake else None,
+                    "rx_bytes": p.rx_bytes,
+                    "tx_bytes": p.tx_bytes,
+                }
+            )
+    owned_links = {
+        n: link for n, link in links.items() if link.alias and link.alias.startswith("vpcctl:")
+    }
+    tunnel = spec.tunnel.name if spec and spec.tunnel else None
+    return {
+        "host": spec.host if spec else None,
+        "mesh": spec.mesh if spec else None,
+        "applied": spec is not None,
+        "interface": (
+            {
+                "name": iface.name,
+                "kind": iface.kind,
+                "backend": wg.backend if wg else None,
+                "up": iface.up,
+                "mtu": iface.mtu,
+                "addresses": [str(a) for a in iface.addresses],
+                "public_key": wg.public_key if wg else None,
+                "listen_port": wg.listen_port if wg else None,
+            }
+            if iface
+            else None
+        ),
+        "peers": peers,
+        "tunnel": (
+            {
+                "name": tunnel,
+                "present": tunnel in links,
+                "local": str(links[tunnel].ipip_local) if tunnel in links else None,
+            }
+            if tunnel
+            else None
+        ),
+        "bridges": [
+            {
+                "name": n,
+                "up": link.up,
+                "mtu": link.mtu,
+                "addresses": [str(a) for a in link.addresses],
+            }
+            for n, link in sorted(owned_links.items())
+            if link.kind == "bridge"
+        ],
+        "routes": [
+            {
+                "dst": str(r.dst),
+                "via": str(r.via) if r.via else None,
+                "dev": r.dev,
+                "onlink": r.onlink,
+            }
+            for r in system.routes()
+        ],
+        "forwarding": system.forwarding(),
+        "firewall": {"table": "inet vpcctl", "present": system.nft_list() is not None},
+    }

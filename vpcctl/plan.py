@@ -1,0 +1,492 @@
+"""plan(desired, observed) -> Plan: the typed changes that bring a host to its HostSpec. Pure.
+
+The plan is a value: ``agent apply --dry-run`` prints it, ``agent apply`` executes it, an empty
+plan means "up to date". Changes come in a safe order (forwarding, WireGuard device, peers,
+tunnel, bridges, routes, firewall, zone): adding or removing one peer is a peer change only and
+never recreates the interface, so the other peers' sessions go on untouched.
+
+Ownership: vpcctl owns the links whose alias is ``vpcctl:<mesh>``, the routes carrying its route
+protocol number and its nftables table. It changes and removes only those. A desired name that is
+already taken by a link vpcctl does not own is a conflict, reported before anything changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
+
+from vpcctl.errors import ApplyError
+from vpcctl.linktypes import RTPROT_VPCCTL, Link, Route
+from vpcctl.spec import HostSpec
+from vpcctl.wgtypes import PeerConfig, WgDevice, plan_peer_update
+
+ALIAS_PREFIX = "vpcctl:"
+
+
+def alias_for(mesh: str) -> str:
+    return f"{ALIAS_PREFIX}{mesh}"
+
+
+def owned(link: Link) -> bool:
+    return bool(link.alias and link.alias.startswith(ALIAS_PREFIX))
+
+
+# ---------------------------------------------------------------------------------------------
+# changes
+
+
+@dataclass(frozen=True)
+class Change:
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: _jsonable(v) for k, v in asdict(self).items()}
+        return {"op": type(self).__name__, **data, "text": self.describe()}
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, IPv4Address | IPv4Network | IPv4Interface):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class SetForwarding(Change):
+    on: bool = True
+
+    def describe(self) -> str:
+        return f"set net.ipv4.ip_forward = {int(self.on)}"
+
+
+@dataclass(frozen=True)
+class CreateWireGuard(Change):
+    name: str
+    backend: str
+    mtu: int
+    alias: str
+
+    def describe(self) -> str:
+        how = "kernel module" if self.backend == "kernel" else "wireguard-go"
+        return f"create WireGuard interface {self.name} ({how}, mtu {self.mtu})"
+
+
+@dataclass(frozen=True)
+class CreateBridge(Change):
+    name: str
+    mtu: int
+    alias: str
+
+    def describe(self) -> str:
+        return f"create bridge {self.name} (mtu {self.mtu})"
+
+
+@dataclass(frozen=True)
+class CreateTunnel(Change):
+    name: str
+    local: IPv4Address
+    mtu: int
+    alias: str
+
+    def describe(self) -> str:
+        return f"create IPIP tunnel {self.name} (NBMA, local {self.local}, mtu {self.mtu})"
+
+
+@dataclass(frozen=True)
+class DeleteLink(Change):
+    name: str
+    kind: str | None
+
+    def describe(self) -> str:
+        return f"delete {self.kind or 'link'} {self.name}"
+
+
+@dataclass(frozen=True)
+class SetLink(Change):
+    name: str
+    mtu: int | None = None
+    up: bool | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.mtu is not None:
+            parts.append(f"mtu {self.mtu}")
+        if self.up is not None:
+            parts.append("up" if self.up else "down")
+        return f"set {self.name} " + " ".join(parts)
+
+
+@dataclass(frozen=True)
+class AddAddress(Change):
+    dev: str
+    address: IPv4Interface
+
+    def describe(self) -> str:
+        return f"add address {self.address} to {self.dev}"
+
+
+@dataclass(frozen=True)
+class DelAddress(Change):
+    dev: str
+    address: IPv4Interface
+
+    def describe(self) -> str:
+        return f"remove address {self.address} from {self.dev}"
+
+
+@dataclass(frozen=True)
+class SetPrivateKey(Change):
+    dev: str
+    public_key: str  # the public half, for display; the agent reads the private key itself
+
+    def describe(self) -> str:
+        return f"set private key of {self.dev} (public key {self.public_key})"
+
+
+@dataclass(frozen=True)
+class SetListenPort(Change):
+    dev: str
+    port: int
+
+    def describe(self) -> str:
+        return f"set listen port of {self.dev} to {self.port}"
+
+
+@dataclass(frozen=True)
+class SetPeer(Change):
+    dev: str
+    name: str
+    public_key: str
+    endpoint: str | None
+    allowed_ips: tuple[IPv4Network, ...]
+    keepalive: int
+    new: bool
+
+    def describe(self) -> str:
+        verb = "add" if self.new else "update"
+        ep = self.endpoint or "no endpoint (behind NAT)"
+        ips = ", ".join(str(n) for n in self.allowed_ips)
+        ka = f", keepalive {self.keepalive}s" if self.keepalive else ""
+        return f"{verb} peer {self.name} on {self.dev}: {ep}, allowed {ips}{ka}"
+
+    def config(self) -> PeerConfig:
+        return PeerConfig(
+            public_key=self.public_key,
+            endpoint=self.endpoint,
+            allowed_ips=self.allowed_ips,
+            keepalive=self.keepalive,
+        )
+
+
+@dataclass(frozen=True)
+class RemovePeer(Change):
+    dev: str
+    public_key: str
+
+    def describe(self) -> str:
+        return f"remove peer {self.public_key} from {self.dev}"
+
+
+@dataclass(frozen=True)
+class AddRoute(Change):
+    route: Route
+
+    def describe(self) -> str:
+        return f"add route {self.route}"
+
+
+@dataclass(frozen=True)
+class DelRoute(Change):
+    route: Route
+
+    def describe(self) -> str:
+        return f"delete route {self.route}"
+
+
+@dataclass(frozen=True)
+class LoadFirewall(Change):
+    digest: str
+    text: str = field(repr=False)
+
+    def describe(self) -> str:
+        return f"load nftables table inet vpcctl (sha256 {self.digest[:12]})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "LoadFirewall", "digest": self.digest, "text": self.describe()}
+
+
+@dataclass(frozen=True)
+class DeleteFirewall(Change):
+    def describe(self) -> str:
+        return "delete nftables table inet vpcctl"
+
+
+@dataclass(frozen=True)
+class WriteZone(Change):
+    records: int
+    text: str = field(repr=False)
+
+    def describe(self) -> str:
+        return f"write resolver zone ({self.records} names)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "WriteZone", "records": self.records, "text": self.describe()}
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def describe(self) -> list[str]:
+        return [c.describe() for c in self.changes]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [c.to_json() for c in self.changes]
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+
+@dataclass(frozen=True)
+class FirewallRecord:
+    """What the agent recorded when it last loaded the table."""
+
+    desired: str  # digest of the text vpcctl generated
+    listing: str  # digest of `nft list table` right after loading it
+
+
+@dataclass(frozen=True)
+class Observed:
+    backend: str  # "kernel" | "userspace": how a WireGuard interface would be created here
+    links: Mapping[str, Link]
+    routes: tuple[Route, ...]  # main table routes carrying RTPROT_VPCCTL
+    wg: WgDevice | None  # the mesh interface's WireGuard state, if it exists
+    forwarding: bool
+    firewall_listing: str | None  # digest of our table's listing; None when absent
+    firewall_record: FirewallRecord | None
+    zone_text: str | None  # the zone file as it is on disk
+    endpoints: Mapping[str, str] = field(default_factory=dict)  # spec endpoint -> IP:port
+
+
+@dataclass(frozen=True)
+class Desired:
+    """A HostSpec plus what the host derives from its own secrets and the firewall builder.
+
+    ``spec`` None means "nothing": remove everything vpcctl owns (used by rollback of a
+    first apply, and by `agent down`)."""
+
+    spec: HostSpec | None
+    public_key: str | None = None  # derived from the host's private key file
+    firewall: str = ""  # nft text for the table
+    zone: str = ""  # zone file text
+    zone_names: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+def _check_conflicts(spec: HostSpec, observed: Observed, wanted: dict[str, str | None]) -> None:
+    mine = alias_for(spec.mesh)
+    for name in wanted:
+        link = observed.links.get(name)
+        if link is None:
+            continue
+        if not owned(link):
+            raise ApplyError(
+                f"a link named {name} already exists and is not owned by vpcctl "
+                f"(kind {link.kind or 'plain'})",
+                f"rename or delete it (ip link del {name}), or pick another name in the inventory",
+            )
+        if link.alias != mine:
+            raise ApplyError(
+                f"link {name} belongs to another vpcctl mesh ({link.alias})",
+                "one host can be in one mesh: remove the other mesh first (`vpcctl agent down`)",
+            )
+
+
+def _link_changes(
+    name: str, link: Link, mtu: int, addresses: tuple[IPv4Interface, ...]
+) -> list[Change]:
+    out: list[Change] = []
+    if link.mtu != mtu or not link.up:
+        out.append(
+            SetLink(name, mtu=mtu if link.mtu != mtu else None, up=True if not link.up else None)
+        )
+    have, want = set(link.addresses), set(addresses)
+    out += [AddAddress(name, a) for a in sorted(want - have)]
+    out += [DelAddress(name, a) for a in sorted(have - want)]
+    return out
+
+
+def plan(desired: Desired, observed: Observed) -> Plan:
+    spec = desired.spec
+    if spec is None:
+        return _plan_down(observed)
+    mine = alias_for(spec.mesh)
+    wg_kind = "wireguard" if observed.backend == "kernel" else "tun"
+    wanted: dict[str, str | None] = {spec.interface: wg_kind}
+    if spec.tunnel is not None:
+        wanted[spec.tunnel.name] = "ipip"
+    for v in spec.vpcs:
+        wanted[v.bridge] = "bridge"
+    _check_conflicts(spec, observed, wanted)
+
+    changes: list[Change] = []
+    deletes_first: list[Change] = []
+    if not observed.forwarding:
+        changes.append(SetForwarding(True))
+
+    # -- WireGuard device
+    iface = observed.links.get(spec.interface)
+    wg = observed.wg
+    if iface is not None and iface.kind != wg_kind:
+        deletes_first.append(DeleteLink(spec.interface, iface.kind))
+        iface, wg = None, None
+    if iface is None:
+        changes.append(CreateWireGuard(spec.interface, observed.backend, spec.mtu, mine))
+        changes.append(SetPrivateKey(spec.interface, desired.public_key or "?"))
+        changes.append(SetListenPort(spec.interface, spec.port))
+        changes.append(SetLink(spec.interface, mtu=None, up=True))
+        changes.append(AddAddress(spec.interface, spec.address))
+    else:
+        if wg is None or wg.public_key != desired.public_key:
+            changes.append(SetPrivateKey(spec.interface, desired.public_key or "?"))
+        if wg is None or wg.listen_port != spec.port:
+            changes.append(SetListenPort(spec.interface, spec.port))
+        changes += _link_changes(spec.interface, iface, spec.mtu, (spec.address,))
+
+    # -- peers, changed in place
+    current = dict(wg.peers) if wg is not None else {}
+    desired_keys = set()
+    for p in spec.peers:
+        desired_keys.add(p.public_key)
+        endpoint = observed.endpoints.get(p.endpoint, p.endpoint) if p.endpoint else None
+        cfg = PeerConfig(
+            public_key=p.public_key,
+            endpoint=endpoint,
+            allowed_ips=p.allowed_ips,
+            keepalive=p.keepalive,
+        )
+        have = current.get(cfg.public_key)
+        if plan_peer_update(have, cfg) is not None:
+            changes.append(
+                SetPeer(
+                    spec.interface,
+                    p.name,
+                    cfg.public_key,
+                    cfg.endpoint,
+                    cfg.allowed_ips,
+                    cfg.keepalive,
+                    new=have is None,
+                )
+            )
+    changes += [RemovePeer(spec.interface, k) for k in sorted(set(current) - desired_keys)]
+
+    # -- IPIP tunnel
+    if spec.tunnel is not None:
+        t = spec.tunnel
+        tun = observed.links.get(t.name)
+        if tun is not None and (tun.kind != "ipip" or tun.ipip_local != t.local or tun.ipip_remote):
+            deletes_first.append(DeleteLink(t.name, tun.kind))
+            tun = None
+        if tun is None:
+            changes.append(CreateTunnel(t.name, t.local, t.mtu, mine))
+            changes.append(SetLink(t.name, up=True))
+        else:
+            changes += _link_changes(t.name, tun, t.mtu, ())
+
+    # -- bridges
+    for v in spec.vpcs:
+        br = observed.links.get(v.bridge)
+        if br is not None and br.kind != "bridge":
+            deletes_first.append(DeleteLink(v.bridge, br.kind))
+            br = None
+        if br is None:
+            changes.append(CreateBridge(v.bridge, v.mtu, mine))
+            changes.append(SetLink(v.bridge, up=True))
+            changes.append(AddAddress(v.bridge, v.gateway))
+        else:
+            changes += _link_changes(v.bridge, br, v.mtu, (v.gateway,))
+
+    # -- owned links that are no longer wanted (a removed VPC's bridge, the tunnel after a
+    #    switch to routing "wireguard")
+    stale = [
+        DeleteLink(name, link.kind)
+        for name, link in sorted(observed.links.items())
+        if owned(link) and name not in wanted
+    ]
+
+    # -- routes (add = replace, so a changed next hop needs no delete)
+    want_routes = {
+        Route(dst=r.dst, dev=r.dev, via=r.via, onlink=r.onlink, proto=RTPROT_VPCCTL)
+        for r in spec.routes
+    }
+    have_routes = set(observed.routes)
+    changes += [AddRoute(r) for r in sorted(want_routes - have_routes, key=_route_key)]
+    want_dsts = {r.dst for r in want_routes}
+    gone_links = {c.name for c in stale}
+    changes += [
+        DelRoute(r)
+        for r in sorted(have_routes - want_routes, key=_route_key)
+        if r.dst not in want_dsts and r.dev not in gone_links
+    ]
+    changes += stale
+
+    # -- firewall
+    from vpcctl.firewall import digest
+
+    want_fw = digest(desired.firewall)
+    rec = observed.firewall_record
+    fw_ok = (
+        observed.firewall_listing is not None
+        and rec is not None
+        and rec.desired == want_fw
+        and rec.listing == observed.firewall_listing
+    )
+    if not fw_ok:
+        changes.append(LoadFirewall(want_fw, desired.firewall))
+
+    # -- resolver zone
+    if desired.zone and observed.zone_text != desired.zone:
+        changes.append(WriteZone(desired.zone_names, desired.zone))
+
+    return Plan(tuple(deletes_first + changes))
+
+
+def _route_key(r: Route) -> tuple[int, int, str]:
+    return (int(r.dst.network_address), r.dst.prefixlen, r.dev)
+
+
+def _plan_down(observed: Observed) -> Plan:
+    changes: list[Change] = [
+        DeleteLink(name, link.kind) for name, link in sorted(observed.links.items()) if owned(link)
+    ]
+    gone = {c.name for c in changes if isinstance(c, DeleteLink)}
+    changes = [DelRoute(r) for r in observed.routes if r.dev not in gone] + changes
+    if observed.firewall_listing is not None:
+        changes.append(DeleteFirewall())
+    return Plan(tuple(changes))
+
+
+def zone_file_text(spec: HostSpec) -> tuple[str, int]:
+    """The resolver's zone file (the "dns" part of the HostSpec) and its number of names."""
+    from vpcctl.spec import zone_to_dict
+
+    data = zone_to_dict(spec.dns)
+    names = len(data["hosts"]) + sum(
+        len(v["containers"]) + len(v["services"]) for v in data["vpcs"]
+    )
+    return json.dumps(data, indent=2, sort_keys=True) + "\n", names
