@@ -1,0 +1,164 @@
+"""A vpcctl mesh on a :class:`~tests.lab.harness.Lab`: inventory on the test side, the real
+agent (``python -m vpcctl agent ...``) inside each lab host."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+from tests.lab.harness import Lab, LabContainer, LabHost, LabNode, ping
+from vpcctl import inventory, ops
+from vpcctl.model import Inventory, SshTarget
+from vpcctl.render import render
+from vpcctl.spec import HostSpec, to_json
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {"PYTHONPATH": str(ROOT)}
+
+
+class Mesh:
+    def __init__(self, lab: Lab, routing: str = "wireguard") -> None:
+        self.lab = lab
+        self.dir = lab.workdir / "mesh"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "vpc.toml"
+        self.hosts: dict[str, LabHost] = {}
+        inv = ops.new(
+            "lab",
+            IPv4Network("10.90.0.0/24"),
+            port=51820,
+            interface="vpc0",
+            domain="vpc.internal",
+            routing=routing,  # type: ignore[arg-type]
+        )
+        inventory.create(self.path, inv)
+
+    # inventory ------------------------------------------------------------------------------
+    @property
+    def inv(self) -> Inventory:
+        return inventory.load(self.path)
+
+    def change(self, fn: Any) -> Inventory:
+        return inventory.update(self.path, fn)
+
+    def add_host(self, name: str, *, nat: bool = False) -> LabHost:
+        host = self.lab.add_host(name)
+        self.hosts[name] = host
+        out = self.agent(host, "keygen", "--json")
+        public = json.loads(out.stdout)["public_key"]
+        endpoint = None if nat else f"{host.underlay_ip}:51820"
+        self.change(
+            lambda inv: ops.add_host(
+                inv, name, SshTarget(host.underlay_ip), endpoint=endpoint, public_key=public
+            )
+        )
+        return host
+
+    def add_vpc(self, name: str, cidr: str) -> None:
+        self.change(lambda inv: ops.add_vpc(inv, name, IPv4Network(cidr)))
+
+    def add_container(self, vpc: str, name: str, host: str) -> LabContainer:
+        inv = self.change(lambda inv: ops.add_container(inv, name, vpc, host))
+        c = inv.containers[f"{vpc}/{name}"]
+        s = inv.hosts[host].slices[vpc]
+        gw = s.network_address + 1
+        return self.lab.add_container(
+            self.hosts[host],
+            f"{name}"[:12],
+            bridge=render(inv, host).vpcs[sorted(inv.vpcs).index(vpc)].bridge,
+            ip=f"{c.ip}/{s.prefixlen}",
+            gateway=str(gw),
+        )
+
+    def spec(self, host: str) -> HostSpec:
+        return render(self.inv, host)
+
+    def spec_file(self, host: str, spec: HostSpec | None = None, text: str | None = None) -> Path:
+        path = self.dir / f"{host}.json"
+        path.write_text(text if text is not None else to_json(spec or self.spec(host)))
+        return path
+
+    # agent ----------------------------------------------------------------------------------
+    def agent(
+        self, host: LabHost, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return self.lab.run(
+            host, [sys.executable, "-m", "vpcctl", "agent", *args], check=check, env=ENV,
+            timeout=timeout,
+        )  # fmt: skip
+
+    def apply(self, name: str, *extra: str, check: bool = True) -> dict[str, Any]:
+        res = self.agent(self.hosts[name], "apply", str(self.spec_file(name)), "--json", *extra,
+                         check=check)  # fmt: skip
+        return (
+            json.loads(res.stdout)
+            if res.returncode == 0
+            else {"rc": res.returncode, "stderr": res.stderr}
+        )
+
+    def apply_all(self) -> dict[str, dict[str, Any]]:
+        return {name: self.apply(name) for name in self.hosts}
+
+    def status(self, name: str) -> dict[str, Any]:
+        return json.loads(self.agent(self.hosts[name], "status", "--json").stdout)
+
+    def snapshot(self, name: str) -> dict[str, str]:
+        """Everything networking on a host, minus counters and timers."""
+        host = self.hosts[name]
+        run = lambda cmd: self.lab.run(host, cmd, check=False).stdout  # noqa: E731
+        links = json.loads(run("ip -j -d link show") or "[]")
+        for link in links:
+            for k in ("stats64", "stats", "operstate", "linkmode", "carrier_changes",
+                      "carrier_up_count", "carrier_down_count", "flags"):  # fmt: skip
+                link.pop(k, None)
+            (link.get("linkinfo") or {}).get("info_data", {}).pop("tcn_timer", None)
+            info = (link.get("linkinfo") or {}).get("info_data", {})
+            for k in list(info):
+                if "timer" in k:
+                    info.pop(k)
+        wg_lines = []
+        for line in run("wg show all dump").splitlines():
+            fields = line.split("\t")
+            # interface lines carry the private key (index 1): never keep it, never print it;
+            # peer lines: drop handshake time and transfer counters
+            drop = (1,) if len(fields) == 5 else (5, 6, 7)
+            wg_lines.append("\t".join(f for i, f in enumerate(fields) if i not in drop))
+        wg = "\n".join(sorted(wg_lines))
+        return {
+            "links": json.dumps(
+                sorted(
+                    (
+                        lk["ifname"],
+                        lk.get("linkinfo", {}).get("info_kind"),
+                        lk.get("mtu"),
+                        lk.get("ifalias"),
+                    )
+                    for lk in links
+                )
+            ),
+            "addrs": run("ip -4 -br addr show"),
+            "routes": run("ip -4 route show table all"),
+            "wg": wg,
+            "nft": run("nft list ruleset"),
+        }
+
+
+def with_endpoint(spec: HostSpec, peer: str, endpoint: str) -> HostSpec:
+    peers = tuple(replace(p, endpoint=endpoint) if p.name == peer else p for p in spec.peers)
+    return replace(spec, peers=peers)
+
+
+def wait_ping(lab: Lab, who: LabNode, dst: str, timeout: float = 20.0) -> bool:
+    """Ping until one answer comes back (a fresh tunnel may still be handshaking)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ping(lab, who, dst, count=1, interval=0.2)[1] == 1:
+            return True
+        time.sleep(0.2)
+    return False
