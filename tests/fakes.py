@@ -52,6 +52,9 @@ class FakeSystem:
     def routes(self) -> list[Route]:
         return [r for r in self.routes_ if r.proto == 211]
 
+    def foreign_routes(self) -> list[Route]:
+        return [r for r in self.routes_ if r.proto != 211]
+
     def detect_backend(self) -> str:
         return self.backend
 

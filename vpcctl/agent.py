@@ -164,6 +164,7 @@ def observe(system: System, spec: HostSpec | None, state: StateDir) -> Observed:
         firewall_record=state.firewall_record(),
         zone_text=state.read(state.zone),
         endpoints=endpoints,
+        foreign_routes=tuple(system.foreign_routes()) if spec is not None else (),
     )
 
 

@@ -32,6 +32,7 @@ from pyroute2 import IPRoute, NetlinkError, WireGuard
 from pyroute2.netlink.generic.wireguard import AsyncWireGuard
 
 from vpcctl.errors import KernelError
+from vpcctl.linktypes import Link, Route
 from vpcctl.wgtypes import (
     PeerConfig,
     PeerUpdate,
@@ -74,40 +75,6 @@ HINT_WG_KERNEL = (
 
 
 # --------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True)
-class Link:
-    name: str
-    index: int
-    kind: str | None  # "bridge", "ipip", "wireguard", "veth", "tun", ...; None = plain
-    mtu: int
-    up: bool  # administratively up (IFF_UP)
-    alias: str | None  # IFLA_IFALIAS
-    master: str | None  # name of the master (bridge) device
-    addresses: tuple[IPv4Interface, ...]  # sorted
-    ipip_local: IPv4Address | None = None  # None also for 0.0.0.0 (any)
-    ipip_remote: IPv4Address | None = None  # None for NBMA (remote 0.0.0.0)
-
-
-@dataclass(frozen=True)
-class Route:
-    dst: IPv4Network
-    dev: str
-    via: IPv4Address | None = None
-    onlink: bool = False
-    proto: int = 0
-    table: int = RT_TABLE_MAIN
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.dst, IPv4Network):
-            raise TypeError(f"route dst {self.dst!r} is not an IPv4Network")
-        if self.via is not None and not isinstance(self.via, IPv4Address):
-            raise TypeError(f"route via {self.via!r} is not an IPv4Address")
-        if self.onlink and self.via is None:
-            raise ValueError(f"route {self.dst}: onlink requires a gateway (via)")
-        if not 0 <= self.proto <= 255:
-            raise ValueError(f"route proto {self.proto} out of range 0..255")
 
 
 # --------------------------------------------------------------------------- errors

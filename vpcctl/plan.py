@@ -278,6 +278,7 @@ class Observed:
     firewall_record: FirewallRecord | None
     zone_text: str | None  # the zone file as it is on disk
     endpoints: Mapping[str, str] = field(default_factory=dict)  # spec endpoint -> IP:port
+    foreign_routes: tuple[Route, ...] = ()  # main-table routes vpcctl does not own
 
 
 @dataclass(frozen=True)
@@ -435,6 +436,12 @@ def plan(desired: Desired, observed: Observed) -> Plan:
         for r in spec.routes
     }
     have_routes = set(observed.routes)
+    for r in observed.foreign_routes:
+        if r.dst in {w.dst for w in want_routes} and r.dev not in wanted:
+            raise ApplyError(
+                f"a route to {r.dst} via {r.via or r.dev} exists that vpcctl does not own",
+                f"it overlaps a VPC slice: remove it (ip route del {r.dst}) or renumber the VPC",
+            )
     changes += [AddRoute(r) for r in sorted(want_routes - have_routes, key=_route_key)]
     want_dsts = {r.dst for r in want_routes}
     gone_links = {c.name for c in stale}

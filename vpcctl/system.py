@@ -22,6 +22,7 @@ FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
 class System(Protocol):
     def links(self) -> dict[str, Link]: ...
     def routes(self) -> list[Route]: ...  # main-table routes carrying RTPROT_VPCCTL
+    def foreign_routes(self) -> list[Route]: ...  # every other main-table route
     def detect_backend(self) -> str: ...
     def wg_get(self, name: str, kind: str | None) -> WgDevice | None: ...
     def wg_create(self, name: str, backend: str, mtu: int, alias: str) -> None: ...
@@ -80,6 +81,9 @@ class LinuxSystem:
 
     def routes(self) -> list[Route]:
         return self._nl.routes(proto=RTPROT_VPCCTL)
+
+    def foreign_routes(self) -> list[Route]:
+        return [r for r in self._nl.routes() if r.proto != RTPROT_VPCCTL]
 
     def detect_backend(self) -> str:
         if self._detected is None:

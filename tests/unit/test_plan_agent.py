@@ -278,3 +278,14 @@ def test_a_rollback_that_fails_too_says_so(state: StateDir) -> None:
     sysm.fail_always["wg_remove_peer"] = "device gone"
     with pytest.raises(ApplyError, match="rollback to the previously applied state also failed"):
         apply(render(_inv("wireguard", 3, {"h1": public}), "h1"), sysm, state)
+
+
+def test_a_foreign_route_to_a_slice_is_a_conflict(state: StateDir) -> None:
+    sysm = FakeSystem(backend="kernel")
+    sysm.add_foreign_link("eth0", None)
+    inv = _keyed(state)
+    slice_ = inv.hosts["h2"].slices["prod"]
+    sysm.routes_.append(Route(slice_, "eth0", IPv4Address("192.0.2.254"), False, 4))
+    with pytest.raises(ApplyError, match="vpcctl does not own"):
+        apply(render(inv, "h1"), sysm, state)
+    assert sysm.calls == []
