@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from vpcctl.errors import KernelError
 from vpcctl.keys import PrivateKey
 from vpcctl.linktypes import Link, Route
-from vpcctl.wgtypes import PeerConfig, WgDevice, WgPeer
+from vpcctl.wgtypes import PeerUpdate, WgDevice, WgPeer
 
 
 class FakeSystem:
@@ -50,10 +50,7 @@ class FakeSystem:
         return dict(self.links_)
 
     def routes(self) -> list[Route]:
-        return [r for r in self.routes_ if r.proto == 211]
-
-    def foreign_routes(self) -> list[Route]:
-        return [r for r in self.routes_ if r.proto != 211]
+        return list(self.routes_)
 
     def detect_backend(self) -> str:
         return self.backend
@@ -87,12 +84,24 @@ class FakeSystem:
         if listen_port is not None:
             self.wg_[name]["port"] = listen_port
 
-    def wg_set_peer(self, name: str, peer: PeerConfig) -> None:
+    def wg_update_peer(self, name: str, update: PeerUpdate) -> None:
         self._call("wg_set_peer")
         peers = self.wg_[name]["peers"]
         assert isinstance(peers, dict)
-        peers[peer.public_key] = WgPeer(
-            peer.public_key, peer.endpoint, peer.allowed_ips, peer.keepalive, None, 0, 0
+        old = peers.get(update.public_key)
+        if old is None and not update.create:
+            return  # update_only on a missing peer: WireGuard ignores it
+        ips = set(update.allowed_ips) | (
+            set() if old is None or update.replace_allowed_ips else set(old.allowed_ips)
+        )
+        peers[update.public_key] = WgPeer(
+            update.public_key,
+            update.endpoint if update.endpoint is not None else (old.endpoint if old else None),
+            tuple(ips),
+            update.keepalive if update.keepalive is not None else (old.keepalive if old else 0),
+            None,
+            0,
+            0,
         )
 
     def wg_remove_peer(self, name: str, public_key: str) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from vpcctl import firewall
 from vpcctl.errors import ApplyError, KeyFileError, SpecError, VpcctlError
 from vpcctl.keys import PrivateKey, ensure_private, load_private, write_secret
+from vpcctl.linktypes import RTPROT_VPCCTL
 from vpcctl.plan import (
     AddAddress,
     AddRoute,
@@ -164,7 +165,6 @@ def observe(system: System, spec: HostSpec | None, state: StateDir) -> Observed:
         firewall_record=state.firewall_record(),
         zone_text=state.read(state.zone),
         endpoints=endpoints,
-        foreign_routes=tuple(system.foreign_routes()) if spec is not None else (),
     )
 
 
@@ -197,8 +197,8 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
             system.wg_set_device(dev, private_key=key.raw)
         case SetListenPort(dev=dev, port=port):
             system.wg_set_device(dev, listen_port=port)
-        case SetPeer():
-            system.wg_set_peer(change.dev, change.config())
+        case SetPeer(dev=dev, update=update):
+            system.wg_update_peer(dev, update)
         case RemovePeer(dev=dev, public_key=pk):
             system.wg_remove_peer(dev, pk)
         case CreateTunnel(name=name, local=local, mtu=mtu, alias=alias):
@@ -450,6 +450,7 @@ def status(system: System, state: StateDir) -> dict[str, Any]:
                 "onlink": r.onlink,
             }
             for r in system.routes()
+            if r.proto == RTPROT_VPCCTL
         ],
         "forwarding": system.forwarding(),
         "firewall": {"table": "inet vpcctl", "present": system.nft_list() is not None},

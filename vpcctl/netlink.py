@@ -250,16 +250,26 @@ class Netlink:
         """One link by name, or None."""
         return self.links().get(name)
 
-    def routes(self, proto: int | None = None, *, table: int = RT_TABLE_MAIN) -> list[Route]:
+    def routes(
+        self,
+        proto: int | None = None,
+        *,
+        table: int = RT_TABLE_MAIN,
+        links: Mapping[str, Link] | None = None,
+    ) -> list[Route]:
         """IPv4 unicast routes of one table (main by default), optionally one rtm_protocol.
 
-        Multipath routes (no single output device) are not reported.
+        ``links`` (from :meth:`links`) saves a second dump. Multipath routes (no single output
+        device) are not reported.
         """
         raw = self._dump("list routes", lambda: self._ipr.get_routes(family=AF_INET))
-        names = {
-            int(m["index"]): str(_attr(m, "IFLA_IFNAME"))
-            for m in self._dump("list links", lambda: self._ipr.get_links())
-        }
+        if links is not None:
+            names = {link.index: name for name, link in links.items()}
+        else:
+            names = {
+                int(m["index"]): str(_attr(m, "IFLA_IFNAME"))
+                for m in self._dump("list links", lambda: self._ipr.get_links())
+            }
         out: list[Route] = []
         for m in raw:
             rt_table = _attr(m, "RTA_TABLE", m.get("table"))
@@ -825,6 +835,12 @@ class KernelWireGuard:
         if update is None:
             return
         with self._genl(f"set peer {peer.public_key[:8]}… on", ifname) as wg:
+            for request in kernel_peer_requests(update):
+                wg.set(ifname, peer=request)
+
+    def update_peer(self, ifname: str, update: PeerUpdate) -> None:
+        """Send a PeerUpdate computed from an earlier observation (no read first)."""
+        with self._genl(f"set peer {update.public_key[:8]}… on", ifname) as wg:
             for request in kernel_peer_requests(update):
                 wg.set(ifname, peer=request)
 

@@ -21,7 +21,7 @@ from typing import Any
 from vpcctl.errors import ApplyError
 from vpcctl.linktypes import RTPROT_VPCCTL, Link, Route
 from vpcctl.spec import HostSpec
-from vpcctl.wgtypes import PeerConfig, WgDevice, plan_peer_update
+from vpcctl.wgtypes import PeerConfig, PeerUpdate, WgDevice, plan_peer_update
 
 ALIAS_PREFIX = "vpcctl:"
 
@@ -168,6 +168,7 @@ class SetPeer(Change):
     allowed_ips: tuple[IPv4Network, ...]
     keepalive: int
     new: bool
+    update: PeerUpdate = field(compare=False, repr=False)  # the minimal in-place change
 
     def describe(self) -> str:
         verb = "add" if self.new else "update"
@@ -176,13 +177,10 @@ class SetPeer(Change):
         ka = f", keepalive {self.keepalive}s" if self.keepalive else ""
         return f"{verb} peer {self.name} on {self.dev}: {ep}, allowed {ips}{ka}"
 
-    def config(self) -> PeerConfig:
-        return PeerConfig(
-            public_key=self.public_key,
-            endpoint=self.endpoint,
-            allowed_ips=self.allowed_ips,
-            keepalive=self.keepalive,
-        )
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.pop("update", None)
+        return data
 
 
 @dataclass(frozen=True)
@@ -271,14 +269,13 @@ class FirewallRecord:
 class Observed:
     backend: str  # "kernel" | "userspace": how a WireGuard interface would be created here
     links: Mapping[str, Link]
-    routes: tuple[Route, ...]  # main table routes carrying RTPROT_VPCCTL
+    routes: tuple[Route, ...]  # main-table IPv4 routes; vpcctl's carry RTPROT_VPCCTL
     wg: WgDevice | None  # the mesh interface's WireGuard state, if it exists
     forwarding: bool
     firewall_listing: str | None  # digest of our table's listing; None when absent
     firewall_record: FirewallRecord | None
     zone_text: str | None  # the zone file as it is on disk
     endpoints: Mapping[str, str] = field(default_factory=dict)  # spec endpoint -> IP:port
-    foreign_routes: tuple[Route, ...] = ()  # main-table routes vpcctl does not own
 
 
 @dataclass(frozen=True)
@@ -382,7 +379,8 @@ def plan(desired: Desired, observed: Observed) -> Plan:
             keepalive=p.keepalive,
         )
         have = current.get(cfg.public_key)
-        if plan_peer_update(have, cfg) is not None:
+        update = plan_peer_update(have, cfg)
+        if update is not None:
             changes.append(
                 SetPeer(
                     spec.interface,
@@ -392,6 +390,7 @@ def plan(desired: Desired, observed: Observed) -> Plan:
                     cfg.allowed_ips,
                     cfg.keepalive,
                     new=have is None,
+                    update=update,
                 )
             )
     changes += [RemovePeer(spec.interface, k) for k in sorted(set(current) - desired_keys)]
@@ -435,8 +434,10 @@ def plan(desired: Desired, observed: Observed) -> Plan:
         Route(dst=r.dst, dev=r.dev, via=r.via, onlink=r.onlink, proto=RTPROT_VPCCTL)
         for r in spec.routes
     }
-    have_routes = set(observed.routes)
-    for r in observed.foreign_routes:
+    have_routes = {r for r in observed.routes if r.proto == RTPROT_VPCCTL}
+    for r in observed.routes:
+        if r.proto == RTPROT_VPCCTL:
+            continue
         if r.dst in {w.dst for w in want_routes} and r.dev not in wanted:
             raise ApplyError(
                 f"a route to {r.dst} via {r.via or r.dev} exists that vpcctl does not own",
@@ -482,7 +483,9 @@ def _plan_down(observed: Observed) -> Plan:
         DeleteLink(name, link.kind) for name, link in sorted(observed.links.items()) if owned(link)
     ]
     gone = {c.name for c in changes if isinstance(c, DeleteLink)}
-    changes = [DelRoute(r) for r in observed.routes if r.dev not in gone] + changes
+    changes = [
+        DelRoute(r) for r in observed.routes if r.proto == RTPROT_VPCCTL and r.dev not in gone
+    ] + changes
     if observed.firewall_listing is not None:
         changes.append(DeleteFirewall())
     return Plan(tuple(changes))

@@ -13,23 +13,22 @@ from pathlib import Path
 from typing import Protocol
 
 from vpcctl.errors import KernelError
-from vpcctl.linktypes import RTPROT_VPCCTL, Link, Route
-from vpcctl.wgtypes import PeerConfig, WgDevice, WireGuardBackend
+from vpcctl.linktypes import Link, Route
+from vpcctl.wgtypes import PeerUpdate, WgDevice, WireGuardBackend
 
 FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
 
 
 class System(Protocol):
     def links(self) -> dict[str, Link]: ...
-    def routes(self) -> list[Route]: ...  # main-table routes carrying RTPROT_VPCCTL
-    def foreign_routes(self) -> list[Route]: ...  # every other main-table route
+    def routes(self) -> list[Route]: ...  # every main-table IPv4 route (ours: RTPROT_VPCCTL)
     def detect_backend(self) -> str: ...
     def wg_get(self, name: str, kind: str | None) -> WgDevice | None: ...
     def wg_create(self, name: str, backend: str, mtu: int, alias: str) -> None: ...
     def wg_set_device(
         self, name: str, *, private_key: bytes | None = None, listen_port: int | None = None
     ) -> None: ...
-    def wg_set_peer(self, name: str, peer: PeerConfig) -> None: ...
+    def wg_update_peer(self, name: str, update: PeerUpdate) -> None: ...
     def wg_remove_peer(self, name: str, public_key: str) -> None: ...
     def add_bridge(self, name: str, mtu: int, alias: str) -> None: ...
     def add_ipip(self, name: str, local: object, mtu: int, alias: str) -> None: ...
@@ -60,6 +59,8 @@ class LinuxSystem:
         self._prefer = prefer_backend
         self._detected: str | None = None
         self._backends: dict[str, WireGuardBackend] = {}
+        self._links: dict[str, Link] | None = None  # the last observation, for route names
+        self._wg_kind: dict[str, str] = {}  # interface -> backend, learnt while observing
 
     def close(self) -> None:
         self._nl.close()
@@ -77,13 +78,12 @@ class LinuxSystem:
         return self._backends[name]
 
     def links(self) -> dict[str, Link]:
-        return self._nl.links()
+        self._links = self._nl.links()
+        return self._links
 
     def routes(self) -> list[Route]:
-        return self._nl.routes(proto=RTPROT_VPCCTL)
-
-    def foreign_routes(self) -> list[Route]:
-        return [r for r in self._nl.routes() if r.proto != RTPROT_VPCCTL]
+        links = self._links if self._links is not None else self.links()
+        return self._nl.routes(links=links)
 
     def detect_backend(self) -> str:
         if self._detected is None:
@@ -96,27 +96,31 @@ class LinuxSystem:
         backend = {"wireguard": "kernel", "tun": "userspace"}.get(kind or "")
         if backend is None:
             return None
+        self._wg_kind[name] = backend
         b = self._backend(backend)
         if not b.exists(name):
             return None
         return b.get(name)
 
     def _wg_for(self, name: str) -> WireGuardBackend:
-        link = self._nl.link(name)
-        if link is None:
-            raise KernelError(f"WireGuard interface {name} does not exist", "re-run the apply")
-        return self._backend("kernel" if link.kind == "wireguard" else "userspace")
+        if name not in self._wg_kind:
+            link = self._nl.link(name)
+            if link is None:
+                raise KernelError(f"WireGuard interface {name} does not exist", "re-run the apply")
+            self._wg_kind[name] = "kernel" if link.kind == "wireguard" else "userspace"
+        return self._backend(self._wg_kind[name])
 
     def wg_create(self, name: str, backend: str, mtu: int, alias: str) -> None:
         self._backend(backend).create(name, mtu=mtu, alias=alias)
+        self._wg_kind[name] = backend
 
     def wg_set_device(
         self, name: str, *, private_key: bytes | None = None, listen_port: int | None = None
     ) -> None:
         self._wg_for(name).set_device(name, private_key=private_key, listen_port=listen_port)
 
-    def wg_set_peer(self, name: str, peer: PeerConfig) -> None:
-        self._wg_for(name).set_peer(name, peer)
+    def wg_update_peer(self, name: str, update: PeerUpdate) -> None:
+        self._wg_for(name).update_peer(name, update)
 
     def wg_remove_peer(self, name: str, public_key: str) -> None:
         self._wg_for(name).remove_peer(name, public_key)
@@ -131,6 +135,7 @@ class LinuxSystem:
         self._nl.add_ipip(name, local=local, mtu=mtu, alias=alias)
 
     def delete_link(self, name: str, kind: str | None) -> None:
+        self._wg_kind.pop(name, None)
         if kind == "tun":
             self._backend("userspace").delete(name)
         else:

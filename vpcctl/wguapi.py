@@ -484,6 +484,10 @@ class UserspaceWireGuard:
             return
         self._set(f"set peer {peer.public_key[:8]}… on", ifname, format_set_peer(update))
 
+    def update_peer(self, ifname: str, update: PeerUpdate) -> None:
+        """Send a PeerUpdate computed from an earlier observation (no read first)."""
+        self._set(f"set peer {update.public_key[:8]}… on", ifname, format_set_peer(update))
+
     def remove_peer(self, ifname: str, public_key: str) -> None:
         request = format_remove_peer(public_key)
         self._set(f"remove peer {public_key[:8]}… from", ifname, request)
