@@ -82,6 +82,10 @@ def apply_cmd(
             f"--backend: {backend!r} is not a backend", 'use "kernel" or "userspace"'
         )
     text, source = _read_spec(spec)
+    if not text.strip():
+        from vpcctl.errors import SpecError
+
+        raise SpecError(f"{source}: empty HostSpec", "pass the output of `vpcctl render HOST`")
     host_spec = load_spec(text, source)
     state = StateDir.default(state_dir)
     system = LinuxSystem(prefer_backend=backend)
@@ -182,3 +186,61 @@ def down_cmd(state_dir: Path | None = STATE_OPT) -> None:
         if result.plan.changes
         else "nothing to remove"
     )
+
+
+@agent_app.command("check")
+def check_cmd(as_json: bool = JSON_OPT) -> None:
+    """Check that this host can run the agent: root, WireGuard (kernel or wireguard-go),
+    nftables, iproute2. Exit 1 with the first problem.
+
+    [bold]Example[/]
+
+      vpcctl agent check --json
+    """
+    import os
+    import shutil
+
+    from vpcctl import __version__
+    from vpcctl.errors import ExitCode
+
+    problems: list[dict[str, str]] = []
+    root = os.geteuid() == 0
+    if not root:
+        problems.append(
+            {
+                "message": "the agent must run as root",
+                "hint": "log in as root or give the login passwordless sudo",
+            }
+        )
+    kernel = False
+    if root:
+        from vpcctl.wireguard import kernel_has_wireguard
+
+        kernel = kernel_has_wireguard()
+    userspace = shutil.which("wireguard-go") is not None
+    if not kernel and not userspace:
+        problems.append(
+            {
+                "message": "no WireGuard: neither the kernel module nor wireguard-go",
+                "hint": "modprobe wireguard (Linux >= 5.6), or apt-get install wireguard-go",
+            }
+        )
+    nft = shutil.which("nft") is not None
+    if not nft:
+        problems.append({"message": "nft not found", "hint": "apt-get install nftables"})
+    data = {
+        "version": __version__,
+        "root": root,
+        "wireguard": "kernel" if kernel else ("userspace" if userspace else None),
+        "nftables": nft,
+        "problems": problems,
+    }
+    if as_json:
+        print_json(data)
+    else:
+        for p in problems:
+            info(f"problem: {p['message']} (hint: {p['hint']})")
+        if not problems:
+            info(f"ok: vpcctl {__version__}, WireGuard {data['wireguard']}, nftables")
+    if problems:
+        raise typer.Exit(int(ExitCode.ERROR))

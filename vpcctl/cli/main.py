@@ -28,6 +28,10 @@ app.add_typer(container_app, name="container")
 app.add_typer(service_app, name="service")
 app.add_typer(agent_app, name="agent")
 
+from vpcctl.cli import push as _push  # noqa: E402
+
+_push.register(app, host_app)
+
 
 def _version(value: bool) -> None:
     if value:

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The test suite: unit, CLI and namespace-lab tests (lab tests need root; under CI=true a lab
+# test that cannot run fails instead of skipping). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,82 @@
+"""`vpcctl host bootstrap`: install the running vpcctl on a host, in a virtualenv.
+
+The wheel of the running version is built from its source tree (pip wheel --no-deps); with a
+wheelhouse, every dependency wheel is uploaded too and pip installs offline."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from vpcctl import __version__
+from vpcctl.errors import VpcctlError
+from vpcctl.transport import Transport
+
+REMOTE_DIR = "/var/lib/vpcctl/bootstrap"
+
+
+class BootstrapError(VpcctlError):
+    pass
+
+
+def source_root() -> Path | None:
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def collect(wheelhouse: Path | None) -> list[Path]:
+    """The vpcctl wheel of the running version, plus the wheelhouse's wheels."""
+    root = source_root()
+    wheels: list[Path] = []
+    if wheelhouse is not None:
+        wheels += sorted(p for p in wheelhouse.glob("*.whl") if not p.name.startswith("vpcctl-"))
+    if root is None:
+        found = sorted(wheelhouse.glob(f"vpcctl-{__version__}-*.whl")) if wheelhouse else []
+        if not found:
+            raise BootstrapError(
+                "cannot build a wheel: this vpcctl is not installed from a source tree",
+                f"put vpcctl-{__version__}-*.whl in a --wheelhouse directory",
+            )
+        return [*wheels, found[0]]
+    out = Path(tempfile.mkdtemp(prefix="vpcctl-wheel-"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(out), str(root)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    built = sorted(out.glob("vpcctl-*.whl"))
+    if done.returncode != 0 or not built:
+        raise BootstrapError(
+            f"building the vpcctl wheel failed: {done.stderr.strip()[-200:]}",
+            "pip install setuptools wheel into this environment",
+        )
+    return [*wheels, built[0]]
+
+
+def install(t: Transport, wheels: list[Path], prefix: str, *, offline: bool) -> str:
+    """Upload the wheels, create the venv, install; return the agent command."""
+    for w in wheels:
+        t.put(f"{REMOTE_DIR}/{w.name}", w.read_bytes())
+    pip = f"{prefix}/bin/pip"
+    target = f"{REMOTE_DIR}/{wheels[-1].name}"
+    flags = f"--no-index --find-links {shlex.quote(REMOTE_DIR)}" if offline else ""
+    script = (
+        f"set -e; command -v python3 >/dev/null || {{ echo 'python3 missing' >&2; exit 3; }}; "
+        f"[ -x {shlex.quote(pip)} ] || python3 -m venv {shlex.quote(prefix)}; "
+        f"{shlex.quote(pip)} install -q {flags} --force-reinstall --no-deps {shlex.quote(target)}; "
+        f"{shlex.quote(pip)} install -q {flags} {shlex.quote(target)}; "
+        f"{shlex.quote(prefix)}/bin/vpcctl --version"
+    )
+    done = t.run(["sh", "-c", script], timeout=600)
+    if done.rc != 0:
+        raise BootstrapError(
+            f"installing vpcctl on the host failed: {done.stderr.strip()[-300:]}",
+            "the host needs python3 with venv (apt-get install python3-venv) and PyPI access, "
+            "or use --wheelhouse",
+        )
+    if done.stdout.strip().split()[-1:] != [__version__]:
+        raise BootstrapError(f"installed agent reports {done.stdout.strip()!r}", "check the host")
+    return f"{prefix}/bin/vpcctl"

@@ -1,0 +1,426 @@
+"""`vpcctl join / plan / up / sync / status / host bootstrap`: the admin side over SSH."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from vpcctl.cli.app import inventory_path
+from vpcctl.cli.output import info, print_json
+
+PARALLEL_OPT = typer.Option(16, "--parallel", "-p", help="Hosts worked on at once.")
+CONNECT_OPT = typer.Option(10.0, "--connect-timeout", help="Seconds to wait for SSH to connect.")
+TIMEOUT_OPT = typer.Option(300.0, "--timeout", help="Seconds a remote command may take.")
+ACCEPT_OPT = typer.Option(
+    False, "--accept-new", help="Record unknown SSH host keys (changed keys are always refused)."
+)
+KNOWN_OPT = typer.Option(
+    None,
+    "--known-hosts",
+    envvar="VPCCTL_KNOWN_HOSTS",
+    help="vpcctl's known-hosts file (default ~/.config/vpcctl/known_hosts).",
+)
+JSON_OPT = typer.Option(False, "--json", help="Per-host results as JSON.")
+WAIT_OPT = typer.Option(60.0, "--wait", help="Seconds to wait for another vpcctl holding the lock.")
+
+
+def _connector(connect_timeout: float, timeout: float, accept_new: bool, known: Path | None) -> Any:
+    from vpcctl.ssh import SshOptions, connect, default_known_hosts
+
+    opts = SshOptions(
+        connect_timeout=connect_timeout,
+        command_timeout=timeout,
+        accept_new=accept_new,
+        known_hosts=known or default_known_hosts(),
+    )
+    return lambda host: connect(host.ssh, opts)
+
+
+class _Progress:
+    """A rich progress display per host on a terminal; nothing otherwise."""
+
+    def __init__(self, enabled: bool, total: int, what: str) -> None:
+        self.enabled = enabled
+        self.live: Any = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+
+            self.live = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                TextColumn("{task.completed}/{task.total}"), transient=True,
+                console=Console(stderr=True),
+            )  # fmt: skip
+            self.task = self.live.add_task(what, total=total)
+            self.live.start()
+
+    def start(self, host: str) -> None:
+        if self.live:
+            self.live.update(self.task, description=f"{host} ...")
+
+    def done(self, result: Any) -> None:
+        if self.live:
+            self.live.advance(self.task)
+
+    def stop(self) -> None:
+        if self.live:
+            self.live.stop()
+
+
+def _summary(results: list[Any], verb: str) -> None:
+    from vpcctl.cli.output import table
+
+    table(
+        ["HOST", "RESULT", "CHANGES", "SECONDS", "DETAIL"],
+        [
+            (
+                r.host,
+                "ok" if r.ok else "FAILED",
+                len(r.changes),
+                f"{r.seconds:.2f}",
+                (r.error + (f" (hint: {r.hint})" if r.hint else "")) if not r.ok else
+                ("; ".join(r.changes[:3]) + (" ..." if len(r.changes) > 3 else "")
+                 if r.changes else f"{verb}"),
+            )
+            for r in results
+        ],
+        "no hosts",
+    )  # fmt: skip
+
+
+def _exit(results: list[Any]) -> None:
+    from vpcctl.errors import ExitCode
+
+    failed = [r for r in results if not r.ok]
+    if failed and len(failed) == len(results):
+        raise typer.Exit(int(ExitCode.ERROR))
+    if failed:
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+def _up(
+    ctx: typer.Context,
+    hosts: list[str],
+    parallel: int,
+    connect_timeout: float,
+    timeout: float,
+    accept_new: bool,
+    known_hosts: Path | None,
+    as_json: bool,
+    wait: float,
+    quiet_when_unchanged: bool,
+) -> None:
+    from vpcctl import inventory, push
+
+    path = inventory_path(ctx)
+    tty = sys.stderr.isatty() and not as_json
+    with inventory.locked(path, wait, what="the mesh (another `vpcctl up` runs)"):
+        inv = inventory.load(path)
+        chosen = push.select(inv, hosts)
+        specs = push.specs_json(inv)
+        progress = _Progress(tty, len(chosen), "converging")
+        try:
+            results = push.for_each(
+                chosen,
+                _connector(connect_timeout, timeout, accept_new, known_hosts),
+                lambda h, t: push.up_one(h, t, specs[h.name]),
+                parallel=parallel,
+                on_start=progress.start,
+                on_done=progress.done,
+            )
+        finally:
+            progress.stop()
+    changed = any(r.changed for r in results)
+    failed = any(not r.ok for r in results)
+    if as_json:
+        print_json([r.to_json() for r in results])
+    elif tty or changed or failed or not quiet_when_unchanged:
+        _summary(results, "up to date")
+    _exit(results)
+
+
+def register(app: typer.Typer, host_app: typer.Typer) -> None:
+    @app.command()
+    def up(
+        ctx: typer.Context,
+        hosts: list[str] = typer.Argument(None, help="Hosts to converge (default: all)."),
+        parallel: int = PARALLEL_OPT,
+        connect_timeout: float = CONNECT_OPT,
+        timeout: float = TIMEOUT_OPT,
+        accept_new: bool = ACCEPT_OPT,
+        known_hosts: Path | None = KNOWN_OPT,
+        as_json: bool = JSON_OPT,
+        wait: float = WAIT_OPT,
+    ) -> None:
+        """Push every host its HostSpec over SSH and converge it (in parallel).
+
+        Exit 0 when all converged, 4 when some hosts failed (the others still converge),
+        1 when nothing could be done.
+
+        [bold]Examples[/]
+
+          vpcctl up
+
+          vpcctl up vps1 vps2 --parallel 4
+        """
+        _up(ctx, hosts or [], parallel, connect_timeout, timeout, accept_new, known_hosts,
+            as_json, wait, quiet_when_unchanged=False)  # fmt: skip
+
+    @app.command()
+    def sync(
+        ctx: typer.Context,
+        parallel: int = PARALLEL_OPT,
+        connect_timeout: float = CONNECT_OPT,
+        timeout: float = TIMEOUT_OPT,
+        known_hosts: Path | None = KNOWN_OPT,
+        as_json: bool = JSON_OPT,
+        wait: float = WAIT_OPT,
+    ) -> None:
+        """`up` for cron: converge every host; print nothing when nothing changed and all is
+        well (cron mails only on change or failure). Never accepts new host keys.
+
+        [bold]Example[/] (crontab)
+
+          */5 * * * * cd /srv/net && vpcctl sync
+        """
+        _up(ctx, [], parallel, connect_timeout, timeout, False, known_hosts, as_json, wait,
+            quiet_when_unchanged=True)  # fmt: skip
+
+    @app.command()
+    def plan(
+        ctx: typer.Context,
+        hosts: list[str] = typer.Argument(None, help="Hosts to plan (default: all)."),
+        exit_code: bool = typer.Option(
+            False, "--exit-code", help="Exit 3 when anything would change."
+        ),
+        parallel: int = PARALLEL_OPT,
+        connect_timeout: float = CONNECT_OPT,
+        timeout: float = TIMEOUT_OPT,
+        accept_new: bool = ACCEPT_OPT,
+        known_hosts: Path | None = KNOWN_OPT,
+        as_json: bool = JSON_OPT,
+    ) -> None:
+        """Show, per host, the changes `up` would make (the agent's dry run on the host itself).
+
+        [bold]Examples[/]
+
+          vpcctl plan
+
+          vpcctl plan --exit-code || echo "changes pending"
+        """
+        from vpcctl import inventory, push
+        from vpcctl.errors import ExitCode
+
+        inv = inventory.load(inventory_path(ctx))
+        chosen = push.select(inv, hosts or [])
+        specs = push.specs_json(inv)
+        results = push.for_each(
+            chosen,
+            _connector(connect_timeout, timeout, accept_new, known_hosts),
+            lambda h, t: push.plan_one(h, t, specs[h.name]),
+            parallel=parallel,
+        )
+        if as_json:
+            print_json([r.to_json() for r in results])
+        else:
+            for r in results:
+                if not r.ok:
+                    sys.stdout.write(f"{r.host}: FAILED: {r.error}\n")
+                elif r.changes:
+                    sys.stdout.write(f"{r.host}: {len(r.changes)} changes\n")
+                    for c in r.changes:
+                        sys.stdout.write(f"  {c}\n")
+                else:
+                    sys.stdout.write(f"{r.host}: up to date\n")
+        _exit(results)
+        if exit_code and any(r.changed for r in results):
+            raise typer.Exit(int(ExitCode.CHANGES))
+
+    @app.command()
+    def status(
+        ctx: typer.Context,
+        parallel: int = PARALLEL_OPT,
+        connect_timeout: float = CONNECT_OPT,
+        timeout: float = TIMEOUT_OPT,
+        known_hosts: Path | None = KNOWN_OPT,
+        as_json: bool = JSON_OPT,
+    ) -> None:
+        """Per host: reachable, agent version, peers with handshake age and transfer; and a
+        mesh matrix of the pairs with a fresh handshake (under 3 minutes).
+
+        [bold]Example[/]
+
+          vpcctl status --json | jq '.matrix'
+        """
+        from vpcctl import inventory, push
+        from vpcctl.cli.output import table
+
+        inv = inventory.load(inventory_path(ctx))
+        results = push.for_each(
+            push.select(inv, []),
+            _connector(connect_timeout, timeout, False, known_hosts),
+            push.status_one,
+            parallel=parallel,
+        )
+        mx = push.matrix(results, inv)
+        if as_json:
+            print_json({"hosts": [r.to_json() for r in results], "matrix": mx})
+        else:
+            table(
+                ["HOST", "REACHABLE", "VERSION", "PEERS FRESH", "DETAIL"],
+                [
+                    (
+                        r.host,
+                        "yes" if r.ok else "no",
+                        r.data.get("version"),
+                        f"{sum(p['fresh'] for p in r.data.get('peers', []))}/{len(r.data.get('peers', []))}"
+                        if r.ok else None,
+                        r.error if not r.ok else None,
+                    )
+                    for r in results
+                ],
+                "no hosts",
+            )  # fmt: skip
+            names = sorted(inv.hosts)
+            sys.stdout.write("\nmesh (+ fresh handshake, . none):\n")
+            sys.stdout.write("       " + " ".join(f"{n[:6]:>6}" for n in names) + "\n")
+            for a in names:
+                cells = " ".join(
+                    f"{'-' if a == b else ('+' if mx[a].get(b) else '.'):>6}" for b in names
+                )
+                sys.stdout.write(f"{a[:6]:>6} {cells}\n")
+        _exit(results)
+
+    @app.command()
+    def join(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="Host name (a DNS label)."),
+        ssh: str = typer.Option(..., "--ssh", help="[USER@]HOST[:PORT] or an ~/.ssh/config alias."),
+        endpoint: str | None = typer.Option(
+            None, "--endpoint", help="Public HOST:PORT others dial. Omit for a host behind NAT."
+        ),
+        agent: str | None = typer.Option(
+            None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
+        ),
+        connect_timeout: float = CONNECT_OPT,
+        timeout: float = TIMEOUT_OPT,
+        accept_new: bool = ACCEPT_OPT,
+        known_hosts: Path | None = KNOWN_OPT,
+        as_json: bool = JSON_OPT,
+        wait: float = WAIT_OPT,
+    ) -> None:
+        """Add a host: connect over SSH, check it (WireGuard, nftables, root or sudo, agent
+        version), create its key there (`agent keygen`) and record the public key.
+
+        Idempotent: joining again keeps the same key.
+
+        [bold]Examples[/]
+
+          vpcctl join vps1 --ssh root@203.0.113.10 --endpoint 203.0.113.10:51820 --accept-new
+
+          vpcctl join nas --ssh admin@nas.lan
+        """
+        from vpcctl import inventory, ops, push
+        from vpcctl.errors import ValidationError
+        from vpcctl.model import Host, parse_endpoint, parse_label, parse_ssh
+
+        n = parse_label(name, "NAME", "host name")
+        target = parse_ssh(ssh, "--ssh")
+        ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
+        path = inventory_path(ctx)
+        inv = inventory.load(path)
+        existing = inv.hosts.get(n)
+        if existing is not None and str(existing.ssh) != str(target):
+            raise ValidationError(
+                f"host {n} exists with --ssh {existing.ssh}",
+                f"use the same target, or `vpcctl host rm {n}` first",
+            )
+        probe = Host(
+            name=n, ssh=target, address=inv.mesh.cidr.network_address, endpoint=ep,
+            agent=agent if agent is not None else (existing.agent if existing else None),
+        )  # fmt: skip
+        connect = _connector(connect_timeout, timeout, accept_new, known_hosts)
+        t = connect(probe)
+        try:
+            result = push.check_one(probe, t)
+        finally:
+            t.close()
+        key = result.data["public_key"]
+
+        def change(inv: Any) -> Any:
+            if n in inv.hosts:
+                h = inv.hosts[n]
+                inv = ops.set_host(inv, n, public_key=key, endpoint=ep)
+                if agent is not None and agent != h.agent:
+                    from dataclasses import replace
+
+                    inv = replace(inv, hosts={**inv.hosts, n: replace(inv.hosts[n], agent=agent)})
+                return inv
+            return ops.add_host(inv, n, target, endpoint=ep, public_key=key, agent=agent)
+
+        inv = inventory.update(path, change, wait)
+        h = inv.hosts[n]
+        if as_json:
+            print_json({"host": n, "address": str(h.address), "public_key": key,
+                        "new_key": result.changed, "wireguard": result.data["check"]["wireguard"]})  # fmt: skip
+        else:
+            verb = "joined" if existing is None else "re-joined"
+            info(f"{verb} {n}: mesh address {h.address}, WireGuard "
+                 f"{result.data['check']['wireguard']}, public key {key}")  # fmt: skip
+            info("next: `vpcctl up` to converge the mesh")
+
+    @host_app.command("bootstrap")
+    def bootstrap(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="Host to install vpcctl on."),
+        prefix: str = typer.Option("/opt/vpcctl", "--prefix", help="Virtualenv on the host."),
+        wheelhouse: Path | None = typer.Option(
+            None,
+            "--wheelhouse",
+            help="Directory of dependency wheels to upload too (for hosts without PyPI access).",
+        ),
+        connect_timeout: float = CONNECT_OPT,
+        timeout: float = TIMEOUT_OPT,
+        accept_new: bool = ACCEPT_OPT,
+        known_hosts: Path | None = KNOWN_OPT,
+        wait: float = WAIT_OPT,
+    ) -> None:
+        """Install the running vpcctl version on a host (a venv at --prefix) and record it as
+        that host's agent command.
+
+        [bold]Examples[/]
+
+          vpcctl host bootstrap vps1
+
+          pip download -d wheels vpcctl && vpcctl host bootstrap nas --wheelhouse wheels
+        """
+        from dataclasses import replace
+
+        from vpcctl import bootstrap as boot
+        from vpcctl import inventory
+
+        path = inventory_path(ctx)
+        inv = inventory.load(path)
+        host = inv.hosts.get(name)
+        if host is None:
+            from vpcctl.errors import NotFoundError
+
+            raise NotFoundError(f"no host named {name!r}", "see `vpcctl host ls`")
+        wheels = boot.collect(wheelhouse)
+        connect = _connector(connect_timeout, timeout, accept_new, known_hosts)
+        t = connect(host)
+        try:
+            command = boot.install(t, wheels, prefix, offline=wheelhouse is not None)
+        finally:
+            t.close()
+        inventory.update(
+            path,
+            lambda inv: replace(
+                inv, hosts={**inv.hosts, name: replace(inv.hosts[name], agent=command)}
+            ),
+            wait,
+        )
+        info(f"installed vpcctl on {name}: agent command {command}")
