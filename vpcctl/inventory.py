@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
+import re
 import tempfile
 import time
 import tomllib
@@ -90,6 +92,14 @@ def init_path(explicit: Path | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------
 # parsing (pure)
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(name: str) -> str:
+    """``name`` as a TOML key: bare when it can be, else quoted with every control character
+    escaped, so that an error naming a hostile key stays on one line."""
+    return name if _BARE_KEY.fullmatch(name) else json.dumps(name)
+
 
 class _Reader:
     """Walks the raw TOML dict, naming ``file: key`` in every error."""
@@ -118,8 +128,9 @@ class _Reader:
         for name in table:
             if name not in required and name not in optional:
                 allowed = ", ".join(required + optional)
+                path = f"{key}.{_toml_key(name)}" if key else _toml_key(name)
                 raise ValidationError(
-                    f"{self.where(f'{key}.{name}' if key else name)}: unknown key",
+                    f"{self.where(path)}: unknown key",
                     f"allowed keys here: {allowed}",
                 )
         for name in required:
@@ -183,12 +194,12 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
 
     hosts: dict[str, Host] = {}
     for name, value in r.table(raw.get("hosts", {}), "hosts").items():
-        key = f"hosts.{name}"
+        key = f"hosts.{_toml_key(name)}"
         t = r.table(value, key)
         r.keys(t, key, ("ssh", "address"), ("endpoint", "public_key", "agent", "slices"))
         slices: dict[str, IPv4Network] = {}
         for vpc, cidr in r.table(t.get("slices", {}), f"{key}.slices").items():
-            where = r.where(f"{key}.slices.{vpc}")
+            where = r.where(f"{key}.slices.{_toml_key(vpc)}")
             slices[parse_label(vpc, where, "VPC name")] = parse_network(cidr, where)
         hosts[name] = Host(
             name=parse_label(name, r.where(key), "host name"),
@@ -210,7 +221,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
 
     vpcs: dict[str, Vpc] = {}
     for name, value in r.table(raw.get("vpcs", {}), "vpcs").items():
-        key = f"vpcs.{name}"
+        key = f"vpcs.{_toml_key(name)}"
         t = r.table(value, key)
         r.keys(t, key, ("cidr", "services"), ("slice_prefix",))
         cidr = parse_network(t["cidr"], r.where(f"{key}.cidr"))
@@ -225,7 +236,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
 
     containers: dict[str, Container] = {}
     for name, value in r.table(raw.get("containers", {}), "containers").items():
-        key = f'containers."{name}"'
+        key = f"containers.{_toml_key(name)}"
         vpc, cname = split_key(name, r.where(key))
         t = r.table(value, key)
         r.keys(t, key, ("host", "ip"), ())
@@ -238,7 +249,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
 
     services: dict[str, Service] = {}
     for name, value in r.table(raw.get("services", {}), "services").items():
-        key = f'services."{name}"'
+        key = f"services.{_toml_key(name)}"
         vpc, sname = split_key(name, r.where(key))
         t = r.table(value, key)
         r.keys(t, key, ("vip", "ports", "backends"), ())

@@ -48,16 +48,23 @@ IPIP_OVERHEAD = 20
 WG_MTU = UNDERLAY_MTU - WIREGUARD_OVERHEAD
 VPC_MTU = WG_MTU - IPIP_OVERHEAD
 
-_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+# Every pattern ends in \Z, never $: "$" also matches before a trailing newline, which would let
+# "db\n" through and inject a line into a rendered config.
+_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}\Z")
 _HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+    r"^(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
 )
-_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
 _PORTSPEC_RE = re.compile(
-    r"^(?:([a-z0-9](?:[a-z0-9-]{0,13}[a-z0-9])?)=)?([0-9]{1,5})(?:/(tcp|udp))?$"
+    r"^(?:([a-z0-9](?:[a-z0-9-]{0,13}[a-z0-9])?)=)?([0-9]{1,5})(?:/(tcp|udp))?\Z"
 )
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts "²" or "١", which ``int`` rejects."""
+    return text.isascii() and text.isdigit()
 
 
 def _fail(where: str, problem: str, hint: str) -> ValidationError:
@@ -167,6 +174,10 @@ def parse_address(value: object, where: str) -> IPv4Address:
 def _parse_hostpart(host: str, where: str, original: object) -> str:
     if host.startswith("[") and host.endswith("]"):
         try:
+            # ipaddress accepts any text as a scope id after "%": allow interface names only
+            scope = host[1:-1].partition("%")[2]
+            if scope and not _IFNAME_RE.match(scope):
+                raise ValueError(scope)
             IPv6Address(host[1:-1])
         except ValueError:
             raise _fail(
@@ -188,7 +199,7 @@ def parse_endpoint(value: object, where: str) -> str:
     if not isinstance(value, str) or ":" not in value:
         raise _fail(where, f"{_shown(value)} is not a HOST:PORT endpoint", hint)
     host, _, port_text = value.rpartition(":")
-    if not port_text.isdigit() or not host:
+    if not _is_number(port_text) or not host:
         raise _fail(where, f"{_shown(value)} is not a HOST:PORT endpoint", hint)
     port = int(port_text)
     if not 1 <= port <= 65535:
@@ -230,12 +241,12 @@ def parse_ssh(value: object, where: str) -> SshTarget:
             raise _fail(where, f"{_shown(value)} has an unclosed '['", hint)
         host, tail = rest[: close + 1], rest[close + 1 :]
         if tail:
-            if not tail.startswith(":") or not tail[1:].isdigit():
+            if not tail.startswith(":") or not _is_number(tail[1:]):
                 raise _fail(where, f"{_shown(value)} is not an SSH target", hint)
             port = int(tail[1:])
     elif ":" in rest:
         host, _, port_text = rest.rpartition(":")
-        if not port_text.isdigit():
+        if not _is_number(port_text):
             raise _fail(where, f"{_shown(value)} has a non-numeric port", hint)
         port = int(port_text)
     else:

@@ -65,9 +65,10 @@ def zone_data(inv: Inventory, ttl: int = DEFAULT_TTL) -> ZoneData:
 class _Shared:
     """Per-mesh values that every host's spec points into."""
 
-    plain: dict[str, PeerSpec]  # peer entry as seen by a host with a public endpoint
-    keepalive: dict[str, PeerSpec]  # ... as seen by a host behind NAT
-    routes: dict[str, tuple[RouteSpec, ...]]  # routes to this host's slices
+    plain: tuple[PeerSpec, ...]  # every peer, as seen by a host with a public endpoint
+    keepalive: tuple[PeerSpec, ...]  # ... as seen by a host behind NAT
+    routes: tuple[RouteSpec, ...]  # routes to every peer's slices, peer after peer
+    spans: dict[str, tuple[int, int, int]]  # peer -> its index in plain/keepalive, its routes
     order: tuple[str, ...]
     vpcs: dict[str, tuple[VpcSpec, ...]]
     services: tuple[ServiceSpec, ...]
@@ -141,10 +142,20 @@ def _shared(inv: Inventory) -> _Shared:
         )
         for s in sorted(inv.services.values(), key=lambda s: (s.vpc, s.name))
     )
+    # A host's peers and routes are these tuples without its own entries: two slices each, so that
+    # the specs of a 1,000-host mesh share every entry and cost no Python loop per peer.
+    keyed = [n for n in order if n in plain]
+    all_routes: list[RouteSpec] = []
+    spans: dict[str, tuple[int, int, int]] = {}
+    for i, name in enumerate(keyed):
+        start = len(all_routes)
+        all_routes.extend(routes[name])
+        spans[name] = (i, start, len(all_routes))
     return _Shared(
-        plain=plain,
-        keepalive=keepalive,
-        routes=routes,
+        plain=tuple(plain[n] for n in keyed),
+        keepalive=tuple(keepalive[n] for n in keyed),
+        routes=tuple(all_routes),
+        spans=spans,
         order=order,
         vpcs=vpcs,
         services=services,
@@ -156,9 +167,13 @@ def _spec(inv: Inventory, shared: _Shared, host: str) -> HostSpec:
     mesh = inv.mesh
     h = inv.hosts[host]
     table = shared.keepalive if h.endpoint is None else shared.plain
-    others = [n for n in shared.order if n != host]
-    peers = tuple(table[n] for n in others if n in table)
-    routes = tuple(r for n in others if n in table for r in shared.routes[n])
+    span = shared.spans.get(host)
+    if span is None:  # a host without a public key is nobody's peer yet
+        peers, routes = table, shared.routes
+    else:
+        i, start, end = span
+        peers = table[:i] + table[i + 1 :]
+        routes = shared.routes[:start] + shared.routes[end:]
     return HostSpec(
         mesh=mesh.name,
         host=host,

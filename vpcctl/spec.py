@@ -271,7 +271,7 @@ class _R:
             )
         addr, _, prefix = value.partition("/")
         parse_address(addr, self.w(key))
-        if not prefix.isdigit() or not 0 <= int(prefix) <= 32:
+        if not (prefix.isascii() and prefix.isdigit()) or not 0 <= int(prefix) <= 32:
             raise SpecError(f"{self.w(key)}: bad prefix length", "render it with `vpcctl render`")
         return IPv4Interface(value)
 

@@ -8,7 +8,8 @@ Views (README "Names"):
   and every PTR;
 * anyone else is refused.
 
-Names never leak across VPCs: a name of VPC X does not exist in VPC Y's view (NXDOMAIN).
+Names never leak across VPCs: a name of VPC X does not exist in VPC Y's view (NXDOMAIN), in full
+or short form; short forms are never forwarded upstream.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class View:
 
     names: Mapping[str, Mapping[str, tuple[Record, ...]]]
     suffixes: tuple[str, ...]  # names at or under these are authoritative in this view
+    bare: bool = False  # single-label names are this view's short names: never forwarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,9 @@ def _parse_reverse(name: str) -> IPv4Address | None:
     if not name.endswith(".in-addr.arpa"):
         return None
     parts = name[: -len(".in-addr.arpa")].split(".")
-    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 and str(int(p)) == p for p in parts):
+    if len(parts) != 4 or not all(
+        p.isascii() and p.isdigit() and int(p) < 256 and str(int(p)) == p for p in parts
+    ):
         return None
     return IPv4Address(".".join(reversed(parts)))
 
@@ -91,7 +95,7 @@ class _Builder:
     def add_record(self, record: Record) -> None:
         self.names.setdefault(record.name, {}).setdefault(record.rtype, []).append(record)
 
-    def view(self, apexes: Iterable[str]) -> View:
+    def view(self, apexes: Iterable[str], bare: bool = False) -> View:
         apex_list = tuple(apexes)
         # every ancestor of a name, up to its apex, exists as an empty non-terminal
         for name in list(self.names):
@@ -107,6 +111,7 @@ class _Builder:
         return View(
             names={n: {t: tuple(rs) for t, rs in types.items()} for n, types in self.names.items()},
             suffixes=apex_list,
+            bare=bare,
         )
 
 
@@ -142,12 +147,15 @@ def build(data: ZoneData) -> Zone:
         b.add_record(ns)
 
     views = []
+    vpc_names = tuple(v.name for v in data.vpcs)
     reverse_suffix = "in-addr.arpa"
     for v in data.vpcs:
         b = _Builder(ttl)
         apex(b)
         vpc_records(b, v.name, fqdn_only=False)
-        views.append((v.cidr, v.name, b.view((d, v.name, reverse_suffix))))
+        # every VPC name is authoritative in every VPC view, and so are bare names: another
+        # VPC's short forms (``db``, ``db.prod``) get NXDOMAIN and are never forwarded upstream
+        views.append((v.cidr, v.name, b.view((d, *vpc_names, reverse_suffix), bare=True)))
     hb = _Builder(ttl)
     apex(hb)
     for v in data.vpcs:
@@ -186,6 +194,8 @@ def _authoritative(zone: Zone, view: View, name: str) -> bool:
     if name.endswith(".in-addr.arpa"):
         ip = _parse_reverse(name)
         return ip is not None and any(ip in net for net in zone.reverse_nets)
+    if view.bare and name and "." not in name:
+        return True
     return any(name == s or name.endswith("." + s) for s in view.suffixes if s != "in-addr.arpa")
 
 

@@ -426,7 +426,8 @@ def service_add(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Service name, or VPC/NAME."),
     vpc: str | None = typer.Option(None, "--vpc", autocompletion=_complete("vpcs")),
-    port: list[str] = typer.Option(..., "--port", help="[NAME=]PORT[/tcp|udp]; repeatable."),
+    # "[/" would start a rich markup closing tag (and crash --help): escape the brackets
+    port: list[str] = typer.Option(..., "--port", help="\\[NAME=]PORT\\[/tcp|udp]; repeatable."),
     backend: list[str] = typer.Option(
         [],
         "--backend",
