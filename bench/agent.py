@@ -46,7 +46,9 @@ print(time.perf_counter() - t)
 """
 
 
-def timed(lab: Lab, host: object, argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+def timed(
+    lab: Lab, host: object, argv: list[str]
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     t = time.perf_counter()
     res = lab.run(host, argv, env=ENV, timeout=120)  # type: ignore[arg-type]
     return time.perf_counter() - t, res

@@ -38,7 +38,9 @@ def show(m: SshMesh, *args: str) -> str:
 
 
 def container(m: SshMesh, name: str) -> LabContainer:
-    c = next(x for x in json.loads(m.vpcctl("container", "ls", "--json").stdout) if x["name"] == name)
+    c = next(
+        x for x in json.loads(m.vpcctl("container", "ls", "--json").stdout) if x["name"] == name
+    )
     gw = c["ip"].rsplit(".", 1)[0] + ".1"
     lc = m.lab.add_container(m.hosts[c["host"]], name, f"vb-{c['vpc']}", f"{c['ip']}/24", gw)
     lc_etc = lc.etc_dir
@@ -50,7 +52,9 @@ def container(m: SshMesh, name: str) -> LabContainer:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--keep", action="store_true", help="keep the lab running at the end")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vpcctl-demo-"))
@@ -59,7 +63,7 @@ def main() -> int:
         step("3 hosts (network namespaces with sshd + wireguard-go), 1 admin namespace")
         m = SshMesh(lab, name="demo")
         print(f"inventory: {m.inventory}")
-        for name, nat in (("nas", True), ("vps1", False), ("vps2", False)):
+        for name in ("nas", "vps1", "vps2"):
             m.add_host(name, join=False)
         step("vpcctl join x3: over SSH, keys born on each host, public keys recorded")
         for name, nat in (("nas", True), ("vps1", False), ("vps2", False)):
@@ -90,7 +94,9 @@ def main() -> int:
         step("names, resolved and pinged from web-1 (on nas)")
         for q in ("db", "db-1", "db-2.prod", "db.prod.vpc.internal"):
             res = lab.run(web, ["getent", "hosts", q], check=False)
-            print(f"web-1$ getent hosts {q}\n{res.stdout.strip() or '(no answer: ' + res.stderr.strip() + ')'}")
+            print(
+                f"web-1$ getent hosts {q}\n{res.stdout.strip() or '(no answer: ' + res.stderr.strip() + ')'}"
+            )
         for q in ("db-1", "db-2"):
             sent, got = ping(lab, web, q, count=3)
             print(f"web-1$ ping {q}: {got}/{sent} replies")

@@ -592,13 +592,19 @@ LEAVES = _leaf_commands()
 
 def test_every_command_is_covered() -> None:
     assert [" ".join(p) for p in LEAVES] == [
+        "agent apply", "agent check", "agent down", "agent keygen", "agent status",
         "check",
         "container add", "container ls", "container rm",
-        "host add", "host ls", "host rm", "host set",
+        "host add", "host bootstrap", "host ls", "host rm", "host set",
         "init",
+        "join",
+        "plan",
         "render",
         "resolve",
         "service add", "service ls", "service rm",
+        "status",
+        "sync",
+        "up",
         "vpc add", "vpc ls", "vpc rm",
     ]  # fmt: skip
 
