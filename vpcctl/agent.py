@@ -86,6 +86,10 @@ class StateDir:
     def zone(self) -> Path:
         return self.path / "zone.json"
 
+    @property
+    def fingerprint(self) -> Path:
+        return self.path / "fingerprint"
+
     def ensure(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -275,23 +279,68 @@ def _run(
 
 def apply(
     spec: HostSpec,
-    system: System,
+    system: System | None,
     state: StateDir,
     *,
     dry_run: bool = False,
     progress: Callable[[Change], None] | None = None,
+    backend: str | None = None,
 ) -> Result:
-    """Converge this host to ``spec``; on failure return it to the last applied state."""
+    """Converge this host to ``spec``; on failure return it to the last applied state.
+
+    ``system`` None means this Linux host: then a no-change apply is answered from the cheap
+    fingerprint (quick.py) when the spec and the host's state are both as last recorded, and the
+    kernel adapter (pyroute2) is only loaded when there is something to look at closely."""
     started = time.monotonic()
+    spec_text = to_json(spec)
+    own = system is None
+    if own and not dry_run and state.read(state.applied) == spec_text:
+        from vpcctl import quick
+
+        seen = state.read(state.fingerprint)
+        if seen is not None and quick.fingerprint(spec, _quick_files(spec, state)) == seen.strip():
+            _key_for(spec, state)
+            return Result(host=spec.host, plan=Plan(()), seconds=time.monotonic() - started)
+    if system is None:
+        from vpcctl.system import LinuxSystem
+
+        system = LinuxSystem(prefer_backend=backend)
+    try:
+        result = _apply(spec, spec_text, system, state, dry_run=dry_run, progress=progress)
+    finally:
+        if own:
+            system.close()
+    if own and not dry_run:
+        from vpcctl import quick
+
+        fp = quick.fingerprint(spec, _quick_files(spec, state))
+        if fp is not None:
+            state.write(state.fingerprint, fp + "\n")
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _quick_files(spec: HostSpec, state: StateDir) -> list[Path]:
+    return [state.key(spec.private_key_file), state.zone, state.firewall]
+
+
+def _apply(
+    spec: HostSpec,
+    spec_text: str,
+    system: System,
+    state: StateDir,
+    *,
+    dry_run: bool,
+    progress: Callable[[Change], None] | None,
+) -> Result:
     key = _key_for(spec, state)
     desired = desired_for(spec, key)
     observed = observe(system, spec, state)
     p = plan(desired, observed)
     result = Result(host=spec.host, plan=p, dry_run=dry_run)
     if dry_run or p.empty:
-        if not dry_run and state.read(state.applied) != to_json(spec):
-            state.write(state.applied, to_json(spec))
-        result.seconds = time.monotonic() - started
+        if not dry_run and state.read(state.applied) != spec_text:
+            state.write(state.applied, spec_text)
         return result
     failed: Change | None = None
     try:
@@ -302,9 +351,10 @@ def apply(
             _execute(change, system, state, key)
             result.applied += 1
     except VpcctlError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            state.fingerprint.unlink()
         raise _rollback(spec, system, state, key, failed, exc) from None
-    state.write(state.applied, to_json(spec))
-    result.seconds = time.monotonic() - started
+    state.write(state.applied, spec_text)
     return result
 
 

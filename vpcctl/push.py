@@ -61,6 +61,8 @@ def agent_argv(host: Host, *args: str) -> list[str]:
 
 
 def _json(host: Host, done: Completed, what: str) -> Any:
+    if done.rc == 0 and not done.stdout.lstrip().startswith(("{", "[")):
+        done = Completed(2, done.stdout, done.stderr)
     if done.rc != 0:
         lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
         message = next((ln[len("error: ") :] for ln in lines if ln.startswith("error: ")), None)
@@ -152,11 +154,23 @@ def specs_json(inv: Inventory) -> dict[str, str]:
     return {name: enc.dumps(spec) for name, spec in render_all(inv).items()}
 
 
+def _agent_apply(host: Host, t: Transport, spec_text: str, *extra: str) -> Any:
+    """One round trip: the agent checks its own version, stores the spec (atomically, 0600) and
+    applies it. An agent too old to know --expect-version is caught by the version check."""
+    argv = agent_argv(
+        host, "agent", "apply", "-", "--json", "--expect-version", __version__, *extra
+    )
+    done = t.run(argv, input=spec_text, timeout=300)
+    try:
+        return _json(host, done, "agent apply")
+    except AgentError:
+        if done.rc not in (0, 1):  # usage error, not found, garbage: is it the wrong agent?
+            check_version(host, t)
+        raise
+
+
 def up_one(host: Host, t: Transport, spec_text: str) -> HostResult:
-    check_version(host, t)
-    t.put(SPEC_PATH, spec_text.encode())
-    done = t.run(agent_argv(host, "agent", "apply", SPEC_PATH, "--json"), timeout=300)
-    data = _json(host, done, "agent apply")
+    data = _agent_apply(host, t, spec_text, "--save", SPEC_PATH)
     return HostResult(
         host.name,
         ok=True,
@@ -166,9 +180,7 @@ def up_one(host: Host, t: Transport, spec_text: str) -> HostResult:
 
 
 def plan_one(host: Host, t: Transport, spec_text: str) -> HostResult:
-    check_version(host, t)
-    done = t.run(agent_argv(host, "agent", "apply", "-", "--dry-run", "--json"), input=spec_text)
-    data = _json(host, done, "agent apply --dry-run")
+    data = _agent_apply(host, t, spec_text, "--dry-run")
     changes = [c["text"] for c in data.get("changes", [])]
     return HostResult(host.name, ok=True, changed=bool(changes), changes=changes)
 

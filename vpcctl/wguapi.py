@@ -23,7 +23,6 @@ from pathlib import Path
 from nacl.public import PrivateKey
 
 from vpcctl.errors import KernelError
-from vpcctl.netlink import Netlink
 from vpcctl.wgtypes import (
     PeerConfig,
     PeerUpdate,
@@ -343,6 +342,8 @@ class UserspaceWireGuard:
                 f"create WireGuard device {ifname}: a wireguard-go daemon already serves it",
                 f"a link named {ifname} exists and is not owned by vpcctl",
             )
+        from vpcctl.netlink import Netlink
+
         with Netlink() as nl:
             if nl.link(ifname) is not None:
                 raise KernelError(
@@ -354,6 +355,8 @@ class UserspaceWireGuard:
         try:
             self._wait_ready(ifname, deadline)
             if mtu is not None or alias is not None:
+                from vpcctl.netlink import Netlink
+
                 with Netlink() as nl:
                     nl.set_link(ifname, mtu=mtu, alias=alias)
         except KernelError:
@@ -434,6 +437,8 @@ class UserspaceWireGuard:
     def _stop(self, ifname: str) -> None:
         """Best-effort cleanup after a failed create: drop the tun link (daemon exits)."""
         try:
+            from vpcctl.netlink import Netlink
+
             with Netlink() as nl:
                 link = nl.link(ifname)
                 if link is not None and link.kind == "tun":
@@ -444,6 +449,8 @@ class UserspaceWireGuard:
     def delete(self, ifname: str) -> None:
         """Remove the tun link; wireguard-go then exits and removes its socket."""
         path = self.socket_path(ifname)
+        from vpcctl.netlink import Netlink
+
         with Netlink() as nl:
             link = nl.link(ifname)
             if link is not None:

@@ -142,7 +142,7 @@ class Mesh:
                     for lk in links
                 )
             ),
-            "addrs": run("ip -4 -br addr show"),
+            "addrs": run("ip -4 -o addr show | awk '{print $2, $4}'"),
             "routes": run("ip -4 route show table all"),
             "wg": wg,
             "nft": run("nft list ruleset"),

@@ -273,3 +273,21 @@ def test_ownership_foreign_routes_links_tables_survive_apply_and_down(lab: Lab) 
     left = lab.run(host, "ip -br link show; nft list tables").stdout
     assert "vpc0" not in left and "vb-prod" not in left and "vpcctl" not in left
     assert Path(mesh.dir).exists()
+
+
+def test_drift_is_noticed_by_the_fast_path_and_repaired(
+    world: tuple[Mesh, dict[str, LabContainer]],
+) -> None:
+    mesh, _ = world
+    host = mesh.hosts["h4"]
+    assert mesh.apply("h4")["up_to_date"]
+    assert mesh.lab.run(host, "test -s /etc/vpcctl/fingerprint").returncode == 0
+    before = mesh.snapshot("h4")
+    route = mesh.lab.run(host, "ip -4 route show proto 211").stdout.splitlines()[0]
+    mesh.lab.run(host, f"ip route del {route.split()[0]} && ip link set vb-dev mtu 1300 && "
+                       "nft flush chain inet vpcctl forward")  # fmt: skip
+    result = mesh.apply("h4")
+    ops_ = sorted(c["op"] for c in result["changes"])
+    assert ops_ == ["AddRoute", "LoadFirewall", "SetLink"], result["changes"]
+    assert mesh.snapshot("h4") == before
+    assert mesh.apply("h4")["up_to_date"]

@@ -1,50 +1,91 @@
-"""`vpcctl agent ...`: the host side, run on each host as root (by `vpcctl up` over SSH, or by
-hand)."""
+"""`vpcctl agent ...`: the host side, run on each host as root (by `vpcctl up` over SSH, by cron,
+or by hand).
+
+This is a small argparse front-end on purpose: `vpcctl up` runs it on every host on every sync, so
+its start-up time is the mesh's convergence time. `vpcctl agent ...` is dispatched here before the
+typer application (and pydantic, rich) is even imported; the typer app only lists it.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-import typer
+from vpcctl import __version__
+from vpcctl.errors import ExitCode, SpecError, ValidationError, VpcctlError
 
-from vpcctl.cli.app import new_app
-from vpcctl.cli.output import info, print_json
+EPILOG = {
+    "keygen": "Example:\n  vpcctl agent keygen\n  vpcctl agent keygen --json",
+    "apply": (
+        "Examples:\n  vpcctl render vps1 | ssh root@vps1 vpcctl agent apply -\n"
+        "  vpcctl agent apply /etc/vpcctl/spec.json --dry-run"
+    ),
+    "status": "Example:\n  vpcctl agent status --json",
+    "check": "Example:\n  vpcctl agent check --json",
+    "down": "Example:\n  vpcctl agent down",
+}
 
-agent_app = new_app("The host agent: converge this host to its HostSpec (run as root).")
 
-STATE_OPT = typer.Option(
-    None,
-    "--state-dir",
-    help="Where the key and the agent's history live (default: $VPCCTL_STATE_DIR or /etc/vpcctl).",
-)
-JSON_OPT = typer.Option(False, "--json", help="Print JSON (for scripts).")
+def _info(message: str) -> None:
+    sys.stderr.write(message + "\n")
 
 
-@agent_app.command("keygen")
-def keygen_cmd(state_dir: Path | None = STATE_OPT, as_json: bool = JSON_OPT) -> None:
-    """Create this host's WireGuard private key (mode 0600) if missing; print the public key.
+def _json(data: object) -> None:
+    import json
 
-    Running it again prints the same key. The private key never leaves this host.
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
-    [bold]Example[/]
 
-      vpcctl agent keygen
-    """
-    from vpcctl.agent import StateDir, keygen
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vpcctl agent",
+        description="The host agent: converge this host to its HostSpec (run as root).",
+        epilog="Example:\n  vpcctl agent apply /etc/vpcctl/spec.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    state = StateDir.default(state_dir)
-    public, created = keygen(state)
-    if as_json:
-        print_json({"public_key": public, "created": created, "key_file": str(state.key())})
-    else:
-        sys.stdout.write(public + "\n")
-        info(f"{'created' if created else 'existing'} key {state.key()}")
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(
+            name, help=help_, description=help_, epilog=EPILOG[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        sp.add_argument(
+            "--state-dir",
+            type=Path,
+            default=None,
+            help="where the key and the agent's history live "
+            "(default: $VPCCTL_STATE_DIR or /etc/vpcctl)",
+        )
+        sp.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+        return sp
+
+    add("keygen", "Create this host's WireGuard private key (mode 0600) if missing; print the "
+                  "public key. Running it again prints the same key.")  # fmt: skip
+    ap = add(
+        "apply", "Converge this host to a HostSpec: observe, plan, apply; roll back on failure."
+    )
+    ap.add_argument("spec", help="HostSpec JSON file, or - for stdin")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    ap.add_argument(
+        "--backend", choices=("kernel", "userspace"), help="force the WireGuard backend"
+    )
+    ap.add_argument("--save", metavar="PATH", help="also store the spec there (atomically, 0600)")
+    ap.add_argument(
+        "--expect-version", metavar="V", help="refuse to do anything unless this agent is version V"
+    )
+    add("status", "Show this host's observed state: interface, peers (handshakes, transfer), "
+                  "routes, tunnel, bridges, firewall.")  # fmt: skip
+    add("check", "Check that this host can run the agent: root, WireGuard (kernel or "
+                 "wireguard-go), nftables.")  # fmt: skip
+    add("down", "Remove everything vpcctl owns on this host (interface, tunnel, bridges, routes, "
+                "nftables table). Nothing else is touched; the key stays.")  # fmt: skip
+    return p
 
 
 def _read_spec(source: str) -> tuple[str, str]:
-    from vpcctl.errors import SpecError
-
     if source == "-":
         return sys.stdin.read(), "<stdin>"
     try:
@@ -55,163 +96,95 @@ def _read_spec(source: str) -> tuple[str, str]:
         ) from None
 
 
-@agent_app.command("apply")
-def apply_cmd(
-    spec: str = typer.Argument(..., help="HostSpec JSON file, or - for stdin."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, change nothing."),
-    state_dir: Path | None = STATE_OPT,
-    backend: str | None = typer.Option(
-        None, "--backend", help='Force the WireGuard backend: "kernel" or "userspace".'
-    ),
-    as_json: bool = JSON_OPT,
-) -> None:
-    """Converge this host to a HostSpec: observe, plan, apply; roll back on failure.
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from vpcctl.agent import StateDir, keygen
 
-    [bold]Examples[/]
+    state = StateDir.default(args.state_dir)
+    public, created = keygen(state)
+    if args.json:
+        _json({"public_key": public, "created": created, "key_file": str(state.key())})
+    else:
+        sys.stdout.write(public + "\n")
+        _info(f"{'created' if created else 'existing'} key {state.key()}")
+    return 0
 
-      vpcctl render vps1 | ssh root@vps1 vpcctl agent apply -
 
-      vpcctl agent apply /etc/vpcctl/spec.json --dry-run
-    """
+def cmd_apply(args: argparse.Namespace) -> int:
     from vpcctl.agent import StateDir, apply, load_spec
-    from vpcctl.errors import ValidationError
-    from vpcctl.system import LinuxSystem
 
-    if backend not in (None, "kernel", "userspace"):
-        raise ValidationError(
-            f"--backend: {backend!r} is not a backend", 'use "kernel" or "userspace"'
+    if args.expect_version and args.expect_version != __version__:
+        raise VpcctlError(
+            f"agent is vpcctl {__version__}, the admin runs vpcctl {args.expect_version}; "
+            "nothing changed",
+            f"install vpcctl {args.expect_version} here (`vpcctl host bootstrap NAME` from the admin)",
         )
-    text, source = _read_spec(spec)
+    text, source = _read_spec(args.spec)
     if not text.strip():
-        from vpcctl.errors import SpecError
-
         raise SpecError(f"{source}: empty HostSpec", "pass the output of `vpcctl render HOST`")
-    host_spec = load_spec(text, source)
-    state = StateDir.default(state_dir)
-    system = LinuxSystem(prefer_backend=backend)
-    try:
-        if dry_run:
-            result = apply(host_spec, system, state, dry_run=True)
-        else:
-            with state.locked():
-                result = apply(
-                    host_spec,
-                    system,
-                    state,
-                    progress=None if as_json else (lambda c: info(f"  {c.describe()}")),
-                )
-    finally:
-        system.close()
-    if as_json:
-        print_json(result.to_json())
-        return
-    if result.plan.empty:
-        info(f"{host_spec.host}: up to date")
-    elif dry_run:
+    spec = load_spec(text, source)
+    state = StateDir.default(args.state_dir)
+    if args.save:
+        from vpcctl.keys import write_secret
+
+        write_secret(Path(args.save), text.encode())
+    progress = None if args.json or args.dry_run else (lambda c: _info(f"  {c.describe()}"))
+    if args.dry_run:
+        result = apply(spec, None, state, dry_run=True, backend=args.backend)
+    else:
+        with state.locked():
+            result = apply(spec, None, state, progress=progress, backend=args.backend)
+    if args.json:
+        _json(result.to_json())
+    elif result.plan.empty:
+        _info(f"{spec.host}: up to date")
+    elif args.dry_run:
         for line in result.plan.describe():
             sys.stdout.write(line + "\n")
-        info(f"{host_spec.host}: {len(result.plan.changes)} changes planned (dry run)")
+        _info(f"{spec.host}: {len(result.plan.changes)} changes planned (dry run)")
     else:
-        info(f"{host_spec.host}: applied {result.applied} changes in {result.seconds:.2f} s")
+        _info(f"{spec.host}: applied {result.applied} changes in {result.seconds:.2f} s")
+    return 0
 
 
-@agent_app.command("status")
-def status_cmd(state_dir: Path | None = STATE_OPT, as_json: bool = JSON_OPT) -> None:
-    """Show this host's observed state: interface, peers (handshakes, transfer), routes, tunnel,
-    bridges, firewall.
-
-    [bold]Example[/]
-
-      vpcctl agent status --json
-    """
+def cmd_status(args: argparse.Namespace) -> int:
     from vpcctl.agent import StateDir, status
-    from vpcctl.cli.output import table
     from vpcctl.system import LinuxSystem
 
     system = LinuxSystem()
     try:
-        data = status(system, StateDir.default(state_dir))
+        data = status(system, StateDir.default(args.state_dir))
     finally:
         system.close()
-    if as_json:
-        print_json(data)
-        return
+    if args.json:
+        _json(data)
+        return 0
     iface = data["interface"]
     if iface is None:
-        info("no vpcctl interface on this host (nothing applied yet?)")
-        return
-    info(
+        _info("no vpcctl interface on this host (nothing applied yet?)")
+        return 0
+    sys.stdout.write(
         f"{data['host']} in mesh {data['mesh']}: {iface['name']} ({iface['backend']}) "
-        f"{', '.join(iface['addresses'])} port {iface['listen_port']}"
+        f"{', '.join(iface['addresses'])} port {iface['listen_port']}\n"
     )
-    table(
-        ["PEER", "ENDPOINT", "HANDSHAKE", "RX", "TX"],
-        [
-            (
-                p["name"] or p["public_key"][:12],
-                p["endpoint"],
-                f"{p['handshake_age']:.0f}s ago" if p["handshake_age"] is not None else "never",
-                p["rx_bytes"],
-                p["tx_bytes"],
-            )
-            for p in data["peers"]
-        ],
-        "no peers",
-    )
+    for p in data["peers"]:
+        age = p["handshake_age"]
+        sys.stdout.write(
+            f"  peer {p['name'] or p['public_key'][:12]:<16} {p['endpoint'] or '-':<22} "
+            f"{(f'{age:.0f}s ago' if age is not None else 'never'):>10}  "
+            f"rx {p['rx_bytes']} tx {p['tx_bytes']}\n"
+        )
+    return 0
 
 
-@agent_app.command("down")
-def down_cmd(state_dir: Path | None = STATE_OPT) -> None:
-    """Remove everything vpcctl owns on this host: its interface, tunnel, bridges, routes and
-    nftables table. Nothing else is touched; the key stays.
-
-    [bold]Example[/]
-
-      vpcctl agent down
-    """
-    from vpcctl.agent import StateDir, down
-    from vpcctl.system import LinuxSystem
-
-    state = StateDir.default(state_dir)
-    system = LinuxSystem()
-    try:
-        with state.locked():
-            result = down(system, state)
-    finally:
-        system.close()
-    for line in result.plan.describe():
-        info(f"  {line}")
-    info(
-        f"removed {len(result.plan.changes)} objects"
-        if result.plan.changes
-        else "nothing to remove"
-    )
-
-
-@agent_app.command("check")
-def check_cmd(as_json: bool = JSON_OPT) -> None:
-    """Check that this host can run the agent: root, WireGuard (kernel or wireguard-go),
-    nftables, iproute2. Exit 1 with the first problem.
-
-    [bold]Example[/]
-
-      vpcctl agent check --json
-    """
+def cmd_check(args: argparse.Namespace) -> int:
     import os
     import shutil
-
-    from vpcctl import __version__
-    from vpcctl.errors import ExitCode
 
     problems: list[dict[str, str]] = []
     root = os.geteuid() == 0
     if not root:
-        problems.append(
-            {
-                "message": "the agent must run as root",
-                "hint": "log in as root or give the login passwordless sudo",
-            }
-        )
+        problems.append({"message": "the agent must run as root",
+                         "hint": "log in as root or give the login passwordless sudo"})  # fmt: skip
     kernel = False
     if root:
         from vpcctl.wireguard import kernel_has_wireguard
@@ -235,12 +208,65 @@ def check_cmd(as_json: bool = JSON_OPT) -> None:
         "nftables": nft,
         "problems": problems,
     }
-    if as_json:
-        print_json(data)
+    if args.json:
+        _json(data)
     else:
         for p in problems:
-            info(f"problem: {p['message']} (hint: {p['hint']})")
+            _info(f"problem: {p['message']} (hint: {p['hint']})")
         if not problems:
-            info(f"ok: vpcctl {__version__}, WireGuard {data['wireguard']}, nftables")
-    if problems:
-        raise typer.Exit(int(ExitCode.ERROR))
+            _info(f"ok: vpcctl {__version__}, WireGuard {data['wireguard']}, nftables")
+    return int(ExitCode.ERROR) if problems else 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from vpcctl.agent import StateDir, down
+    from vpcctl.system import LinuxSystem
+
+    state = StateDir.default(args.state_dir)
+    system = LinuxSystem()
+    try:
+        with state.locked():
+            result = down(system, state)
+    finally:
+        system.close()
+    if args.json:
+        _json({"removed": result.plan.to_json()})
+        return 0
+    for line in result.plan.describe():
+        _info(f"  {line}")
+    _info(
+        f"removed {len(result.plan.changes)} objects"
+        if result.plan.changes
+        else "nothing to remove"
+    )
+    return 0
+
+
+COMMANDS = {
+    "keygen": cmd_keygen,
+    "apply": cmd_apply,
+    "status": cmd_status,
+    "check": cmd_check,
+    "down": cmd_down,
+}
+
+
+def run(argv: Sequence[str]) -> int:
+    """Parse and run; the agent's one error boundary (same messages and codes as the CLI)."""
+    try:
+        args = parser().parse_args(list(argv))
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    try:
+        return COMMANDS[args.command](args)
+    except VpcctlError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"hint: {exc.hint}\n")
+        return int(exc.exit_code)
+    except ValidationError as exc:  # pragma: no cover - a subclass of VpcctlError
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return int(ExitCode.INTERRUPTED)

@@ -11,7 +11,6 @@ from typing import Any
 import typer
 
 from vpcctl import __version__
-from vpcctl.cli.agent import agent_app
 from vpcctl.cli.app import inventory_path, new_app, state
 from vpcctl.cli.objects import container_app, host_app, service_app, vpc_app
 from vpcctl.cli.output import info, print_json, warn
@@ -26,7 +25,6 @@ app.add_typer(host_app, name="host")
 app.add_typer(vpc_app, name="vpc")
 app.add_typer(container_app, name="container")
 app.add_typer(service_app, name="service")
-app.add_typer(agent_app, name="agent")
 
 from vpcctl.cli import push as _push  # noqa: E402
 
@@ -273,7 +271,33 @@ def _rec_json(r: Any) -> dict[str, Any]:
     return {"name": r.name, "type": r.rtype, "ttl": r.ttl, "data": list(r.data)}
 
 
+@app.command(
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+        "help_option_names": [],
+    },
+    add_help_option=False,
+)
+def agent(ctx: typer.Context) -> None:
+    """The host agent (keygen, apply, status, check, down), run on each host as root.
+
+    [bold]Example[/]
+
+      vpcctl agent apply /etc/vpcctl/spec.json --dry-run
+    """
+    from vpcctl.cli.agent import run
+
+    raise typer.Exit(run(ctx.args))
+
+
 def main() -> None:
+    argv = sys.argv[1:]
+    if argv[:1] == ["agent"]:
+        # the host side starts lean: no typer, rich or pydantic (see cli/agent.py)
+        from vpcctl.cli.agent import run
+
+        sys.exit(run(argv[1:]))
     app(prog_name="vpcctl")
 
 

@@ -1,0 +1,148 @@
+"""A cheap fingerprint of everything vpcctl owns on this host, for the no-change fast path.
+
+`vpcctl sync` from cron re-applies every host's spec every few minutes; nearly always nothing
+changed. After each successful apply the agent records this fingerprint; when the next apply gets
+the same spec and the fingerprint of the host is still the same, the host is up to date without
+loading pyroute2 or planning. Anything that differs — a deleted route, a changed MTU, a flushed
+table, a restarted wireguard-go, another key — changes the fingerprint and takes the full
+observe -> plan -> apply path, which repairs it.
+
+It reads the kernel with iproute2's JSON output (``ip -j``), WireGuard over wireguard-go's UAPI
+socket or ``wg show dump``, and ``nft list table``. Volatile values (counters, handshake times,
+operstate, endpoints learnt from roaming peers) are left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from ipaddress import IPv4Network, ip_network
+from pathlib import Path
+from typing import Any
+
+from vpcctl.spec import HostSpec
+
+FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def _run(argv: list[str]) -> str | None:
+    exe = shutil.which(argv[0])
+    if exe is None:
+        return None
+    try:
+        done = subprocess.run(
+            [exe, *argv[1:]], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _ip(*args: str) -> Any:
+    out = _run(["ip", "-j", *args])
+    return json.loads(out) if out else None
+
+
+def _wg(spec: HostSpec, kind: str | None) -> Any:
+    want_endpoint = {p.public_key for p in spec.peers if p.endpoint}
+    if kind == "tun":
+        from vpcctl.errors import KernelError
+        from vpcctl.wguapi import UserspaceWireGuard
+
+        try:
+            dev = UserspaceWireGuard().get(spec.interface)
+        except KernelError:
+            return "unreachable"
+        peers = {
+            k: [
+                sorted(map(str, p.allowed_ips)),
+                p.keepalive,
+                p.endpoint if k in want_endpoint else None,
+            ]
+            for k, p in dev.peers.items()
+        }
+        return [dev.public_key, dev.listen_port, sorted(peers.items())]
+    if kind == "wireguard":
+        out = _run(["wg", "show", spec.interface, "dump"])
+        if out is None:
+            return None
+        lines = [ln.split("\t") for ln in out.splitlines()]
+        if not lines:
+            return None
+        head = lines[0]  # private-key public-key listen-port fwmark: drop the private key
+        peers = {}
+        for f in lines[1:]:
+            if len(f) < 8:
+                continue
+            ips = sorted(x for x in f[3].split(",") if x and x != "(none)")
+            keep = 0 if f[7] == "off" else int(f[7])
+            peers[f[0]] = [ips, keep, f[2] if f[0] in want_endpoint and f[2] != "(none)" else None]
+        return [head[1], int(head[2]), sorted(peers.items())]
+    return None
+
+
+def fingerprint(spec: HostSpec, state_files: list[Path]) -> str | None:
+    """A digest of this host's vpcctl-relevant state; None when it cannot be read cheaply
+    (then the caller takes the full path)."""
+    links = _ip("-d", "link", "show")
+    addrs = _ip("-4", "addr", "show")
+    routes = _ip("-4", "route", "show", "table", "main")
+    if links is None or addrs is None or routes is None:
+        return None
+    wanted = {spec.interface, *(v.bridge for v in spec.vpcs)}
+    if spec.tunnel:
+        wanted.add(spec.tunnel.name)
+    mine: dict[str, Any] = {}
+    wg_kind = None
+    for link in links:
+        name = link.get("ifname")
+        alias = link.get("ifalias") or ""
+        if name not in wanted and not alias.startswith("vpcctl:"):
+            continue
+        info = link.get("linkinfo") or {}
+        kind = info.get("info_kind")
+        data = info.get("info_data") or {}
+        if name == spec.interface:
+            wg_kind = kind
+        mine[name] = [kind, link.get("mtu"), "UP" in link.get("flags", []), alias,
+                      data.get("local"), data.get("remote"), link.get("master")]  # fmt: skip
+    for a in addrs:
+        if a.get("ifname") in mine:
+            mine[a["ifname"]].append(
+                sorted(f"{x['local']}/{x['prefixlen']}" for x in a.get("addr_info", []))
+            )
+    nets: list[IPv4Network] = [v.cidr for v in spec.vpcs]
+    rts = []
+    for r in routes:
+        dst = r.get("dst", "default")
+        try:
+            net = ip_network(
+                "0.0.0.0/0" if dst == "default" else dst if "/" in dst else f"{dst}/32"
+            )
+        except ValueError:
+            continue
+        ours = str(r.get("protocol")) in ("211",)
+        if ours or any(isinstance(net, IPv4Network) and net.overlaps(n) for n in nets):
+            rts.append(
+                [dst, r.get("gateway"), r.get("dev"), r.get("protocol"), sorted(r.get("flags", []))]
+            )
+    table = _run(["nft", "list", "table", "inet", "vpcctl"])
+    wg = _wg(spec, wg_kind)
+    if wg is None and wg_kind is not None:
+        return None
+    try:
+        forwarding = FORWARDING.read_text().strip()
+    except OSError:
+        return None
+    files: list[str | None] = []
+    for f in state_files:
+        try:
+            files.append(hashlib.sha256(f.read_bytes()).hexdigest())
+        except OSError:
+            files.append(None)
+    blob = json.dumps(
+        [sorted(mine.items()), sorted(rts, key=str), wg, table, forwarding, files], default=str
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
