@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vpcctl import firewall
-from vpcctl.errors import ApplyError, KeyFileError, SpecError, VpcctlError
-from vpcctl.keys import PrivateKey, ensure_private, load_private, write_secret
+from vpcctl.errors import ApplyError, KeyFileError, VpcctlError
+from vpcctl.keys import PrivateKey, ensure_private, load_private
 from vpcctl.linktypes import RTPROT_VPCCTL
 from vpcctl.plan import (
     AddAddress,
@@ -37,7 +36,6 @@ from vpcctl.plan import (
     DeleteLink,
     DelRoute,
     Desired,
-    FirewallRecord,
     LoadFirewall,
     Observed,
     Plan,
@@ -53,83 +51,8 @@ from vpcctl.plan import (
     zone_file_text,
 )
 from vpcctl.spec import HostSpec, from_json, to_json
+from vpcctl.state import StateDir, result_json
 from vpcctl.system import System
-
-DEFAULT_STATE_DIR = Path("/etc/vpcctl")
-STATE_ENV = "VPCCTL_STATE_DIR"
-KEY_FILE = "private.key"
-
-
-@dataclass(frozen=True)
-class StateDir:
-    path: Path
-
-    @classmethod
-    def default(cls, explicit: Path | None = None) -> StateDir:
-        if explicit is not None:
-            return cls(explicit)
-        env = os.environ.get(STATE_ENV)
-        return cls(Path(env) if env else DEFAULT_STATE_DIR)
-
-    def key(self, name: str = KEY_FILE) -> Path:
-        return self.path / name
-
-    @property
-    def applied(self) -> Path:
-        return self.path / "applied.json"
-
-    @property
-    def firewall(self) -> Path:
-        return self.path / "firewall.json"
-
-    @property
-    def zone(self) -> Path:
-        return self.path / "zone.json"
-
-    @property
-    def fingerprint(self) -> Path:
-        return self.path / "fingerprint"
-
-    def ensure(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-    def read(self, path: Path) -> str | None:
-        try:
-            return path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-
-    def write(self, path: Path, text: str) -> None:
-        """State files are written like secrets: 0600 from birth, atomically."""
-        self.ensure()
-        write_secret(path, text.encode("utf-8"))
-
-    def applied_spec(self) -> HostSpec | None:
-        text = self.read(self.applied)
-        if text is None:
-            return None
-        try:
-            return from_json(text, str(self.applied))
-        except SpecError:
-            return None
-
-    def firewall_record(self) -> FirewallRecord | None:
-        text = self.read(self.firewall)
-        if text is None:
-            return None
-        try:
-            data = json.loads(text)
-            return FirewallRecord(desired=str(data["desired"]), listing=str(data["listing"]))
-        except (ValueError, KeyError, TypeError):
-            return None
-
-    @contextlib.contextmanager
-    def locked(self, wait: float = 60.0) -> Iterator[None]:
-        from vpcctl.inventory import locked
-
-        self.ensure()
-        with locked(self.path / "agent", wait, what="this host (another agent apply runs)"):
-            yield
 
 
 def keygen(state: StateDir) -> tuple[str, bool]:
@@ -250,15 +173,7 @@ class Result:
     messages: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "changed": bool(self.applied),
-            "dry_run": self.dry_run,
-            "up_to_date": self.plan.empty,
-            "changes": self.plan.to_json(),
-            "applied": self.applied,
-            "seconds": round(self.seconds, 3),
-        }
+        return result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
 
 
 def _run(
@@ -294,13 +209,8 @@ def apply(
     started = time.monotonic()
     spec_text = to_json(spec)
     own = system is None
-    if own and not dry_run and state.read(state.applied) == spec_text:
-        from vpcctl import quick
-
-        seen = state.read(state.fingerprint)
-        if seen is not None and quick.fingerprint(spec, _quick_files(spec, state)) == seen.strip():
-            _key_for(spec, state)
-            return Result(host=spec.host, plan=Plan(()), seconds=time.monotonic() - started)
+    if own and not dry_run and unchanged(spec, spec_text, state):
+        return Result(host=spec.host, plan=Plan(()), seconds=time.monotonic() - started)
     if system is None:
         from vpcctl.system import LinuxSystem
 
@@ -321,7 +231,15 @@ def apply(
 
 
 def _quick_files(spec: HostSpec, state: StateDir) -> list[Path]:
-    return [state.key(spec.private_key_file), state.zone, state.firewall]
+    from vpcctl.state import quick_files
+
+    return quick_files(spec, state)
+
+
+def unchanged(spec: HostSpec, spec_text: str, state: StateDir) -> bool:
+    from vpcctl.state import unchanged as check
+
+    return check(spec, spec_text, state)
 
 
 def _apply(

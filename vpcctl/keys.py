@@ -15,8 +15,6 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from nacl.bindings import crypto_scalarmult_base
-
 from vpcctl.errors import KeyFileError
 
 
@@ -54,6 +52,8 @@ class PrivateKey:
         return base64.b64encode(self.raw).decode("ascii")
 
     def public_key(self) -> str:
+        from nacl.bindings import crypto_scalarmult_base
+
         return base64.b64encode(crypto_scalarmult_base(self.raw)).decode("ascii")
 
     def __repr__(self) -> str:

@@ -151,7 +151,7 @@ def select(inv: Inventory, names: Iterable[str]) -> list[Host]:
 
 def specs_json(inv: Inventory) -> dict[str, str]:
     enc = Encoder()
-    return {name: enc.dumps(spec) for name, spec in render_all(inv).items()}
+    return {name: enc.dumps(spec, compact=True) for name, spec in render_all(inv).items()}
 
 
 def _agent_apply(host: Host, t: Transport, spec_text: str, *extra: str) -> Any:

@@ -222,7 +222,11 @@ class Encoder:
             "dns": self._memo(s.dns, zone_to_dict),
         }
 
-    def dumps(self, s: HostSpec) -> str:
+    def dumps(self, s: HostSpec, *, compact: bool = False) -> str:
+        """Indented for people (`render`, the agent's records); compact for the wire, which
+        Python's C encoder writes about ten times faster."""
+        if compact:
+            return json.dumps(self.to_dict(s), separators=(",", ":")) + "\n"
         return json.dumps(self.to_dict(s), indent=2) + "\n"
 
 

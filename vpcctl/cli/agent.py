@@ -97,7 +97,8 @@ def _read_spec(source: str) -> tuple[str, str]:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from vpcctl.agent import StateDir, keygen
+    from vpcctl.agent import keygen
+    from vpcctl.state import StateDir
 
     state = StateDir.default(args.state_dir)
     public, created = keygen(state)
@@ -110,8 +111,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from vpcctl.agent import StateDir, apply, load_spec
+    import time
 
+    from vpcctl.spec import from_json, to_json
+    from vpcctl.state import StateDir, result_json, unchanged
+
+    started = time.monotonic()
     if args.expect_version and args.expect_version != __version__:
         raise VpcctlError(
             f"agent is vpcctl {__version__}, the admin runs vpcctl {args.expect_version}; "
@@ -121,12 +126,21 @@ def cmd_apply(args: argparse.Namespace) -> int:
     text, source = _read_spec(args.spec)
     if not text.strip():
         raise SpecError(f"{source}: empty HostSpec", "pass the output of `vpcctl render HOST`")
-    spec = load_spec(text, source)
+    spec = from_json(text, source)
     state = StateDir.default(args.state_dir)
     if args.save:
         from vpcctl.keys import write_secret
 
         write_secret(Path(args.save), text.encode())
+    if not args.dry_run and unchanged(spec, to_json(spec), state):
+        # the no-change fast path: nothing heavier than spec.py and quick.py was imported
+        if args.json:
+            _json(result_json(spec.host, [], 0, False, time.monotonic() - started))
+        else:
+            _info(f"{spec.host}: up to date")
+        return 0
+    from vpcctl.agent import apply
+
     progress = None if args.json or args.dry_run else (lambda c: _info(f"  {c.describe()}"))
     if args.dry_run:
         result = apply(spec, None, state, dry_run=True, backend=args.backend)
@@ -147,7 +161,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from vpcctl.agent import StateDir, status
+    from vpcctl.agent import status
+    from vpcctl.state import StateDir
     from vpcctl.system import LinuxSystem
 
     system = LinuxSystem()
@@ -219,7 +234,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from vpcctl.agent import StateDir, down
+    from vpcctl.agent import down
+    from vpcctl.state import StateDir
     from vpcctl.system import LinuxSystem
 
     state = StateDir.default(args.state_dir)

@@ -1,0 +1,139 @@
+"""The agent's state directory: the single place a host keeps vpcctl's secrets and history.
+
+``private.key``    the WireGuard private key (0600, born here, never leaves)
+``applied.json``   the last HostSpec applied successfully (what rollback returns to)
+``firewall.json``  digests of the nftables table as generated and as listed after loading
+``zone.json``      the resolver's zone
+``fingerprint``    a digest of the host's vpcctl state after the last apply (quick.py)
+``.agent.lock``    held while an apply runs
+
+Kept free of heavy imports: the no-change fast path of `agent apply` only needs this, spec.py
+and quick.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vpcctl.errors import SpecError
+from vpcctl.keys import write_secret
+from vpcctl.spec import HostSpec, from_json
+
+if TYPE_CHECKING:
+    from vpcctl.plan import FirewallRecord
+
+DEFAULT_STATE_DIR = Path("/etc/vpcctl")
+STATE_ENV = "VPCCTL_STATE_DIR"
+KEY_FILE = "private.key"
+
+
+@dataclass(frozen=True)
+class StateDir:
+    path: Path
+
+    @classmethod
+    def default(cls, explicit: Path | None = None) -> StateDir:
+        if explicit is not None:
+            return cls(explicit)
+        env = os.environ.get(STATE_ENV)
+        return cls(Path(env) if env else DEFAULT_STATE_DIR)
+
+    def key(self, name: str = KEY_FILE) -> Path:
+        return self.path / name
+
+    @property
+    def applied(self) -> Path:
+        return self.path / "applied.json"
+
+    @property
+    def firewall(self) -> Path:
+        return self.path / "firewall.json"
+
+    @property
+    def zone(self) -> Path:
+        return self.path / "zone.json"
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.path / "fingerprint"
+
+    def ensure(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def read(self, path: Path) -> str | None:
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def write(self, path: Path, text: str) -> None:
+        """State files are written like secrets: 0600 from birth, atomically."""
+        self.ensure()
+        write_secret(path, text.encode("utf-8"))
+
+    def applied_spec(self) -> HostSpec | None:
+        text = self.read(self.applied)
+        if text is None:
+            return None
+        try:
+            return from_json(text, str(self.applied))
+        except SpecError:
+            return None
+
+    def firewall_record(self) -> FirewallRecord | None:
+        from vpcctl.plan import FirewallRecord
+
+        text = self.read(self.firewall)
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+            return FirewallRecord(desired=str(data["desired"]), listing=str(data["listing"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    @contextlib.contextmanager
+    def locked(self, wait: float = 60.0) -> Iterator[None]:
+        from vpcctl.inventory import locked
+
+        self.ensure()
+        with locked(self.path / "agent", wait, what="this host (another agent apply runs)"):
+            yield
+
+
+def result_json(
+    host: str, changes: list[dict[str, Any]], applied: int, dry_run: bool, seconds: float
+) -> dict[str, Any]:
+    """What `agent apply --json` prints (one shape for the fast path and the full path)."""
+    return {
+        "host": host,
+        "changed": bool(applied),
+        "dry_run": dry_run,
+        "up_to_date": not changes,
+        "changes": changes,
+        "applied": applied,
+        "seconds": round(seconds, 3),
+    }
+
+
+def quick_files(spec: HostSpec, state: StateDir) -> list[Path]:
+    """State files whose content is part of the fingerprint (the key by hash only)."""
+    return [state.key(spec.private_key_file), state.zone, state.firewall]
+
+
+def unchanged(spec: HostSpec, spec_text: str, state: StateDir) -> bool:
+    """The fast path: same spec as last applied, and the host's fingerprint as recorded then."""
+    if state.read(state.applied) != spec_text:
+        return False
+    seen = state.read(state.fingerprint)
+    if seen is None:
+        return False
+    from vpcctl import quick
+
+    return quick.fingerprint(spec, quick_files(spec, state)) == seen.strip()
