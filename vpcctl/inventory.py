@@ -641,6 +641,26 @@ def locked(path: Path, wait: float = 30.0, what: str = "the inventory") -> Itera
         os.close(fd)
 
 
+def ignore_lock_file(path: Path) -> Path | None:
+    """In a git work tree, list the lock file in the directory's .gitignore (once)."""
+    directory = path.resolve().parent
+    if not any((d / ".git").exists() for d in (directory, *directory.parents)):
+        return None
+    gitignore = directory / ".gitignore"
+    name = lock_path(path).name
+    try:
+        lines = gitignore.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        lines = []
+    if name in lines:
+        return None
+    with open(gitignore, "a", encoding="utf-8") as handle:
+        if lines and not gitignore.read_text(encoding="utf-8").endswith("\n"):
+            handle.write("\n")
+        handle.write(f"{name}\n")
+    return gitignore
+
+
 def update(path: Path, change: Callable[[Inventory], Inventory], wait: float = 30.0) -> Inventory:
     """Load under the lock, apply a pure change, validate, write atomically. All or nothing."""
     with locked(path, wait):

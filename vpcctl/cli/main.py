@@ -101,7 +101,10 @@ def init(
     )
     path = inventory.init_path(state(ctx).inventory)
     inventory.create(path, inv)
+    ignored = inventory.ignore_lock_file(path)
     info(f"created {path} for mesh {name} ({mesh_cidr}, {routing} routing)")
+    if ignored:
+        info(f"added {inventory.lock_path(path).name} to {ignored}")
     info("next: `vpcctl join HOST --ssh root@HOST` for each machine, then `vpcctl vpc add`")
 
 
