@@ -157,6 +157,9 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
     ) -> None:
         """Push every host its HostSpec over SSH and converge it (in parallel).
 
+        On a terminal: progress per host and a summary table. Otherwise it prints only when
+        something changed or failed (or --json).
+
         Exit 0 when all converged, 4 when some hosts failed (the others still converge),
         1 when nothing could be done.
 
@@ -167,7 +170,7 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
           vpcctl up vps1 vps2 --parallel 4
         """
         _up(ctx, hosts or [], parallel, connect_timeout, timeout, accept_new, known_hosts,
-            as_json, wait, quiet_when_unchanged=False)  # fmt: skip
+            as_json, wait, quiet_when_unchanged=True)  # fmt: skip
 
     @app.command()
     def sync(
