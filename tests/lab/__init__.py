@@ -1,0 +1,1 @@
+"""Network-namespace lab tests (need root; see harness.py)."""
