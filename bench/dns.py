@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Benchmark: vpcctl's resolver against dnsmasq, same machine, same run.
 
-    python bench/dns.py [--seconds 10] [--rounds 3]
+    python bench/dns.py [--seconds 5] [--rounds 5]
 
 Both servers answer the same 1,000 names (``cN.prod.vpc.internal``, TTL 5) on 127.0.0.x ports,
 pinned to CPU 0 (``taskset -c 0``); dnsperf runs pinned to CPU 1 and asks the names in random
-order (a shuffled query file). Figures, per round and the median:
+order (a query file of 100,000 random picks). Figures, per round and the median:
 
-* queries/s at full speed (dnsperf -q 200), and queries lost (target: >= 0.9 x dnsmasq, 0 lost);
+* queries/s at full speed (dnsperf -q 200), and queries lost (target: >= 0.9 x dnsmasq, 0 lost),
+  with each server's CPU time per answered query (user + system, from /proc): on a machine
+  where other work competes for the CPUs, queries/s swings from round to round, CPU per query
+  much less;
 * average latency at a fixed 10,000 queries/s (dnsperf -Q 10000; target: <= 1.5 x dnsmasq);
 * VmRSS of our server with a 10,000-name zone, after every name was asked once (<= 60 MB).
 
@@ -78,7 +81,7 @@ def zone_json(count: int) -> str:
 
 
 def wait_udp(addr: str, port: int, name: str, timeout: float = 30.0) -> None:
-    """Until the server answers one query (built by hand-free means: dig)."""
+    """Until the server answers ``name`` with an address (dig prints errors on stdout too)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = subprocess.run(
@@ -87,7 +90,7 @@ def wait_udp(addr: str, port: int, name: str, timeout: float = 30.0) -> None:
             text=True,
             check=False,
         ).stdout.strip()
-        if out:
+        if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", out):
             return
         time.sleep(0.2)
     raise SystemExit(f"server on {addr}:{port} did not answer {name}")
@@ -99,9 +102,16 @@ class Perf:
     lost: int
     sent: int
     latency_ms: float
+    cpu_us: float = 0.0  # server CPU time (user + system) per completed query
 
 
-def dnsperf(addr: str, port: int, queries: Path, *extra: str) -> Perf:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def dnsperf(addr: str, port: int, queries: Path, *extra: str, pid: int = 0) -> Perf:
+    before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         ["taskset", "-c", "1", "dnsperf", "-s", addr, "-p", str(port), "-d", str(queries), *extra],
         capture_output=True,
@@ -115,11 +125,13 @@ def dnsperf(addr: str, port: int, queries: Path, *extra: str) -> Perf:
             raise SystemExit(f"dnsperf output without {label!r}:\n{out}")
         return float(m.group(1))
 
+    done = grab("Queries completed")
     return Perf(
         qps=grab("Queries per second"),
         lost=int(grab("Queries lost")),
         sent=int(grab("Queries sent")),
         latency_ms=grab(r"Average Latency \(s\)") * 1000,
+        cpu_us=(cpu_seconds(pid) - before) / max(done, 1) * 1e6 if pid else 0.0,
     )
 
 
@@ -152,8 +164,8 @@ def verdict(ok: bool) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--seconds", type=int, default=10, help="length of each dnsperf run")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (median is reported)")
+    ap.add_argument("--seconds", type=int, default=5, help="length of each dnsperf run")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds (median is reported)")
     args = ap.parse_args()
     for tool in ("dnsperf", "taskset", "dig"):
         if shutil.which(tool) is None:
@@ -179,20 +191,25 @@ def main() -> int:
             procs += [ours, dm]
             wait_udp(OURS_ADDR, ours_port, names[0])
             wait_udp(DNSMASQ_ADDR, dm_port, names[0])
-            targets = {"vpcctl": (OURS_ADDR, ours_port), "dnsmasq": (DNSMASQ_ADDR, dm_port)}
-            for addr, port in targets.values():  # warm-up: every name asked once or more
+            targets = {
+                "vpcctl": (OURS_ADDR, ours_port, ours.pid),
+                "dnsmasq": (DNSMASQ_ADDR, dm_port, dm.pid),
+            }
+            for addr, port, _pid in targets.values():  # warm-up: every name asked once or more
                 dnsperf(addr, port, queries, "-l", "2")
             full: dict[str, list[Perf]] = {k: [] for k in targets}
             paced: dict[str, list[Perf]] = {k: [] for k in targets}
             s = str(args.seconds)
             for r in range(args.rounds):
-                for name, (addr, port) in targets.items():
-                    full[name].append(dnsperf(addr, port, queries, "-l", s, "-q", "200"))
+                for name, (addr, port, pid) in targets.items():
+                    full[name].append(dnsperf(addr, port, queries, "-l", s, "-q", "200", pid=pid))
                     paced[name].append(dnsperf(addr, port, queries, "-l", s, "-Q", "10000"))
                     f, p = full[name][-1], paced[name][-1]
                     print(
-                        f"round {r + 1} {name:8} {f.qps:10.0f} q/s  lost {f.lost:5d}/{f.sent}"
-                        f"   @10k q/s: {p.latency_ms:6.3f} ms avg, lost {p.lost}"
+                        f"round {r + 1} {name:8} {f.qps:10.0f} q/s  lost {f.lost:5d}/{f.sent:<8d}"
+                        f" server CPU {f.cpu_us:5.2f} us/query"
+                        f"   @10k q/s: {p.latency_ms:6.3f} ms avg, lost {p.lost}",
+                        flush=True,
                     )
             ours_rss_small = rss_mb(ours.pid)
             for p in (ours, dm):
@@ -225,12 +242,18 @@ def main() -> int:
     lat = {k: statistics.median(x.latency_ms for x in v) for k, v in paced.items()}
     qps_ratio = med["vpcctl"] / med["dnsmasq"]
     lat_ratio = lat["vpcctl"] / lat["dnsmasq"]
+    cpu = {k: statistics.median(x.cpu_us for x in v) for k, v in full.items()}
     print()
     print(f"median of {args.rounds} rounds, {args.seconds} s each, {NAMES} names asked at random")
     print(
         f"{verdict(qps_ratio >= QPS_TARGET and lost['vpcctl'] == 0)} throughput: vpcctl "
         f"{med['vpcctl']:.0f} q/s (lost {lost['vpcctl']}), dnsmasq {med['dnsmasq']:.0f} q/s "
         f"(lost {lost['dnsmasq']}): {qps_ratio:.2f} x dnsmasq (target >= {QPS_TARGET}, 0 lost)"
+    )
+    print(
+        f"     server CPU per query: vpcctl {cpu['vpcctl']:.2f} us, dnsmasq {cpu['dnsmasq']:.2f} us"
+        f" ({cpu['dnsmasq'] / cpu['vpcctl']:.2f} x dnsmasq's efficiency; less sensitive to"
+        " other load on the machine than queries/s)"
     )
     print(
         f"{verdict(lat_ratio <= LATENCY_TARGET)} latency at 10,000 q/s: vpcctl "

@@ -65,6 +65,13 @@ def port(zone_file: Path, upstream: FakeUpstream) -> Iterator[int]:
 # views
 
 
+def test_a_plain_dnslib_client_gets_an_answer(port: int) -> None:
+    raw = DNSRecord.question(f"db.prod.{D}").send("127.0.0.1", port, timeout=3)
+    assert addresses(DNSRecord.parse(raw)) == ["127.100.255.1"]
+    raw = DNSRecord.question(f"db.prod.{D}").send("127.0.0.1", port, tcp=True, timeout=3)
+    assert addresses(DNSRecord.parse(raw)) == ["127.100.255.1"]
+
+
 def test_host_view_sees_every_vpc_in_full_and_the_hosts(port: int) -> None:
     r = ask(port, f"web-1.prod.{D}")
     assert r.header.rcode == RCODE.NOERROR and r.header.aa == 1

@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.dns_helpers import PROD_CLIENT, UPSTREAM_ANSWER, FakeUpstream, addresses, ask, write_zone
-from vpcctl.resolver import listen_addresses, resolver_command, serve_args, systemd_env
+from vpcctl.resolver import (
+    listen_addresses,
+    resolver_command,
+    serve_args,
+    systemd_env,
+    zone_from_text,
+)
 from vpcctl.spec import VpcSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,3 +153,19 @@ def test_the_systemd_example_verifies(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and UNIT.name not in done.stderr, done.stderr
+
+
+def test_the_benchmark_zone_and_hosts_file_agree() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_dns", ROOT / "bench" / "dns.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_dns"] = bench
+    try:
+        spec.loader.exec_module(bench)
+        data = zone_from_text(bench.zone_json(300), "bench")
+    finally:
+        del sys.modules["bench_dns"]
+    containers = dict(data.vpcs[0].containers)
+    assert len(containers) == 300 and str(containers["c299"]) == bench.ip_of(299) == "10.100.1.45"

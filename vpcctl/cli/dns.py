@@ -40,8 +40,10 @@ def serve(
         None, "--ttl", help="TTL of every answer, seconds (default: the zone file's, 5)."
     ),
 ) -> None:
-    """Serve the zone: each VPC sees its own names, loopback sees all; the rest is forwarded
-    (for VPC and loopback clients only) or refused. Runs until SIGTERM or Ctrl-C.
+    """Run the resolver: each VPC sees its own names, loopback sees them all.
+
+    Other names are forwarded upstream for VPC and loopback clients and refused for anyone
+    else. Runs until SIGTERM or Ctrl-C; a changed zone file is picked up within a second.
 
     [bold]Examples[/]
 
