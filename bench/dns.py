@@ -173,6 +173,7 @@ def main() -> int:
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 CPUs: server and dnsperf share one", file=sys.stderr)
     rng = random.Random(1)
+    load_before = os.getloadavg()[0]
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="vpcctl-bench-") as tmp:
         work = Path(tmp)
@@ -245,6 +246,12 @@ def main() -> int:
     cpu = {k: statistics.median(x.cpu_us for x in v) for k, v in full.items()}
     print()
     print(f"median of {args.rounds} rounds, {args.seconds} s each, {NAMES} names asked at random")
+    load = max(load_before, os.getloadavg()[0])
+    if load > 2.5:  # the bench itself keeps about 2 CPUs busy
+        print(
+            f"note: load average {load:.1f} on {os.cpu_count()} CPUs: other work competed with the"
+            " servers, so queries/s and latency are noisy; CPU per query is the steadier figure"
+        )
     print(
         f"{verdict(qps_ratio >= QPS_TARGET and lost['vpcctl'] == 0)} throughput: vpcctl "
         f"{med['vpcctl']:.0f} q/s (lost {lost['vpcctl']}), dnsmasq {med['dnsmasq']:.0f} q/s "

@@ -781,7 +781,8 @@ class Server:
             data = replace(data, ttl=self.config.ttl)
         built = zone_mod.build(data)
         self.tables = Tables(built)  # one assignment: the serving threads pick it up
-        self.reloads += 0 if first else 1
+        if not first:
+            self.reloads += 1
         n = zone_mod.names((built.host_view, *(v for _c, _n, v in built.vpc_views)))
         self._log(f"zone {path}: {n} names, {len(data.vpcs)} VPCs, TTL {data.ttl}")
 
