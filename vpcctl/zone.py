@@ -12,7 +12,7 @@ Names never leak across VPCs: a name of VPC X does not exist in VPC Y's view (NX
 or short form; short forms are never forwarded upstream (inside a VPC, single-label names and
 names under any VPC's label are ours).
 
-Layout: the records live in *layers* (name -> rtype -> records): one for the apexes (SOA and NS of
+Layout: the records live in *layers* (name -> its records): one for the apexes (SOA and NS of
 the domain and of each reverse zone), one per VPC (its full names, its PTRs), one for the hosts.
 A view is an ordered tuple of layers, so the host view shares every record with the VPC views
 instead of copying them, and short names are expanded at question time rather than stored three

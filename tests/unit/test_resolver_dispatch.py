@@ -4,13 +4,12 @@ and the pure helpers around it: configuration, upstream lists, the agent's comma
 from __future__ import annotations
 
 import json
-import struct
 import sys
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
-from dnslib import CLASS, OPCODE, QTYPE, RCODE, DNSQuestion, DNSRecord
+from dnslib import CLASS, OPCODE, QTYPE, RCODE, DNSRecord
 
 from tests.dns_helpers import ZONE, query
 from vpcctl import zone
@@ -301,9 +300,3 @@ def test_zone_from_text_takes_a_host_spec_or_its_dns_part() -> None:
         with pytest.raises(SpecError) as exc:
             zone_from_text(bad, "zone.json")
         assert exc.value.message.startswith("zone.json") and exc.value.hint
-
-
-def test_question_bytes_used_for_the_forward_check() -> None:
-    q = DNSQuestion("www.Example.org", QTYPE.AAAA)
-    packet = bytes(DNSRecord(q=q).pack())
-    assert struct.unpack("!H", packet[-4:-2])[0] == QTYPE.AAAA
