@@ -9,7 +9,18 @@ Views (README "Names"):
 * anyone else is refused.
 
 Names never leak across VPCs: a name of VPC X does not exist in VPC Y's view (NXDOMAIN), in full
-or short form; short forms are never forwarded upstream.
+or short form; short forms are never forwarded upstream (inside a VPC, single-label names and
+names under any VPC's label are ours).
+
+Layout: the records live in *layers* (name -> its records): one for the apexes (SOA and NS of
+the domain and of each reverse zone), one per VPC (its full names, its PTRs), one for the hosts.
+A view is an ordered tuple of layers, so the host view shares every record with the VPC views
+instead of copying them, and short names are expanded at question time rather than stored three
+times. That keeps a 10,000-name zone small and quick to build.
+
+Reverse zones: each network whose PTRs we serve (the mesh, every VPC) has its apex at its CIDR
+rounded down to a whole octet (``10.100.0.0/16`` -> ``100.10.in-addr.arpa``), with its own SOA
+and NS; negative answers under it carry that SOA.
 """
 
 from __future__ import annotations
@@ -24,6 +35,10 @@ from vpcctl.spec import ZoneData
 Rcode = Literal["NOERROR", "NXDOMAIN", "REFUSED", "FORWARD"]
 LOOPBACK = IPv4Network("127.0.0.0/8")
 SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 3600, 600, 86400
+REVERSE_SUFFIX = ".in-addr.arpa"
+
+Records = tuple["Record", ...]
+Layer = Mapping[str, Records]  # name -> every record at that name; () for an empty non-terminal
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +57,37 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """name -> rtype -> records. Names with no records are empty non-terminals (NOERROR/NODATA)."""
+    """What one kind of client sees.
 
-    names: Mapping[str, Mapping[str, tuple[Record, ...]]]
-    suffixes: tuple[str, ...]  # names at or under these are authoritative in this view
-    bare: bool = False  # single-label names are this view's short names: never forwarded
+    ``layers`` are looked up in order: the first layer with records for a name answers; a name
+    present with no records anywhere is an empty non-terminal (NOERROR/NODATA). ``vpc`` is the
+    VPC whose short names (``db``, ``db.prod``) this view expands, None for the host view."""
+
+    layers: tuple[Layer, ...]
+    suffixes: tuple[str, ...]  # forward names at or under these are authoritative in this view
+    vpc: str | None = None  # also: single-label names are authoritative (never forwarded)
+    domain: str = ""
+
+    def records(self, name: str) -> Records | None:
+        """Every record at ``name`` (() for an empty non-terminal), None if no such name."""
+        found: Records | None = None
+        for layer in self.layers:
+            rs = layer.get(name)
+            if rs:
+                return rs
+            if rs is not None:
+                found = rs
+        return found
+
+    @property
+    def names(self) -> Mapping[str, Mapping[str, Records]]:
+        """name -> rtype -> records, merged over the layers (for inspection)."""
+        merged: dict[str, dict[str, Records]] = {}
+        for name in {n for layer in self.layers for n in layer}:
+            merged[name] = {}
+            for r in self.records(name) or ():
+                merged[name][r.rtype] = (*merged[name].get(r.rtype, ()), r)
+        return merged
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +99,7 @@ class Zone:
     vpc_views: tuple[tuple[IPv4Network, str, View], ...]
     host_view: View
     reverse_nets: tuple[IPv4Network, ...] = field(default=())
+    reverse_soas: tuple[Record, ...] = field(default=())  # most specific apex first
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,111 +110,132 @@ class Answer:
 
 
 def reverse_name(ip: IPv4Address) -> str:
-    return ".".join(reversed(str(ip).split("."))) + ".in-addr.arpa"
+    return ".".join(reversed(str(ip).split("."))) + REVERSE_SUFFIX
 
 
-def _parse_reverse(name: str) -> IPv4Address | None:
-    if not name.endswith(".in-addr.arpa"):
+def reverse_apex(net: IPv4Network) -> str:
+    """The reverse zone holding ``net``'s PTRs: its CIDR rounded down to whole octets."""
+    octets = str(net.network_address).split(".")[: net.prefixlen // 8]
+    return ".".join([*reversed(octets), "in-addr", "arpa"])
+
+
+def _parse_reverse(name: str) -> IPv4Network | None:
+    """``2.1.100.10.in-addr.arpa`` -> 10.100.1.2/32; ``100.10.in-addr.arpa`` -> 10.100.0.0/16."""
+    if not name.endswith(REVERSE_SUFFIX):
         return None
-    parts = name[: -len(".in-addr.arpa")].split(".")
-    if len(parts) != 4 or not all(
+    head = name[: -len(REVERSE_SUFFIX)]
+    parts = head.split(".") if head else []
+    if len(parts) > 4 or not all(
         p.isascii() and p.isdigit() and int(p) < 256 and str(int(p)) == p for p in parts
     ):
         return None
-    return IPv4Address(".".join(reversed(parts)))
+    octets = [*reversed(parts), *["0"] * (4 - len(parts))]
+    return IPv4Network(f"{'.'.join(octets)}/{8 * len(parts)}")
 
 
-class _Builder:
-    def __init__(self, ttl: int) -> None:
-        self.ttl = ttl
-        self.names: dict[str, dict[str, list[Record]]] = {}
+class _Layer:
+    """A layer under construction: name -> records, plus empty non-terminals."""
 
-    def add(self, name: str, rtype: str, *data: str | int) -> None:
-        self.names.setdefault(name, {}).setdefault(rtype, []).append(
-            Record(name, rtype, self.ttl, tuple(data))
-        )
+    def __init__(self) -> None:
+        self.names: dict[str, Records] = {}
 
-    def add_record(self, record: Record) -> None:
-        self.names.setdefault(record.name, {}).setdefault(record.rtype, []).append(record)
+    def add(self, record: Record) -> None:
+        self.names[record.name] = (*self.names.get(record.name, ()), record)
 
-    def view(self, apexes: Iterable[str], bare: bool = False) -> View:
-        apex_list = tuple(apexes)
-        # every ancestor of a name, up to its apex, exists as an empty non-terminal
-        for name in list(self.names):
-            for apex in apex_list:
-                if name == apex or name.endswith("." + apex):
-                    labels = name.split(".")
-                    for i in range(1, len(labels)):
-                        parent = ".".join(labels[i:])
-                        if len(parent) < len(apex):
-                            break
-                        self.names.setdefault(parent, {})
-                    break
-        return View(
-            names={n: {t: tuple(rs) for t, rs in types.items()} for n, types in self.names.items()},
-            suffixes=apex_list,
-            bare=bare,
-        )
+    def freeze(self, apex_of: Mapping[str, str]) -> Layer:
+        """Every ancestor of a name, down to its apex, becomes an empty non-terminal."""
+        out = dict(self.names)
+        for name in self.names:
+            apex = _apex_for(name, apex_of)
+            if apex is None:
+                continue
+            rest = name
+            while rest != apex:
+                rest = rest.partition(".")[2]
+                if rest in out:
+                    if rest in self.names:
+                        continue  # has records of its own; its ancestors still need a look
+                    break  # already added as a non-terminal, and so are its ancestors
+                out[rest] = ()
+        return out
+
+
+def _apex_for(name: str, apex_of: Mapping[str, str]) -> str | None:
+    """The apex ``name`` is at or under (the longest one), from a map suffix -> apex."""
+    labels = name.split(".")
+    for i in range(len(labels)):
+        apex = apex_of.get(".".join(labels[i:]))
+        if apex is not None:
+            return apex
+    return None
 
 
 def build(data: ZoneData) -> Zone:
     d, ttl = data.domain, data.ttl
-    soa = Record(
-        d, "SOA", ttl, (f"ns.{d}", f"hostmaster.{d}", 1, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, ttl)
-    )
-    ns = Record(d, "NS", ttl, (f"ns.{d}",))
 
-    def vpc_records(b: _Builder, vpc_name: str, fqdn_only: bool) -> None:
-        v = next(v for v in data.vpcs if v.name == vpc_name)
-        forms = (
-            (lambda n: [f"{n}.{v.name}.{d}"])
-            if fqdn_only
-            else (lambda n: [f"{n}.{v.name}.{d}", f"{n}.{v.name}", n])
+    def soa_at(apex: str) -> Record:
+        return Record(
+            apex,
+            "SOA",
+            ttl,
+            (f"ns.{d}", f"hostmaster.{d}", 1, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, ttl),
         )
+
+    soa = soa_at(d)
+    ns = Record(d, "NS", ttl, (f"ns.{d}",))
+    reverse_nets = (data.mesh_cidr, *(v.cidr for v in data.vpcs))
+    reverse_apexes = sorted({reverse_apex(n) for n in reverse_nets}, key=lambda a: -len(a))
+    reverse_soas = tuple(soa_at(a) for a in reverse_apexes)
+    apex_of = {d: d, **{a: a for a in reverse_apexes}}
+
+    apex_layer = _Layer()
+    for record in (soa, ns, *reverse_soas):
+        apex_layer.add(record)
+        if record.rtype == "SOA" and record.name != d:
+            apex_layer.add(Record(record.name, "NS", ttl, (f"ns.{d}",)))
+
+    vpc_layers: dict[str, Layer] = {}
+    for v in data.vpcs:
+        layer = _Layer()
         for name, ip in v.containers:
-            for form in forms(name):
-                b.add(form, "A", str(ip))
-            b.add(reverse_name(ip), "PTR", f"{name}.{v.name}.{d}")
+            fqdn = f"{name}.{v.name}.{d}"
+            layer.add(Record(fqdn, "A", ttl, (str(ip),)))
+            layer.add(Record(reverse_name(ip), "PTR", ttl, (fqdn,)))
         for name, vip, ports in v.services:
-            target = f"{name}.{v.name}.{d}"
-            for form in forms(name):
-                b.add(form, "A", str(vip))
-                for p in ports:
-                    if p.name:
-                        b.add(f"_{p.name}._{p.proto}.{form}", "SRV", 0, 0, p.port, target)
-            b.add(reverse_name(vip), "PTR", target)
+            fqdn = f"{name}.{v.name}.{d}"
+            layer.add(Record(fqdn, "A", ttl, (str(vip),)))
+            for p in ports:
+                if p.name:
+                    layer.add(
+                        Record(f"_{p.name}._{p.proto}.{fqdn}", "SRV", ttl, (0, 0, p.port, fqdn))
+                    )
+            layer.add(Record(reverse_name(vip), "PTR", ttl, (fqdn,)))
+        vpc_layers[v.name] = layer.freeze(apex_of)
 
-    def apex(b: _Builder) -> None:
-        b.add_record(soa)
-        b.add_record(ns)
-
-    views = []
-    vpc_names = tuple(v.name for v in data.vpcs)
-    reverse_suffix = "in-addr.arpa"
-    for v in data.vpcs:
-        b = _Builder(ttl)
-        apex(b)
-        vpc_records(b, v.name, fqdn_only=False)
-        # every VPC name is authoritative in every VPC view, and so are bare names: another
-        # VPC's short forms (``db``, ``db.prod``) get NXDOMAIN and are never forwarded upstream
-        views.append((v.cidr, v.name, b.view((d, *vpc_names, reverse_suffix), bare=True)))
-    hb = _Builder(ttl)
-    apex(hb)
-    for v in data.vpcs:
-        vpc_records(hb, v.name, fqdn_only=True)
+    host_layer = _Layer()
     for name, ip in data.hosts:
-        hb.add(f"{name}.{d}", "A", str(ip))
-        hb.add(reverse_name(ip), "PTR", f"{name}.{d}")
-    # a short name whose only label is a VPC or a name also a real TLD is still forwarded for the
-    # host view: the host view has no short forms.
+        host_layer.add(Record(f"{name}.{d}", "A", ttl, (str(ip),)))
+        host_layer.add(Record(reverse_name(ip), "PTR", ttl, (f"{name}.{d}",)))
+
+    apexes = apex_layer.freeze(apex_of)
+    # every VPC's label is authoritative in every VPC view: another VPC's short forms
+    # (``db.prod`` asked from staging) get NXDOMAIN instead of going upstream
+    suffixes = (d, *(v.name for v in data.vpcs))
+    views = tuple(
+        (v.cidr, v.name, View((apexes, vpc_layers[v.name]), suffixes, v.name, d)) for v in data.vpcs
+    )
+    host_view = View(
+        (apexes, *(vpc_layers[v.name] for v in data.vpcs), host_layer.freeze(apex_of)), (d,)
+    )
     return Zone(
         domain=d,
         ttl=ttl,
         soa=soa,
         ns=ns,
-        vpc_views=tuple(views),
-        host_view=hb.view((d, reverse_suffix)),
-        reverse_nets=(data.mesh_cidr, *(v.cidr for v in data.vpcs)),
+        vpc_views=views,
+        host_view=host_view,
+        reverse_nets=reverse_nets,
+        reverse_soas=reverse_soas,
     )
 
 
@@ -190,31 +253,66 @@ def normalize(qname: str) -> str:
     return qname.rstrip(".").lower()
 
 
-def _authoritative(zone: Zone, view: View, name: str) -> bool:
-    if name.endswith(".in-addr.arpa"):
-        ip = _parse_reverse(name)
-        return ip is not None and any(ip in net for net in zone.reverse_nets)
-    if view.bare and name and "." not in name:
-        return True
-    return any(name == s or name.endswith("." + s) for s in view.suffixes if s != "in-addr.arpa")
+def _negative_soa(zone: Zone, view: View, name: str) -> Record | None:
+    """The SOA of the zone ``name`` is authoritatively in, for this view; None if not ours."""
+    if name.endswith(REVERSE_SUFFIX):
+        net = _parse_reverse(name)
+        if net is None or not any(net.subnet_of(n) for n in zone.reverse_nets):
+            return None
+        return next(
+            (s for s in zone.reverse_soas if name == s.name or name.endswith("." + s.name)), None
+        )
+    if any(name == s or name.endswith("." + s) for s in view.suffixes):
+        return zone.soa
+    if view.vpc is not None and name and "." not in name:
+        return zone.soa  # a bare name inside a VPC is a short name: ours, never forwarded
+    return None
+
+
+def _in_domain(name: str, domain: str) -> bool:
+    return name == domain or name.endswith("." + domain)
+
+
+def _lookup(view: View, name: str) -> tuple[Records | None, bool]:
+    """Records at ``name`` in ``view``, and whether they were found under another (expanded)
+    name: a VPC view expands the short forms ``X`` and ``X.<vpc>`` to ``X.<vpc>.<domain>``."""
+    records = view.records(name)
+    if (
+        view.vpc is None
+        or records
+        or _in_domain(name, view.domain)
+        or name.endswith(REVERSE_SUFFIX)
+    ):
+        return records, False
+    short = view.records(f"{name}.{view.vpc}.{view.domain}")
+    if not short and _in_domain(name, view.vpc):
+        alt = view.records(f"{name}.{view.domain}")
+        if alt or short is None:
+            short = alt
+    if short is None:
+        return records, False
+    return short, True
+
+
+def _rrset(records: Records, rtype: str, name: str, renamed: bool) -> Records:
+    return tuple(
+        Record(name, r.rtype, r.ttl, r.data) if renamed else r for r in records if r.rtype == rtype
+    )
 
 
 def answer_in_view(zone: Zone, view: View, qname: str, qtype: str) -> Answer:
     name = normalize(qname)
-    types = view.names.get(name)
-    if types is None:
-        if _authoritative(zone, view, name):
-            return Answer("NXDOMAIN", authority=(zone.soa,))
+    records, renamed = _lookup(view, name)
+    if records is None:
+        soa = _negative_soa(zone, view, name)
+        if soa is not None:
+            return Answer("NXDOMAIN", authority=(soa,))
         return Answer("FORWARD")
-    if qtype == "ANY":  # RFC 8482: one RRset is enough
-        for rtype in ("A", "SRV", "PTR", "SOA", "NS"):
-            if rtype in types:
-                return Answer("NOERROR", answers=types[rtype])
-        return Answer("NOERROR", authority=(zone.soa,))
-    records = types.get(qtype)
-    if records:
-        return Answer("NOERROR", answers=records)
-    return Answer("NOERROR", authority=(zone.soa,))
+    for rtype in ("A", "SRV", "PTR", "SOA", "NS") if qtype == "ANY" else (qtype,):
+        found = _rrset(records, rtype, name, renamed)
+        if found:  # for ANY, the first RRset is enough (RFC 8482)
+            return Answer("NOERROR", answers=found)
+    return Answer("NOERROR", authority=(_negative_soa(zone, view, name) or zone.soa,))
 
 
 def answer(zone: Zone, qname: str, qtype: str, client: IPv4Address) -> Answer:
@@ -225,3 +323,8 @@ def answer(zone: Zone, qname: str, qtype: str, client: IPv4Address) -> Answer:
     if view is None:
         return Answer("REFUSED")
     return answer_in_view(zone, view, qname, qtype)
+
+
+def names(views: Iterable[View]) -> int:
+    """How many distinct names the views hold (for logs and tests)."""
+    return len({n for v in views for layer in v.layers for n in layer})

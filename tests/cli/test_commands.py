@@ -595,6 +595,7 @@ def test_every_command_is_covered() -> None:
         "agent",
         "check",
         "container add", "container ls", "container rm",
+        "dns serve",
         "host add", "host bootstrap", "host ls", "host rm", "host set",
         "init",
         "join",
