@@ -25,6 +25,7 @@ class FakeSystem:
         self.fail_on: dict[str, str] = {}  # method name -> error message, fails once
         self.fail_always: dict[str, str] = {}  # method name -> error message, fails every time
         self._index = 10
+        self.resolver: tuple[str, ...] | None = None
 
     # helpers -------------------------------------------------------------------------------
     def _call(self, name: str, *args: object) -> None:
@@ -39,7 +40,8 @@ class FakeSystem:
             n: (d["key"], d["port"], tuple(sorted((k, repr(v)) for k, v in d["peers"].items())))  # type: ignore[attr-defined]
             for n, d in self.wg_.items()
         }
-        return (dict(self.links_), sorted(map(str, self.routes_)), wg, self.nft, self.fwd)
+        return (dict(self.links_), sorted(map(str, self.routes_)), wg, self.nft, self.fwd,
+                self.resolver)  # fmt: skip
 
     def add_foreign_link(self, name: str, kind: str | None = "dummy") -> None:
         self._index += 1
@@ -178,6 +180,17 @@ class FakeSystem:
 
     def resolve_endpoint(self, endpoint: str) -> str:
         return endpoint
+
+    def resolver_running(self, pidfile: object) -> tuple[str, ...] | None:
+        return self.resolver
+
+    def start_resolver(self, argv: tuple[str, ...], pidfile: object, log: object) -> None:
+        self._call("start_resolver")
+        self.resolver = argv
+
+    def stop_resolver(self, pidfile: object) -> None:
+        self._call("stop_resolver")
+        self.resolver = None
 
     def close(self) -> None:
         pass

@@ -45,6 +45,8 @@ from vpcctl.plan import (
     SetListenPort,
     SetPeer,
     SetPrivateKey,
+    StartResolver,
+    StopResolver,
     WriteZone,
     alias_for,
     plan,
@@ -92,19 +94,28 @@ def observe(system: System, spec: HostSpec | None, state: StateDir) -> Observed:
         firewall_record=state.firewall_record(),
         zone_text=state.read(state.zone),
         endpoints=endpoints,
+        resolver=system.resolver_running(state.resolver_pid),
     )
 
 
-def desired_for(spec: HostSpec | None, key: PrivateKey | None) -> Desired:
+def desired_for(
+    spec: HostSpec | None, key: PrivateKey | None, state: StateDir | None = None
+) -> Desired:
     if spec is None:
         return Desired(spec=None)
     zone, names = zone_file_text(spec)
+    resolver = None
+    if state is not None and spec.vpcs:
+        from vpcctl.resolver import listen_addresses, resolver_command
+
+        resolver = tuple(resolver_command(listen_addresses(spec), zone_file=state.zone))
     return Desired(
         spec=spec,
         public_key=key.public_key() if key else None,
         firewall=firewall.ruleset(spec),
         zone=zone,
         zone_names=names,
+        resolver=resolver,
     )
 
 
@@ -158,6 +169,10 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
                 state.firewall.unlink()
         case WriteZone(text=text):
             state.write(state.zone, text)
+        case StartResolver(argv=argv):
+            system.start_resolver(argv, state.resolver_pid, state.resolver_log)
+        case StopResolver():
+            system.stop_resolver(state.resolver_pid)
         case _:
             raise ApplyError(f"unknown change {change!r}", "this is a bug in vpcctl")
 
@@ -223,7 +238,7 @@ def apply(
     if own and not dry_run:
         from vpcctl import quick
 
-        fp = quick.fingerprint(spec, _quick_files(spec, state))
+        fp = quick.fingerprint(spec, _quick_files(spec, state), [state.resolver_pid])
         if fp is not None:
             state.write(state.fingerprint, fp + "\n")
     result.seconds = time.monotonic() - started
@@ -252,7 +267,7 @@ def _apply(
     progress: Callable[[Change], None] | None,
 ) -> Result:
     key = _key_for(spec, state)
-    desired = desired_for(spec, key)
+    desired = desired_for(spec, key, state)
     observed = observe(system, spec, state)
     p = plan(desired, observed)
     result = Result(host=spec.host, plan=p, dry_run=dry_run)
@@ -291,7 +306,7 @@ def _rollback(
     target = "the previously applied state" if prior is not None else "the state before vpcctl"
     try:
         if prior is not None:
-            back = plan(desired_for(prior, key), observe(system, prior, state))
+            back = plan(desired_for(prior, key, state), observe(system, prior, state))
         else:
             # first apply: remove exactly what this apply created (everything vpcctl owns)
             back = plan(Desired(spec=None), observe(system, None, state))
@@ -421,5 +436,9 @@ def status(system: System, state: StateDir) -> dict[str, Any]:
             if r.proto == RTPROT_VPCCTL
         ],
         "forwarding": system.forwarding(),
+        "resolver": {
+            "running": system.resolver_running(state.resolver_pid) is not None,
+            "argv": list(system.resolver_running(state.resolver_pid) or ()),
+        },
         "firewall": {"table": "inet vpcctl", "present": system.nft_list() is not None},
     }

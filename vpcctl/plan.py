@@ -239,6 +239,21 @@ class WriteZone(Change):
 
 
 @dataclass(frozen=True)
+class StartResolver(Change):
+    argv: tuple[str, ...]
+
+    def describe(self) -> str:
+        listen = [a for i, a in enumerate(self.argv) if i and self.argv[i - 1] == "--listen"]
+        return f"start the resolver on {', '.join(listen)}"
+
+
+@dataclass(frozen=True)
+class StopResolver(Change):
+    def describe(self) -> str:
+        return "stop the resolver"
+
+
+@dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
 
@@ -276,6 +291,7 @@ class Observed:
     firewall_record: FirewallRecord | None
     zone_text: str | None  # the zone file as it is on disk
     endpoints: Mapping[str, str] = field(default_factory=dict)  # spec endpoint -> IP:port
+    resolver: tuple[str, ...] | None = None  # argv of the running resolver
 
 
 @dataclass(frozen=True)
@@ -290,6 +306,7 @@ class Desired:
     firewall: str = ""  # nft text for the table
     zone: str = ""  # zone file text
     zone_names: int = 0
+    resolver: tuple[str, ...] | None = None  # argv the resolver should run with (None: none)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,6 +488,12 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     if desired.zone and observed.zone_text != desired.zone:
         changes.append(WriteZone(desired.zone_names, desired.zone))
 
+    # -- the resolver (restarted only when its command line changes; zones reload by themselves)
+    if desired.resolver is not None and observed.resolver != desired.resolver:
+        changes.append(StartResolver(desired.resolver))
+    elif desired.resolver is None and observed.resolver is not None:
+        changes.append(StopResolver())
+
     return Plan(tuple(deletes_first + changes))
 
 
@@ -488,6 +511,8 @@ def _plan_down(observed: Observed) -> Plan:
     ] + changes
     if observed.firewall_listing is not None:
         changes.append(DeleteFirewall())
+    if observed.resolver is not None:
+        changes.append(StopResolver())
     return Plan(tuple(changes))
 
 

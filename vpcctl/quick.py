@@ -83,7 +83,9 @@ def _wg(spec: HostSpec, kind: str | None) -> Any:
     return None
 
 
-def fingerprint(spec: HostSpec, state_files: list[Path]) -> str | None:
+def fingerprint(
+    spec: HostSpec, state_files: list[Path], pidfiles: list[Path] | None = None
+) -> str | None:
     """A digest of this host's vpcctl-relevant state; None when it cannot be read cheaply
     (then the caller takes the full path)."""
     links = _ip("-d", "link", "show")
@@ -142,7 +144,11 @@ def fingerprint(spec: HostSpec, state_files: list[Path]) -> str | None:
             files.append(hashlib.sha256(f.read_bytes()).hexdigest())
         except OSError:
             files.append(None)
+    from vpcctl import daemon
+
+    procs = [daemon.running(p) for p in pidfiles or []]
     blob = json.dumps(
-        [sorted(mine.items()), sorted(rts, key=str), wg, table, forwarding, files], default=str
+        [sorted(mine.items()), sorted(rts, key=str), wg, table, forwarding, files, procs],
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -60,6 +60,14 @@ class StateDir:
         return self.path / "zone.json"
 
     @property
+    def resolver_pid(self) -> Path:
+        return self.path / "resolver.pid"
+
+    @property
+    def resolver_log(self) -> Path:
+        return self.path / "resolver.log"
+
+    @property
     def fingerprint(self) -> Path:
         return self.path / "fingerprint"
 
@@ -124,7 +132,7 @@ def result_json(
 
 def quick_files(spec: HostSpec, state: StateDir) -> list[Path]:
     """State files whose content is part of the fingerprint (the key by hash only)."""
-    return [state.key(spec.private_key_file), state.zone, state.firewall]
+    return [state.key(spec.private_key_file), state.zone, state.firewall, state.resolver_pid]
 
 
 def unchanged(spec: HostSpec, spec_text: str, state: StateDir) -> bool:
@@ -136,4 +144,4 @@ def unchanged(spec: HostSpec, spec_text: str, state: StateDir) -> bool:
         return False
     from vpcctl import quick
 
-    return quick.fingerprint(spec, quick_files(spec, state)) == seen.strip()
+    return quick.fingerprint(spec, quick_files(spec, state), [state.resolver_pid]) == seen.strip()

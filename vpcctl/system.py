@@ -44,6 +44,9 @@ class System(Protocol):
     def nft_load(self, text: str) -> None: ...
     def nft_delete(self) -> None: ...
     def resolve_endpoint(self, endpoint: str) -> str: ...
+    def resolver_running(self, pidfile: Path) -> tuple[str, ...] | None: ...
+    def start_resolver(self, argv: tuple[str, ...], pidfile: Path, log: Path) -> None: ...
+    def stop_resolver(self, pidfile: Path) -> None: ...
     def close(self) -> None: ...
 
 
@@ -178,6 +181,21 @@ class LinuxSystem:
 
     def nft_delete(self) -> None:
         self._nft.delete()
+
+    def resolver_running(self, pidfile: Path) -> tuple[str, ...] | None:
+        from vpcctl import daemon
+
+        return daemon.running(pidfile)
+
+    def start_resolver(self, argv: tuple[str, ...], pidfile: Path, log: Path) -> None:
+        from vpcctl import daemon
+
+        daemon.start(argv, pidfile, log)
+
+    def stop_resolver(self, pidfile: Path) -> None:
+        from vpcctl import daemon
+
+        daemon.stop(pidfile)
 
     def resolve_endpoint(self, endpoint: str) -> str:
         host, _, port = endpoint.rpartition(":")

@@ -291,3 +291,33 @@ def test_drift_is_noticed_by_the_fast_path_and_repaired(
     assert ops_ == ["AddRoute", "LoadFirewall", "SetLink"], result["changes"]
     assert mesh.snapshot("h4") == before
     assert mesh.apply("h4")["up_to_date"]
+
+
+def test_names_resolve_from_containers_through_the_agents_resolver(
+    world: tuple[Mesh, dict[str, LabContainer]],
+) -> None:
+    mesh, c = world
+    inv = mesh.inv
+    vip = str(inv.services["prod/db"].vip)
+    web, app = c["web-1"], c["app-1"]
+    web.resolv_conf(web.gateway)
+    app.resolv_conf(app.gateway)
+    st = mesh.status("h1")
+    assert st["resolver"]["running"], st
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the resolver was started by the agent moments ago
+        if mesh.lab.run(web, ["getent", "hosts", "db"], check=False).returncode == 0:
+            break
+        time.sleep(0.2)
+    assert mesh.lab.run(web, ["getent", "hosts", "db"]).stdout.split()[0] == vip
+    assert (
+        mesh.lab.run(web, ["getent", "hosts", "db-1.prod.vpc.internal"]).stdout.split()[0]
+        == c["db-1"].ip
+    )
+    dig = mesh.lab.run(web, ["dig", "+short", f"@{web.gateway}", "db-2"]).stdout.strip()
+    assert dig == c["db-2"].ip
+    # another VPC: NXDOMAIN for prod's names, short or full
+    for q in ("db", "db.prod.vpc.internal", "web-1"):
+        out = mesh.lab.run(app, ["dig", f"@{app.gateway}", q]).stdout
+        assert "status: NXDOMAIN" in out, (q, out)
+    assert mesh.lab.run(app, ["getent", "hosts", "app-3"]).stdout.split()[0] == c["app-3"].ip

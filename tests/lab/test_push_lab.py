@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -69,7 +70,18 @@ def test_b_plan_exit_code_0_after_up_3_after_container_add(net: SshMesh) -> None
     assert res.returncode == 3, res.stdout + res.stderr
     assert "write resolver zone" in res.stdout
     res = net.vpcctl("up", "--json")
+    done = time.monotonic()
     assert all(r["ok"] for r in json.loads(res.stdout))
+    # the new name resolves on every host within 2 s (the resolver reloads the zone by itself)
+    ip = next(c["ip"] for c in net.vpcctl_json("container", "ls") if c["name"] == "db-2")
+    for name, host in net.hosts.items():
+        while True:
+            out = net.lab.run(host, ["dig", "+short", "@127.0.0.1", "db-2.prod.vpc.internal"],
+                              check=False).stdout.strip()  # fmt: skip
+            if out == ip:
+                break
+            assert time.monotonic() - done < 2.0, (name, out)
+            time.sleep(0.05)
     assert net.vpcctl("plan", "--exit-code", check=False).returncode == 0
 
 

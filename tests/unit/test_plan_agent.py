@@ -88,7 +88,7 @@ def test_ipip_plan_is_exactly_the_expected_netlink_operations(state: StateDir) -
         "CreateBridge", "SetLink", "AddAddress",  # prod/dev sorted: dev first
         "CreateBridge", "SetLink", "AddAddress",
         "AddRoute", "AddRoute", "AddRoute", "AddRoute",
-        "LoadFirewall", "WriteZone",
+        "LoadFirewall", "WriteZone", "StartResolver",
     ]  # fmt: skip
     c = result.plan.changes
     assert c[1] == CreateWireGuard("vpc0", "kernel", 1420, "vpcctl:home")
@@ -114,7 +114,11 @@ def test_ipip_plan_is_exactly_the_expected_netlink_operations(state: StateDir) -
         for h in (h2, h3)
         for v in ("prod", "dev")
     }
-    assert isinstance(c[-2], LoadFirewall) and isinstance(c[-1], WriteZone)
+    assert isinstance(c[-3], LoadFirewall) and isinstance(c[-2], WriteZone)
+    argv = c[-1].argv  # type: ignore[attr-defined]
+    assert argv[1:5] == ("-m", "vpcctl", "dns", "serve")
+    listen = [argv[i + 1] for i, a in enumerate(argv) if a == "--listen"]
+    assert listen == [str(v.gateway.ip) for v in spec.vpcs] + ["127.0.0.1"]
 
 
 def test_wireguard_mode_puts_slices_in_allowed_ips_and_routes_on_wg(state: StateDir) -> None:
@@ -153,7 +157,7 @@ def test_adding_a_host_only_adds_a_peer_and_its_routes(state: StateDir) -> None:
     )
     p = apply(render(inv4, "h1"), sysm, state, dry_run=True).plan
     kinds = {type(c).__name__ for c in p.changes}
-    assert kinds == {"SetPeer", "AddRoute", "WriteZone"}
+    assert kinds == {"SetPeer", "AddRoute", "WriteZone"}  # the resolver reloads the zone itself
     assert [c.name for c in p.changes if isinstance(c, SetPeer)] == ["h4"]
 
 
