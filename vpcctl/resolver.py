@@ -59,7 +59,7 @@ from vpcctl.errors import SpecError, ValidationError, VpcctlError
 from vpcctl.model import parse_address, parse_int
 from vpcctl.spec import HostSpec, ZoneData, zone_from_dict
 
-DEFAULT_ZONE_FILE = Path("/var/lib/vpcctl/zone.json")
+DEFAULT_ZONE_FILE = Path("/etc/vpcctl/zone.json")
 DEFAULT_LISTEN = ("127.0.0.1", 53)
 DNS_PORT = 53
 RESOLV_CONF = Path("/etc/resolv.conf")

@@ -137,7 +137,7 @@ def test_the_systemd_example_runs_the_same_command() -> None:
     assert exec_start[0].endswith("/vpcctl") and exec_start[-1] == "$VPCCTL_DNS_ARGS"
     default = shlex.split(unit["Environment"])[0].partition("=")[2]
     args = exec_start[1:-1] + default.split()
-    assert args == resolver_command([], Path("/var/lib/vpcctl/zone.json"))[3:]
+    assert args == resolver_command([], Path("/etc/vpcctl/zone.json"))[3:]
     assert args[4:] == serve_args([])
     env = systemd_env(["10.100.1.1", "10.101.1.1"])
     assert env == "VPCCTL_DNS_ARGS=--listen 10.100.1.1 --listen 10.101.1.1 --listen 127.0.0.1\n"

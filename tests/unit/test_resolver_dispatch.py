@@ -266,7 +266,7 @@ def test_the_resolver_never_forwards_to_itself() -> None:
 
 
 def test_resolver_command_listens_on_each_gateway_and_loopback() -> None:
-    argv = resolver_command(["10.100.1.1", "10.101.1.1"], Path("/var/lib/vpcctl/zone.json"))
+    argv = resolver_command(["10.100.1.1", "10.101.1.1"], Path("/etc/vpcctl/zone.json"))
     assert argv == [
         sys.executable,
         "-m",
@@ -274,7 +274,7 @@ def test_resolver_command_listens_on_each_gateway_and_loopback() -> None:
         "dns",
         "serve",
         "--zone",
-        "/var/lib/vpcctl/zone.json",
+        "/etc/vpcctl/zone.json",
         "--listen",
         "10.100.1.1",
         "--listen",

@@ -13,7 +13,7 @@ from vpcctl.cli.output import info
 
 dns_app = new_app("The resolver: names of containers and services, per VPC.")
 
-DEFAULT_ZONE = Path("/var/lib/vpcctl/zone.json")  # == resolver.DEFAULT_ZONE_FILE (lazy import)
+DEFAULT_ZONE = Path("/etc/vpcctl/zone.json")  # == resolver.DEFAULT_ZONE_FILE (lazy import)
 
 
 @dns_app.command("serve")
