@@ -76,9 +76,9 @@ def load_validate_render(path: Path) -> int:
     return sum(len(s.peers) for s in specs.values())
 
 
-def encode_all(specs: dict[str, Any]) -> int:
+def encode_all(specs: dict[str, Any], compact: bool = False) -> int:
     enc = Encoder()
-    return sum(len(enc.dumps(s)) for s in specs.values())
+    return sum(len(enc.dumps(s, compact=compact)) for s in specs.values())
 
 
 def keypairs(n: int = 1000) -> list[str]:
@@ -141,13 +141,15 @@ def main() -> int:
         assert peers == PEERS, peers
         specs = render_all(inventory.load(path))
         t_json, json_bytes = best_of(lambda: encode_all(specs), repeat=1)  # slow: one run
+        t_wire, wire_bytes = best_of(lambda: encode_all(specs, compact=True), repeat=1)
         t_keys, pubs = best_of(keypairs)
         assert len(set(pubs)) == 1000
         t_base, _ = best_of(lambda: baseline([h.public_key for h in inv.hosts.values()]))  # type: ignore[misc]
         t_add, _ = best_of(lambda: host_add(path, work, rng))
 
         report("load + validate + render_all", t_render, 0.5, f"{peers:,} peers")
-        report("JSON of all 1,000 HostSpecs (1 run)", t_json, None, f"{json_bytes / 2**20:.0f} MiB")  # fmt: skip
+        report("JSON of all 1,000 HostSpecs, indented (1 run)", t_json, None, f"{json_bytes / 2**20:.0f} MiB")  # fmt: skip
+        report("JSON of all 1,000 HostSpecs, compact as `up` sends them", t_wire, None, f"{wire_bytes / 2**20:.0f} MiB")  # fmt: skip
         report("1,000 keypairs", t_keys, 0.1)
         report("`python -m vpcctl host add` (process)", t_add, 1.0)
         report("baseline: f-string loop, 999,000 peer lines", t_base, None)

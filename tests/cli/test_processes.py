@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,31 @@ def test_check_explains_a_key_duplicated_by_a_merge(repo: Path, runner: CliRunne
         f"error: {path}: Cannot overwrite a value (at line "
     )
     assert result.stderr.splitlines()[1] == "hint: fix the TOML syntax at that line"
+
+
+def test_shell_completion_offers_commands_and_names_from_the_inventory(tmp_path: Path) -> None:
+    """What bash gets from `vpcctl --install-completion`'s hook: commands, then host names."""
+    import os
+    import sys
+
+    from vpcctl import ops
+    from vpcctl.model import SshTarget
+
+    inv = ops.new("c", IPv4Network("10.90.0.0/24"), port=51820, interface="vpc0",
+                  domain="vpc.internal", routing="ipip")  # fmt: skip
+    inv = ops.add_host(inv, "nas", SshTarget("nas.lan"))
+    inv = ops.add_host(inv, "vps1", SshTarget("203.0.113.1"))
+    inventory.create(tmp_path / "vpc.toml", inv)
+
+    def complete(words: str, cword: int) -> list[str]:
+        env = {**os.environ, "VPCCTL_INVENTORY": str(tmp_path / "vpc.toml"), "_VPCCTL_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": str(cword), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", "from vpcctl.cli.main import app; app(prog_name='vpcctl')"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        return done.stdout.split()
+
+    assert "host" in complete("vpcctl ho", 1)
+    assert complete("vpcctl host rm ", 3) == ["nas", "vps1"]
+    assert complete("vpcctl host rm v", 3) == ["vps1"]
