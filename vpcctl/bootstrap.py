@@ -28,19 +28,16 @@ def source_root() -> Path | None:
 
 
 def collect(wheelhouse: Path | None) -> list[Path]:
-    """The vpcctl wheel of the running version, plus the wheelhouse's wheels."""
+    """The wheels to upload: the wheelhouse's, and a vpcctl wheel of the running version built
+    from its source tree. Installed from PyPI (no source tree), vpcctl itself comes from the
+    wheelhouse or, without one, from the host's package index (``vpcctl==VERSION``)."""
     root = source_root()
     wheels: list[Path] = []
     if wheelhouse is not None:
         wheels += sorted(p for p in wheelhouse.glob("*.whl") if not p.name.startswith("vpcctl-"))
     if root is None:
         found = sorted(wheelhouse.glob(f"vpcctl-{__version__}-*.whl")) if wheelhouse else []
-        if not found:
-            raise BootstrapError(
-                "cannot build a wheel: this vpcctl is not installed from a source tree",
-                f"put vpcctl-{__version__}-*.whl in a --wheelhouse directory",
-            )
-        return [*wheels, found[0]]
+        return [*wheels, *found[:1]]
     out = Path(tempfile.mkdtemp(prefix="vpcctl-wheel-"))
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -61,7 +58,8 @@ def install(t: Transport, wheels: list[Path], prefix: str, *, offline: bool) -> 
     for w in wheels:
         t.put(f"{REMOTE_DIR}/{w.name}", w.read_bytes())
     pip = f"{prefix}/bin/pip"
-    target = f"{REMOTE_DIR}/{wheels[-1].name}"
+    ours = [w for w in wheels if w.name.startswith("vpcctl-")]
+    target = f"{REMOTE_DIR}/{ours[0].name}" if ours else f"vpcctl=={__version__}"
     flags = f"--no-index --find-links {shlex.quote(REMOTE_DIR)}" if offline else ""
     script = (
         f"set -e; command -v python3 >/dev/null || {{ echo 'python3 missing' >&2; exit 3; }}; "
