@@ -1,3 +1,3 @@
-from vpcctl.cli.main import main
+from vpcctl.cli import main
 
 main()

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
-from nacl.public import PrivateKey
-
 from vpcctl.errors import KernelError
 from vpcctl.wgtypes import (
     PeerConfig,
@@ -132,7 +130,9 @@ def parse_get(text: str, ifname: str) -> WgDevice:
             elif key == "private_key":
                 raw = bytes.fromhex(value)
                 if any(raw):
-                    public_key = hex_to_key(bytes(PrivateKey(raw).public_key).hex())
+                    from nacl.bindings import crypto_scalarmult_base
+
+                    public_key = hex_to_key(crypto_scalarmult_base(raw).hex())
             elif key == "listen_port" and cur is None:
                 listen_port = int(value)
             elif key == "public_key":

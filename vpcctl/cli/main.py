@@ -297,13 +297,9 @@ def agent(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    if argv[:1] == ["agent"]:
-        # the host side starts lean: no typer, rich or pydantic (see cli/agent.py)
-        from vpcctl.cli.agent import run
+    from vpcctl.cli import main as entry
 
-        sys.exit(run(argv[1:]))
-    app(prog_name="vpcctl")
+    entry()
 
 
 if __name__ == "__main__":
