@@ -126,28 +126,24 @@ R = Results(OUT / "results.txt")
 with R.phase("imports"):
     # vpcctl.agent ... vpcctl.wireguard: what the agent imports lazily, imported here once so
     # that the forked children import nothing
-    import typer
-
     import vpcctl.agent
+    import vpcctl.cli.agent
     import vpcctl.firewall
     import vpcctl.netlink
+    import vpcctl.quick
+    import vpcctl.resolver
+    import vpcctl.state
     import vpcctl.system
     import vpcctl.wguapi
     import vpcctl.wireguard
     from tests.lab.harness import PRIVATE_DIRS, Lab, LabContainer, LabHost, LabNode
     from tests.lab.mesh import Mesh
     from vpcctl import inventory, ops
-    from vpcctl.cli.main import app
     from vpcctl.model import Inventory, SshTarget, parse_portspec
 
-    CLICK_CMD = typer.main.get_command(app)
-    # typer builds each parameter's coercion (a pydantic TypeAdapter, importing pydantic) on
-    # first use: ~15 s per agent call under TCG unless built once here, before any fork
-    _agent_cmds = CLICK_CMD.commands["agent"]  # type: ignore[attr-defined]
-    for _cmd in [CLICK_CMD, _agent_cmds, *_agent_cmds.commands.values()]:
-        for _param in _cmd.params:
-            if hasattr(_param, "get_runtime_param"):
-                _param.get_runtime_param()
+    # `vpcctl agent ...` is the lean argparse front-end (no typer, pydantic or rich), the same
+    # function `vpcctl agent` dispatches to
+    AGENT_RUN = vpcctl.cli.agent.run
     # pyroute2 imports more on first use: warm it up (sockets in the VM's own netns, closed)
     with vpcctl.netlink.Netlink() as _nl:
         _nl.links()
@@ -404,8 +400,8 @@ class ForkMesh(Mesh):
                     prof = cProfile.Profile()
                     prof.enable()
                 try:
-                    CLICK_CMD.main(args=call.argv, prog_name="vpcctl", standalone_mode=True)
-                    code = 0
+                    assert call.argv[:1] == ["agent"], call.argv
+                    code = AGENT_RUN(call.argv[1:])
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
                 if prof is not None:
