@@ -236,11 +236,9 @@ def apply(
         if own:
             system.close()
     if own and not dry_run:
-        from vpcctl import quick
+        from vpcctl.state import record_fingerprint
 
-        fp = quick.fingerprint(spec, _quick_files(spec, state), [state.resolver_pid])
-        if fp is not None:
-            state.write(state.fingerprint, fp + "\n")
+        record_fingerprint(spec, state)
     result.seconds = time.monotonic() - started
     return result
 

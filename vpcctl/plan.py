@@ -12,7 +12,6 @@ already taken by a link vpcctl does not own is a conflict, reported before anyth
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -518,10 +517,6 @@ def _plan_down(observed: Observed) -> Plan:
 
 def zone_file_text(spec: HostSpec) -> tuple[str, int]:
     """The resolver's zone file (the "dns" part of the HostSpec) and its number of names."""
-    from vpcctl.spec import zone_to_dict
+    from vpcctl.spec import zone_file_text as text
 
-    data = zone_to_dict(spec.dns)
-    names = len(data["hosts"]) + sum(
-        len(v["containers"]) + len(v["services"]) for v in data["vpcs"]
-    )
-    return json.dumps(data, indent=2, sort_keys=True) + "\n", names
+    return text(spec.dns)

@@ -141,6 +141,15 @@ def zone_to_dict(z: ZoneData) -> dict[str, Any]:
     }
 
 
+def zone_file_text(zone: ZoneData) -> tuple[str, int]:
+    """The resolver's zone file and its number of names."""
+    data = zone_to_dict(zone)
+    names = len(data["hosts"]) + sum(
+        len(v["containers"]) + len(v["services"]) for v in data["vpcs"]
+    )
+    return json.dumps(data, indent=2, sort_keys=True) + "\n", names
+
+
 class Encoder:
     """Turns HostSpecs into JSON-ready dicts. Peers, routes and the zone are shared between the
     specs of one mesh, so one Encoder caches their dicts: rendering every host of a large mesh

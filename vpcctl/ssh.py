@@ -196,23 +196,19 @@ class SshTransport:
             if data:
                 chan.sendall(data)
             chan.shutdown_write()
-            out, err = bytearray(), bytearray()
+            # Blocking reads (no polling: with many hosts in parallel, polling threads would
+            # fight over the GIL). stdout to its end, then stderr, which paramiko buffers.
             deadline = time.monotonic() + timeout
-            while True:
-                busy = False
-                if chan.recv_ready():
-                    out += chan.recv(65536)
-                    busy = True
-                if chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
-                    busy = True
-                if busy:
-                    continue
-                if chan.exit_status_ready():
-                    break
+            out = bytearray()
+            while chunk := chan.recv(65536):
+                out += chunk
                 if time.monotonic() > deadline:
                     raise TimeoutError
-                time.sleep(0.001)
+            err = bytearray()
+            while chunk := chan.recv_stderr(65536):
+                err += chunk
+            if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError
             rc = chan.recv_exit_status()
             chan.close()
         except TimeoutError:

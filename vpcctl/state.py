@@ -135,13 +135,39 @@ def quick_files(spec: HostSpec, state: StateDir) -> list[Path]:
     return [state.key(spec.private_key_file), state.zone, state.firewall, state.resolver_pid]
 
 
-def unchanged(spec: HostSpec, spec_text: str, state: StateDir) -> bool:
-    """The fast path: same spec as last applied, and the host's fingerprint as recorded then."""
-    if state.read(state.applied) != spec_text:
-        return False
+def host_as_recorded(spec: HostSpec, state: StateDir) -> bool:
+    """The host's vpcctl state is exactly as the last apply left it (its fingerprint)."""
     seen = state.read(state.fingerprint)
     if seen is None:
         return False
     from vpcctl import quick
 
     return quick.fingerprint(spec, quick_files(spec, state), [state.resolver_pid]) == seen.strip()
+
+
+def record_fingerprint(spec: HostSpec, state: StateDir) -> None:
+    from vpcctl import quick
+
+    fp = quick.fingerprint(spec, quick_files(spec, state), [state.resolver_pid])
+    if fp is not None:
+        state.write(state.fingerprint, fp + "\n")
+
+
+def unchanged(spec: HostSpec, spec_text: str, state: StateDir) -> bool:
+    """The fast path: same spec as last applied, and the host as the last apply left it."""
+    return state.read(state.applied) == spec_text and host_as_recorded(spec, state)
+
+
+def only_names_changed(spec_text: str, state: StateDir) -> bool:
+    """The new spec differs from the applied one in its DNS zone only (a container added or
+    removed, no service changed): nothing in the kernel changes, only the zone file."""
+    applied = state.read(state.applied)
+    if applied is None:
+        return False
+    try:
+        old, new = json.loads(applied), json.loads(spec_text)
+    except ValueError:
+        return False
+    old.pop("dns", None)
+    new.pop("dns", None)
+    return bool(old == new)

@@ -113,8 +113,15 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     import time
 
-    from vpcctl.spec import from_json, to_json
-    from vpcctl.state import StateDir, result_json, unchanged
+    from vpcctl.spec import from_json, to_json, zone_file_text
+    from vpcctl.state import (
+        StateDir,
+        host_as_recorded,
+        only_names_changed,
+        record_fingerprint,
+        result_json,
+        unchanged,
+    )
 
     started = time.monotonic()
     if args.expect_version and args.expect_version != __version__:
@@ -132,13 +139,30 @@ def cmd_apply(args: argparse.Namespace) -> int:
         from vpcctl.keys import write_secret
 
         write_secret(Path(args.save), text.encode())
-    if not args.dry_run and unchanged(spec, to_json(spec), state):
+    canonical = to_json(spec)
+    if not args.dry_run and unchanged(spec, canonical, state):
         # the no-change fast path: nothing heavier than spec.py and quick.py was imported
         if args.json:
             _json(result_json(spec.host, [], 0, False, time.monotonic() - started))
         else:
             _info(f"{spec.host}: up to date")
         return 0
+    if not args.dry_run and only_names_changed(canonical, state):
+        with state.locked():
+            if host_as_recorded(spec, state):
+                # a container came or went: only the zone file changes (the resolver reloads it)
+                zone, names = zone_file_text(spec.dns)
+                change = {"op": "WriteZone", "records": names,
+                          "text": f"write resolver zone ({names} names)"}  # fmt: skip
+                state.write(state.zone, zone)
+                state.write(state.applied, canonical)
+                record_fingerprint(spec, state)
+                if args.json:
+                    _json(result_json(spec.host, [change], 1, False, time.monotonic() - started))
+                else:
+                    _info(f"  {change['text']}")
+                    _info(f"{spec.host}: applied 1 change in {time.monotonic() - started:.2f} s")
+                return 0
     from vpcctl.agent import apply
 
     progress = None if args.json or args.dry_run else (lambda c: _info(f"  {c.describe()}"))

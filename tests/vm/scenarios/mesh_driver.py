@@ -927,6 +927,53 @@ def scenario(lab: VmLab) -> None:
         R.record("nat_h1_reapply_up_to_date", again.get("up_to_date"), json.dumps(again)[:1500])
         R.check("no_wireguard_go_process_at_end", no_wireguard_go_process)
 
+    with R.phase("many_peers"):
+        R.check("kernel_wg_dump_150_peers_multi_message_merged", many_peers_kernel)
+
+
+def many_peers_kernel() -> tuple[object, str]:
+    """Issue 3 item 5 on a real kernel: a WireGuard dump of 150 peers (2 allowed IPs each)
+    arrives in several netlink messages; KernelWireGuard.get merges all of them."""
+    from ipaddress import IPv4Network
+
+    from pyroute2 import WireGuard
+
+    from vpcctl.keys import PrivateKey
+    from vpcctl.netlink import KernelWireGuard, Netlink
+    from vpcctl.wgtypes import PeerUpdate
+
+    name = "wgmany"
+    backend = KernelWireGuard()
+    with Netlink() as nl:
+        nl.add_wireguard(name, mtu=1420, alias="vpcctl:test")
+    try:
+        backend.set_device(name, private_key=PrivateKey.generate().raw, listen_port=51999)
+        want = {}
+        for i in range(150):
+            key = PrivateKey.generate().public_key()
+            ips = (
+                IPv4Network(f"10.200.{i}.0/24"),
+                IPv4Network(f"10.90.{i // 250}.{i % 250 + 1}/32"),
+            )
+            want[key] = set(ips)
+            backend.update_peer(name, PeerUpdate(public_key=key, create=True, keepalive=0,
+                                                 replace_allowed_ips=True, allowed_ips=ips))  # fmt: skip
+        wg = WireGuard()
+        try:
+            messages = len(list(wg.info(name)))
+        finally:
+            wg.close()
+        dev = backend.get(name)
+        got = {k: set(p.allowed_ips) for k, p in dev.peers.items()}
+        return (
+            got == want and messages > 1,
+            f"{len(got)} peers read back from {messages} netlink messages; "
+            f"equal to what was set: {got == want}",
+        )
+    finally:
+        with Netlink() as nl:
+            nl.delete_link(name)
+
 
 def keep_artifacts(work: Path) -> None:
     """Agent outputs and tcpdump logs to OUT/artifacts (small; for when a check failed)."""
