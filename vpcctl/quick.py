@@ -40,9 +40,31 @@ def _run(argv: list[str]) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def _ip(*args: str) -> Any:
-    out = _run(["ip", "-j", *args])
-    return json.loads(out) if out else None
+def _ip_batch(*commands: str) -> list[Any] | None:
+    """Several `ip -j -d -4` commands in one process (`ip -batch`): one JSON document each."""
+    exe = shutil.which("ip")
+    if exe is None:
+        return None
+    try:
+        done = subprocess.run(
+            [exe, "-j", "-d", "-4", "-batch", "-"], input="\n".join(commands) + "\n",
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    decoder, text, pos = json.JSONDecoder(), done.stdout, 0
+    docs: list[Any] = []
+    try:
+        while len(docs) < len(commands):
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            doc, pos = decoder.raw_decode(text, pos)
+            docs.append(doc)
+    except ValueError:
+        return None
+    return docs
 
 
 def _wg(spec: HostSpec, kind: str | None) -> Any:
@@ -88,11 +110,10 @@ def fingerprint(
 ) -> str | None:
     """A digest of this host's vpcctl-relevant state; None when it cannot be read cheaply
     (then the caller takes the full path)."""
-    links = _ip("-d", "link", "show")
-    addrs = _ip("-4", "addr", "show")
-    routes = _ip("-4", "route", "show", "table", "main")
-    if links is None or addrs is None or routes is None:
+    docs = _ip_batch("link show", "addr show", "route show table main")
+    if docs is None:
         return None
+    links, addrs, routes = docs
     wanted = {spec.interface, *(v.bridge for v in spec.vpcs)}
     if spec.tunnel:
         wanted.add(spec.tunnel.name)

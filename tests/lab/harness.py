@@ -318,6 +318,9 @@ for d in "$@"; do
     mkdir -p "$d"
     mount -t tmpfs -o mode=0755 "vpclab-$LAB_TAG" "$d"
 done
+# A lab host is a server, not this developer machine: commands over SSH must not run the
+# machine's interactive shell set-up (root's ~/.bashrc here runs `pyenv init`, 0.2 s a command).
+if [ -f /root/.bashrc ]; then mount --bind /dev/null /root/.bashrc; fi
 echo "ready $$"
 exec sleep infinity
 """
