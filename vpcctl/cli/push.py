@@ -111,8 +111,9 @@ def _up(
     known_hosts: Path | None,
     as_json: bool,
     wait: float,
-    quiet_when_unchanged: bool,
 ) -> None:
+    """Converge hosts. On a terminal: progress and a summary; otherwise output only when
+    something changed or failed (cron mails only then), or with --json."""
     from vpcctl import inventory, push
 
     path = inventory_path(ctx)
@@ -137,7 +138,7 @@ def _up(
     failed = any(not r.ok for r in results)
     if as_json:
         print_json([r.to_json() for r in results])
-    elif tty or changed or failed or not quiet_when_unchanged:
+    elif tty or changed or failed:
         _summary(results, "up to date")
     _exit(results)
 
@@ -170,7 +171,7 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
           vpcctl up vps1 vps2 --parallel 4
         """
         _up(ctx, hosts or [], parallel, connect_timeout, timeout, accept_new, known_hosts,
-            as_json, wait, quiet_when_unchanged=True)  # fmt: skip
+            as_json, wait)  # fmt: skip
 
     @app.command()
     def sync(
@@ -189,8 +190,7 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
 
           */5 * * * * cd /srv/net && vpcctl sync
         """
-        _up(ctx, [], parallel, connect_timeout, timeout, False, known_hosts, as_json, wait,
-            quiet_when_unchanged=True)  # fmt: skip
+        _up(ctx, [], parallel, connect_timeout, timeout, False, known_hosts, as_json, wait)
 
     @app.command()
     def plan(
