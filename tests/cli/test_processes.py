@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from tests.builders import empty
 from tests.cli.conftest import VPCCTL, process_env
-from vpcctl import inventory
+from vpcctl import inventory, ops
 from vpcctl.cli.main import app
 from vpcctl.errors import InventoryError
+from vpcctl.model import SshTarget
 
 WRITERS = 20
 
@@ -29,10 +31,9 @@ def vpcctl(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedPro
 
 
 def test_concurrent_writers_all_land_and_the_file_is_never_torn(tmp_path: Path) -> None:
-    vpcctl(tmp_path, "init", "home")
-    vpcctl(tmp_path, "vpc", "add", "prod", "--cidr", "10.100.0.0/16")
-    vpcctl(tmp_path, "host", "add", "nas", "--ssh", "nas.lan")
     path = tmp_path / "vpc.toml"
+    inv = ops.add_vpc(empty(), "prod", IPv4Network("10.100.0.0/16"))
+    inventory.create(path, ops.add_host(inv, "nas", SshTarget("nas.lan")))
 
     reads: list[int] = []
     torn: list[str] = []
