@@ -33,10 +33,11 @@ ENV = {"PYTHONPATH": str(ROOT)}
 INPROC = """
 import sys, time
 from pathlib import Path
-from vpcctl.agent import StateDir, apply, load_spec
+from vpcctl.agent import StateDir, apply
+from vpcctl.spec import from_json
 from vpcctl.system import LinuxSystem
 import vpcctl.netlink, vpcctl.wguapi  # imports are the start-up floor, measured separately
-spec = load_spec(Path(sys.argv[1]).read_text(), "spec")
+spec = from_json(Path(sys.argv[1]).read_text(), "spec")
 t = time.perf_counter()
 system = LinuxSystem()
 result = apply(spec, system, StateDir(Path("/etc/vpcctl")))

@@ -17,7 +17,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from vpcctl import firewall
@@ -50,10 +49,10 @@ from vpcctl.plan import (
     WriteZone,
     alias_for,
     plan,
-    zone_file_text,
 )
-from vpcctl.spec import HostSpec, from_json, to_json
+from vpcctl.spec import HostSpec, to_json, zone_file_text
 from vpcctl.state import StateDir, result_json
+from vpcctl.state import unchanged as state_unchanged
 from vpcctl.system import System
 
 
@@ -103,7 +102,7 @@ def desired_for(
 ) -> Desired:
     if spec is None:
         return Desired(spec=None)
-    zone, names = zone_file_text(spec)
+    zone, names = zone_file_text(spec.dns)
     resolver = None
     if state is not None and spec.vpcs:
         from vpcctl.resolver import listen_addresses, resolver_command
@@ -224,7 +223,7 @@ def apply(
     started = time.monotonic()
     spec_text = to_json(spec)
     own = system is None
-    if own and not dry_run and unchanged(spec, spec_text, state):
+    if own and not dry_run and state_unchanged(spec, spec_text, state):
         return Result(host=spec.host, plan=Plan(()), seconds=time.monotonic() - started)
     if system is None:
         from vpcctl.system import LinuxSystem
@@ -241,18 +240,6 @@ def apply(
         record_fingerprint(spec, state)
     result.seconds = time.monotonic() - started
     return result
-
-
-def _quick_files(spec: HostSpec, state: StateDir) -> list[Path]:
-    from vpcctl.state import quick_files
-
-    return quick_files(spec, state)
-
-
-def unchanged(spec: HostSpec, spec_text: str, state: StateDir) -> bool:
-    from vpcctl.state import unchanged as check
-
-    return check(spec, spec_text, state)
 
 
 def _apply(
@@ -273,17 +260,19 @@ def _apply(
         if not dry_run and state.read(state.applied) != spec_text:
             state.write(state.applied, spec_text)
         return result
-    failed: Change | None = None
+    started: list[Change] = []
+
+    def step(change: Change) -> None:
+        started.append(change)
+        if progress:
+            progress(change)
+
     try:
-        for change in p.changes:
-            failed = change
-            if progress:
-                progress(change)
-            _execute(change, system, state, key)
-            result.applied += 1
+        result.applied = _run(p, system, state, key, step)
     except VpcctlError as exc:
         with contextlib.suppress(FileNotFoundError):
             state.fingerprint.unlink()
+        failed = started[-1] if started else None
         raise _rollback(spec, system, state, key, failed, exc) from None
     state.write(state.applied, spec_text)
     return result
@@ -332,10 +321,6 @@ def _key_for(spec: HostSpec, state: StateDir) -> PrivateKey:
     return key
 
 
-def load_spec(text: str, source: str) -> HostSpec:
-    return from_json(text, source)
-
-
 def down(system: System, state: StateDir, mesh: str | None = None) -> Result:
     """Remove everything vpcctl owns on this host (links, routes, firewall table)."""
     observed = observe(system, None, state)
@@ -381,6 +366,7 @@ def status(system: System, state: StateDir) -> dict[str, Any]:
                     "tx_bytes": p.tx_bytes,
                 }
             )
+    resolver = system.resolver_running(state.resolver_pid)
     owned_links = {
         n: link for n, link in links.items() if link.alias and link.alias.startswith("vpcctl:")
     }
@@ -434,9 +420,6 @@ def status(system: System, state: StateDir) -> dict[str, Any]:
             if r.proto == RTPROT_VPCCTL
         ],
         "forwarding": system.forwarding(),
-        "resolver": {
-            "running": system.resolver_running(state.resolver_pid) is not None,
-            "argv": list(system.resolver_running(state.resolver_pid) or ()),
-        },
+        "resolver": {"running": resolver is not None, "argv": list(resolver or ())},
         "firewall": {"table": "inet vpcctl", "present": system.nft_list() is not None},
     }

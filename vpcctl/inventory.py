@@ -50,7 +50,6 @@ from vpcctl.model import (
     parse_public_key,
     parse_ssh,
     split_key,
-    tunnel_name,
 )
 
 FILENAME = "vpc.toml"
@@ -306,8 +305,6 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
         out.append(ValidationError(f"{source}: {key}: {problem}", hint))
 
     mesh = inv.mesh
-    if len(tunnel_name(mesh.interface)) > 15:
-        bad("mesh.interface", "too long to derive the tunnel name", "use at most 10 characters")
     nets = [(mesh.cidr, "mesh.cidr")] + [(v.cidr, f"vpcs.{v.name}.cidr") for v in inv.vpcs.values()]
     for a, b, na, nb in _overlaps(nets):
         bad(b, f"{nb} overlaps {a} ({na})", "every VPC and the mesh need CIDRs that do not overlap")

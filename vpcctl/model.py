@@ -317,9 +317,7 @@ def bridge_name(vpc: str) -> str:
 
 def tunnel_name(interface: str) -> str:
     """The IPIP tunnel that goes with WireGuard interface ``interface``, e.g. ``vpc0-ipip``."""
-    return (
-        _short_name("", interface + "-ipip") if len(interface) <= 10 else interface[:10] + "-ipip"
-    )
+    return interface[:10] + "-ipip"  # at most 15 characters, the Linux limit
 
 
 # ---------------------------------------------------------------------------------------------

@@ -513,10 +513,3 @@ def _plan_down(observed: Observed) -> Plan:
     if observed.resolver is not None:
         changes.append(StopResolver())
     return Plan(tuple(changes))
-
-
-def zone_file_text(spec: HostSpec) -> tuple[str, int]:
-    """The resolver's zone file (the "dns" part of the HostSpec) and its number of names."""
-    from vpcctl.spec import zone_file_text as text
-
-    return text(spec.dns)

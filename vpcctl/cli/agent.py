@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vpcctl import __version__
-from vpcctl.errors import ExitCode, SpecError, ValidationError, VpcctlError
+from vpcctl.errors import ExitCode, SpecError, VpcctlError
 
 EPILOG = {
     "keygen": "Example:\n  vpcctl agent keygen\n  vpcctl agent keygen --json",
@@ -304,9 +304,6 @@ def run(argv: Sequence[str]) -> int:
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")
         return int(exc.exit_code)
-    except ValidationError as exc:  # pragma: no cover - a subclass of VpcctlError
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return int(ExitCode.INTERRUPTED)
