@@ -24,11 +24,12 @@ REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "wireguard-go", "wg", "tcpdump", "
 
 
 @cache
-def _lab_problem() -> str | None:
+def _lab_problem(extra_tools: tuple[str, ...] = ()) -> str | None:
     """Why lab tests cannot run here, or None if they can."""
     if os.geteuid() != 0:
         return "lab tests need root"
-    missing = [t for t in REQUIRED_TOOLS if shutil.which(t, path=LAB_PATH) is None]
+    tools = (*REQUIRED_TOOLS, *extra_tools)
+    missing = [t for t in tools if shutil.which(t, path=LAB_PATH) is None]
     if missing:
         return f"lab tests need {', '.join(missing)}"
     if not os.path.exists("/dev/net/tun"):
@@ -44,9 +45,10 @@ def _lab_problem() -> str | None:
     return None
 
 
-def require_lab() -> None:
-    """Skip (or, with CI=true, fail) the calling test when the lab cannot run here."""
-    problem = _lab_problem()
+def require_lab(*extra_tools: str) -> None:
+    """Skip (or, with CI=true, fail) the calling test when the lab cannot run here (root,
+    ip netns, /dev/net/tun, the lab's tools and ``extra_tools``)."""
+    problem = _lab_problem(tuple(extra_tools))
     if problem is None:
         return
     if os.environ.get("CI", "").lower() == "true":

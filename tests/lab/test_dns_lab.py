@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.conftest import require_lab
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ("ip", "dig", "getent")
 D = "vpc.internal"
@@ -72,31 +74,6 @@ while True:
     except Exception:
         pass
 """
-
-
-def lab_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "the DNS lab needs root"
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        return f"the DNS lab needs {', '.join(missing)}"
-    probe = f"vdq{secrets.token_hex(3)}"
-    try:
-        subprocess.run(["ip", "netns", "add", probe], check=True, capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"ip netns unusable: {exc}"
-    finally:
-        subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False, timeout=10)
-    return None
-
-
-def require_lab() -> None:
-    problem = lab_problem()
-    if problem is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {problem}", pytrace=False)
-    pytest.skip(problem)
 
 
 def run(*argv: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -228,7 +205,7 @@ class DnsLab:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[DnsLab]:
-    require_lab()
+    require_lab(*TOOLS)
     the_lab = DnsLab(tmp_path)
     try:
         the_lab.build()

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from typing import Any
 
 import pytest
 from nacl.public import PrivateKey
+
+from tests.lab.conftest import require_lab
 
 pytestmark = pytest.mark.lab
 
@@ -49,25 +50,9 @@ while True:
 """
 
 
-def _lab_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "lab tests need root"
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        return f"lab tests need {', '.join(missing)}"
-    if not Path("/dev/net/tun").exists():
-        return "lab tests need /dev/net/tun"
-    return None
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _lab_gate() -> None:
-    reason = _lab_unavailable()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: lab tests must not be skipped)")
-    pytest.skip(reason)
+    require_lab(*TOOLS)
 
 
 class Sandbox:
