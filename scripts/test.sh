@@ -3,4 +3,5 @@
 # test that cannot run fails instead of skipping). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || scripts/setup.sh   # on a fresh machine: install first
 exec .venv/bin/python -m pytest -q "$@"
