@@ -24,19 +24,19 @@ sys.path.insert(0, str(ROOT))
 
 from tests.lab.harness import Lab  # noqa: E402
 from vpcctl import ops  # noqa: E402
-from vpcctl.keys import PrivateKey  # noqa: E402
-from vpcctl.model import SshTarget  # noqa: E402
-from vpcctl.render import render, wg_quick  # noqa: E402
-from vpcctl.spec import to_json  # noqa: E402
+from vpcctl.admin.render import render, wg_quick  # noqa: E402
+from vpcctl.core.keys import PrivateKey  # noqa: E402
+from vpcctl.core.model import SshTarget  # noqa: E402
+from vpcctl.core.spec import to_json  # noqa: E402
 
 ENV = {"PYTHONPATH": str(ROOT)}
 INPROC = """
 import sys, time
 from pathlib import Path
-from vpcctl.agent import StateDir, apply
-from vpcctl.spec import from_json
-from vpcctl.system import LinuxSystem
-import vpcctl.netlink, vpcctl.wguapi  # imports are the start-up floor, measured separately
+from vpcctl.host.agent import StateDir, apply
+from vpcctl.core.spec import from_json
+from vpcctl.host.kernel import LinuxSystem
+import vpcctl.host.netlink, vpcctl.host.wguapi  # imports are the start-up floor, measured separately
 spec = from_json(Path(sys.argv[1]).read_text(), "spec")
 t = time.perf_counter()
 system = LinuxSystem()

@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vpcctl import inventory, ops  # noqa: E402
-from vpcctl.keys import PrivateKey  # noqa: E402
-from vpcctl.model import Host, SshTarget  # noqa: E402
-from vpcctl.render import render_all  # noqa: E402
-from vpcctl.spec import Encoder  # noqa: E402
+from vpcctl.admin.render import render_all  # noqa: E402
+from vpcctl.core.keys import PrivateKey  # noqa: E402
+from vpcctl.core.model import Host, SshTarget  # noqa: E402
+from vpcctl.core.spec import Encoder  # noqa: E402
 
 HOSTS = 1000
 PEERS = HOSTS * (HOSTS - 1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from ipaddress import IPv4Address, IPv4Network
 
-from vpcctl import ops
-from vpcctl.keys import PrivateKey, clamp
-from vpcctl.model import Inventory, PortSpec, SshTarget
+from vpcctl.admin import edits
+from vpcctl.core.keys import PrivateKey, clamp
+from vpcctl.core.model import Inventory, PortSpec, SshTarget
 
 
 def private_key(seed: str) -> PrivateKey:
@@ -25,7 +25,7 @@ def empty(
     domain: str = "vpc.internal",
     name: str = "home",
 ) -> Inventory:
-    return ops.new(
+    return edits.new(
         name,
         IPv4Network(mesh_cidr),
         port=51820,
@@ -41,38 +41,40 @@ def homelab(routing: str = "ipip") -> Inventory:
     ``web-1`` exists in both VPCs on purpose: short names must resolve per VPC.
     """
     inv = empty(routing=routing)
-    inv = ops.add_host(
+    inv = edits.add_host(
         inv, "nas", SshTarget("nas.lan", "admin", 2222), public_key=public_key("nas")
     )
-    inv = ops.add_host(
+    inv = edits.add_host(
         inv,
         "vps1",
         SshTarget("203.0.113.10", "root"),
         endpoint="203.0.113.10:51820",
         public_key=public_key("vps1"),
     )
-    inv = ops.add_host(
+    inv = edits.add_host(
         inv,
         "vps2",
         SshTarget("198.51.100.20", "root"),
         endpoint="198.51.100.20:51820",
         public_key=public_key("vps2"),
     )
-    inv = ops.add_vpc(inv, "prod", IPv4Network("10.100.0.0/16"))
-    inv = ops.add_vpc(inv, "staging", IPv4Network("10.200.0.0/16"))
-    inv = ops.add_container(inv, "web-1", "prod", "nas")
-    inv = ops.add_container(inv, "db-1", "prod", "vps1")
-    inv = ops.add_container(inv, "db-2", "prod", "vps2")
-    inv = ops.add_container(inv, "web-1", "staging", "vps1")
-    inv = ops.add_container(inv, "cache-1", "staging", "vps2")
-    inv = ops.add_service(
+    inv = edits.add_vpc(inv, "prod", IPv4Network("10.100.0.0/16"))
+    inv = edits.add_vpc(inv, "staging", IPv4Network("10.200.0.0/16"))
+    inv = edits.add_container(inv, "web-1", "prod", "nas")
+    inv = edits.add_container(inv, "db-1", "prod", "vps1")
+    inv = edits.add_container(inv, "db-2", "prod", "vps2")
+    inv = edits.add_container(inv, "web-1", "staging", "vps1")
+    inv = edits.add_container(inv, "cache-1", "staging", "vps2")
+    inv = edits.add_service(
         inv,
         "db",
         "prod",
         (PortSpec(5432, "tcp", "postgres"), PortSpec(9187, "tcp")),
         ("db-1", "db-2"),
     )
-    inv = ops.add_service(inv, "cache", "staging", (PortSpec(6379, "tcp", "redis"),), ("cache-1",))
+    inv = edits.add_service(
+        inv, "cache", "staging", (PortSpec(6379, "tcp", "redis"),), ("cache-1",)
+    )
     return inv
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from ipaddress import IPv4Interface, IPv4Network
 
-from vpcctl.model import parse_endpoint
+from vpcctl.core.model import parse_endpoint
 
 KEY_RE = r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]="
 WG_QUICK_ONLY = {"Address", "MTU", "PostUp", "Table"}

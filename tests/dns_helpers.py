@@ -20,7 +20,7 @@ from typing import Any
 
 from dnslib import EDNS0, QTYPE, RR, A, DNSHeader, DNSQuestion, DNSRecord
 
-from vpcctl.resolver import Config, Server
+from vpcctl.dns.resolver import Config, Server
 
 D = "vpc.internal"
 HOST_CLIENT = "127.0.0.1"

@@ -1,16 +1,16 @@
 """A fake System (the agent's kernel adapter) for fast tests and failure injection.
 
-It implements the same protocol as vpcctl.system.LinuxSystem, in memory."""
+It implements the same protocol as vpcctl.host.kernel.LinuxSystem, in memory."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface
 
-from vpcctl.errors import KernelError
-from vpcctl.keys import PrivateKey
-from vpcctl.linktypes import Link, Route
-from vpcctl.wgtypes import PeerUpdate, WgDevice, WgPeer
+from vpcctl.core.errors import KernelError
+from vpcctl.core.keys import PrivateKey
+from vpcctl.host.linktypes import Link, Route
+from vpcctl.host.wgtypes import PeerUpdate, WgDevice, WgPeer
 
 
 class FakeSystem:

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.builders import homelab
-from vpcctl import inventory
+from vpcctl.admin import inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,9 +15,9 @@ from typer.testing import CliRunner, Result
 
 from tests.builders import empty, public_key
 from tests.unit.test_inventory import CASES
-from vpcctl import inventory
-from vpcctl.cli.main import app
-from vpcctl.spec import from_json
+from vpcctl.admin import inventory
+from vpcctl.cli.commands import app
+from vpcctl.core.spec import from_json
 
 
 def run(runner: CliRunner, *args: str, env: dict[str, str] | None = None) -> Result:

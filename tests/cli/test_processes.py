@@ -13,10 +13,10 @@ from typer.testing import CliRunner, Result
 
 from tests.builders import empty
 from tests.cli.conftest import VPCCTL, process_env
-from vpcctl import inventory, ops
-from vpcctl.cli.main import app
-from vpcctl.errors import InventoryError
-from vpcctl.model import SshTarget
+from vpcctl.admin import edits, inventory
+from vpcctl.cli.commands import app
+from vpcctl.core.errors import InventoryError
+from vpcctl.core.model import SshTarget
 
 WRITERS = 20
 
@@ -32,8 +32,8 @@ def vpcctl(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedPro
 
 def test_concurrent_writers_all_land_and_the_file_is_never_torn(tmp_path: Path) -> None:
     path = tmp_path / "vpc.toml"
-    inv = ops.add_vpc(empty(), "prod", IPv4Network("10.100.0.0/16"))
-    inventory.create(path, ops.add_host(inv, "nas", SshTarget("nas.lan")))
+    inv = edits.add_vpc(empty(), "prod", IPv4Network("10.100.0.0/16"))
+    inventory.create(path, edits.add_host(inv, "nas", SshTarget("nas.lan")))
 
     reads: list[int] = []
     torn: list[str] = []
@@ -218,20 +218,20 @@ def test_shell_completion_offers_commands_and_names_from_the_inventory(tmp_path:
     import os
     import sys
 
-    from vpcctl import ops
-    from vpcctl.model import SshTarget
+    from vpcctl.admin import edits
+    from vpcctl.core.model import SshTarget
 
-    inv = ops.new("c", IPv4Network("10.90.0.0/24"), port=51820, interface="vpc0",
+    inv = edits.new("c", IPv4Network("10.90.0.0/24"), port=51820, interface="vpc0",
                   domain="vpc.internal", routing="ipip")  # fmt: skip
-    inv = ops.add_host(inv, "nas", SshTarget("nas.lan"))
-    inv = ops.add_host(inv, "vps1", SshTarget("203.0.113.1"))
+    inv = edits.add_host(inv, "nas", SshTarget("nas.lan"))
+    inv = edits.add_host(inv, "vps1", SshTarget("203.0.113.1"))
     inventory.create(tmp_path / "vpc.toml", inv)
 
     def complete(words: str, cword: int) -> list[str]:
         env = {**os.environ, "VPCCTL_INVENTORY": str(tmp_path / "vpc.toml"), "_VPCCTL_COMPLETE": "complete_bash", "COMP_WORDS": words,
                "COMP_CWORD": str(cword), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # fmt: skip
         done = subprocess.run(
-            [sys.executable, "-c", "from vpcctl.cli.main import app; app(prog_name='vpcctl')"],
+            [sys.executable, "-c", "from vpcctl.cli.commands import app; app(prog_name='vpcctl')"],
             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         return done.stdout.split()

@@ -15,11 +15,11 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from vpcctl.errors import KernelError
-from vpcctl.netlink import HINT_IPIP, Netlink, Route
-from vpcctl.wgtypes import PeerConfig, WgDevice
-from vpcctl.wguapi import UserspaceWireGuard
-from vpcctl.wireguard import detect_backend
+from vpcctl.core.errors import KernelError
+from vpcctl.host.netlink import HINT_IPIP, Netlink, Route
+from vpcctl.host.wgtypes import PeerConfig, WgDevice
+from vpcctl.host.wguapi import UserspaceWireGuard
+from vpcctl.host.wireguard import detect_backend
 
 PROTO = 211
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.lab.harness import Lab, LabContainer, LabHost, LabNode, ping
-from vpcctl import inventory, ops
-from vpcctl.model import Inventory, SshTarget
-from vpcctl.render import render
-from vpcctl.spec import HostSpec, to_json
+from vpcctl.admin import edits, inventory
+from vpcctl.admin.render import render
+from vpcctl.core.model import Inventory, SshTarget
+from vpcctl.core.spec import HostSpec, to_json
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"PYTHONPATH": str(ROOT)}
@@ -29,7 +29,7 @@ class Mesh:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "vpc.toml"
         self.hosts: dict[str, LabHost] = {}
-        inv = ops.new(
+        inv = edits.new(
             "lab",
             IPv4Network("10.90.0.0/24"),
             port=51820,
@@ -54,17 +54,17 @@ class Mesh:
         public = json.loads(out.stdout)["public_key"]
         endpoint = None if nat else f"{host.underlay_ip}:51820"
         self.change(
-            lambda inv: ops.add_host(
+            lambda inv: edits.add_host(
                 inv, name, SshTarget(host.underlay_ip), endpoint=endpoint, public_key=public
             )
         )
         return host
 
     def add_vpc(self, name: str, cidr: str) -> None:
-        self.change(lambda inv: ops.add_vpc(inv, name, IPv4Network(cidr)))
+        self.change(lambda inv: edits.add_vpc(inv, name, IPv4Network(cidr)))
 
     def add_container(self, vpc: str, name: str, host: str) -> LabContainer:
-        inv = self.change(lambda inv: ops.add_container(inv, name, vpc, host))
+        inv = self.change(lambda inv: edits.add_container(inv, name, vpc, host))
         c = inv.containers[f"{vpc}/{name}"]
         s = inv.hosts[host].slices[vpc]
         gw = s.network_address + 1

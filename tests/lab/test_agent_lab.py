@@ -16,9 +16,9 @@ import pytest
 from tests.lab.conftest import require_lab
 from tests.lab.harness import Lab, LabContainer, ping, tcp_check
 from tests.lab.mesh import Mesh, wait_ping, with_endpoint
-from vpcctl import ops
-from vpcctl.model import parse_portspec
-from vpcctl.spec import to_json
+from vpcctl.admin import edits
+from vpcctl.core.model import parse_portspec
+from vpcctl.core.spec import to_json
 
 pytestmark = pytest.mark.lab
 
@@ -61,9 +61,9 @@ def world(
         for name, vpc, host in [("web-1", "prod", "h1"), ("db-1", "prod", "h2"),
                                 ("db-2", "prod", "h3"), ("app-1", "dev", "h1"),
                                 ("app-3", "dev", "h3")]:  # fmt: skip
-            mesh.change(lambda inv, n=name, v=vpc, h=host: ops.add_container(inv, n, v, h))
+            mesh.change(lambda inv, n=name, v=vpc, h=host: edits.add_container(inv, n, v, h))
         mesh.change(
-            lambda inv: ops.add_service(
+            lambda inv: edits.add_service(
                 inv, "db", "prod", (parse_portspec("pg=5432", "t"),), ("db-1", "db-2")
             )
         )
@@ -207,13 +207,13 @@ def test_g_unappliable_specs_leave_the_host_exactly_as_before(
         res = mesh.agent(host, "apply", str(mesh.spec_file("h3")), check=False)
         assert res.returncode == 1 and "not owned by vpcctl" in res.stderr
     finally:
-        mesh.change(lambda inv: ops.rm_vpc(inv, "qa"))
+        mesh.change(lambda inv: edits.rm_vpc(inv, "qa"))
         mesh.lab.run(host, "ip link del vb-qa")
     # a real failure in the middle of an apply: routing "ipip" needs a kernel module this kernel
     # lacks, so creating the tunnel fails after the peers were already changed -> rollback
     from dataclasses import replace
 
-    from vpcctl.render import render
+    from vpcctl.admin.render import render
 
     ipip = render(replace(mesh.inv, mesh=replace(mesh.inv.mesh, routing="ipip")), "h3")
     res = mesh.agent(host, "apply", str(mesh.spec_file("h3", ipip)), check=False)

@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVER = r"""
 import json, socket, sys, time
 from pathlib import Path
-from vpcctl.model import SshTarget, parse_ssh
-from vpcctl.ssh import SshOptions, connect
-from vpcctl.transport import TransportError
+from vpcctl.core.model import SshTarget, parse_ssh
+from vpcctl.admin.ssh import SshOptions, connect
+from vpcctl.admin.transport import TransportError
 home = Path(sys.argv[1])
 opts = SshOptions(accept_new=True, known_hosts=home / "kh", system_known_hosts=None,
                   ssh_config=home / "config", connect_timeout=3, command_timeout=2)

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tests.builders import empty, homelab, ip, public_key
-from vpcctl import allocate, inventory, ops
-from vpcctl.errors import AllocationError, NotFoundError, ValidationError
-from vpcctl.model import Inventory, PortSpec, SshTarget
+from vpcctl.admin import allocate, edits, inventory
+from vpcctl.core.errors import AllocationError, NotFoundError, ValidationError
+from vpcctl.core.model import Inventory, PortSpec, SshTarget
 
 NET = IPv4Network
 SSH = SshTarget("h")
@@ -49,9 +49,9 @@ def test_default_service_range_is_the_last_block() -> None:
 def test_removal_frees_an_address_without_moving_anything() -> None:
     inv = homelab()
     before = {n: h.address for n, h in inv.hosts.items() if n != "vps1"}
-    inv = ops.rm_host(inv, "vps1", force=True)
+    inv = edits.rm_host(inv, "vps1", force=True)
     assert {n: h.address for n, h in inv.hosts.items()} == before
-    inv = ops.add_host(inv, "vps3", SSH)
+    inv = edits.add_host(inv, "vps3", SSH)
     assert inv.hosts["vps3"].address == ip("10.90.0.2")  # the hole is reused
     assert inv.hosts["vps3"].slices["prod"] == NET("10.100.1.0/24")
     assert {n: h.address for n, h in inv.hosts.items() if n != "vps3"} == before
@@ -59,35 +59,35 @@ def test_removal_frees_an_address_without_moving_anything() -> None:
 
 def test_explicit_host_address() -> None:
     inv = homelab()
-    inv = ops.add_host(inv, "vps3", SSH, address=ip("10.90.0.200"))
+    inv = edits.add_host(inv, "vps3", SSH, address=ip("10.90.0.200"))
     assert inv.hosts["vps3"].address == ip("10.90.0.200")
     with pytest.raises(AllocationError, match="already used by host vps3"):
-        ops.add_host(inv, "vps4", SSH, address=ip("10.90.0.200"))
+        edits.add_host(inv, "vps4", SSH, address=ip("10.90.0.200"))
     for bad in ("10.90.0.0", "10.90.0.255", "10.91.0.1"):
         with pytest.raises(AllocationError, match="not a usable address") as info:
-            ops.add_host(inv, "vps4", SSH, address=ip(bad))
+            edits.add_host(inv, "vps4", SSH, address=ip(bad))
         assert info.value.hint == "pick an address between 10.90.0.1 and 10.90.0.254"
 
 
 def test_explicit_container_ip() -> None:
     inv = homelab()
-    inv = ops.add_container(inv, "api-1", "prod", "nas", ip("10.100.0.77"))
+    inv = edits.add_container(inv, "api-1", "prod", "nas", ip("10.100.0.77"))
     assert inv.containers["prod/api-1"].ip == ip("10.100.0.77")
     with pytest.raises(AllocationError, match="already used in VPC prod"):
-        ops.add_container(inv, "api-2", "prod", "nas", ip("10.100.0.77"))
+        edits.add_container(inv, "api-2", "prod", "nas", ip("10.100.0.77"))
     for bad in ("10.100.0.1", "10.100.0.0", "10.100.0.255", "10.100.1.5"):
         with pytest.raises(AllocationError, match="not a container address"):
-            ops.add_container(inv, "api-2", "prod", "nas", ip(bad))
+            edits.add_container(inv, "api-2", "prod", "nas", ip(bad))
 
 
 def test_explicit_vip() -> None:
     inv = homelab()
-    inv = ops.add_service(inv, "web", "prod", PORTS, ("web-1",), ip("10.100.255.80"))
+    inv = edits.add_service(inv, "web", "prod", PORTS, ("web-1",), ip("10.100.255.80"))
     assert inv.services["prod/web"].vip == ip("10.100.255.80")
     with pytest.raises(AllocationError, match="already used"):
-        ops.add_service(inv, "api", "prod", PORTS, (), ip("10.100.255.80"))
+        edits.add_service(inv, "api", "prod", PORTS, (), ip("10.100.255.80"))
     with pytest.raises(AllocationError, match="outside VPC prod's service range"):
-        ops.add_service(inv, "api", "prod", PORTS, (), ip("10.100.0.9"))
+        edits.add_service(inv, "api", "prod", PORTS, (), ip("10.100.0.9"))
 
 
 def test_explicit_slice() -> None:
@@ -102,34 +102,34 @@ def test_explicit_slice() -> None:
 def test_exhaustion_is_a_clear_allocation_error() -> None:
     inv = empty(mesh_cidr="10.90.0.0/29")  # 6 usable host addresses
     for i in range(6):
-        inv = ops.add_host(inv, f"h{i}", SSH)
+        inv = edits.add_host(inv, f"h{i}", SSH)
     with pytest.raises(AllocationError) as info:
-        ops.add_host(inv, "h6", SSH)
+        edits.add_host(inv, "h6", SSH)
     assert info.value.message == "the mesh CIDR 10.90.0.0/29 is full (6 hosts)"
     assert info.value.hint
 
     inv = empty()
-    inv = ops.add_vpc(inv, "tiny", NET("10.100.0.0/27"), slice_prefix=29)  # 3 slices + services
+    inv = edits.add_vpc(inv, "tiny", NET("10.100.0.0/27"), slice_prefix=29)  # 3 slices + services
     for i in range(3):
-        inv = ops.add_host(inv, f"h{i}", SSH)
+        inv = edits.add_host(inv, f"h{i}", SSH)
     with pytest.raises(AllocationError, match="no free /29 slice left"):
-        ops.add_host(inv, "h3", SSH)
+        edits.add_host(inv, "h3", SSH)
     # a /29 slice: network, gateway, 5 containers, broadcast
     for i in range(5):
-        inv = ops.add_container(inv, f"c{i}", "tiny", "h0")
+        inv = edits.add_container(inv, f"c{i}", "tiny", "h0")
     assert inv.containers["tiny/c4"].ip == ip("10.100.0.6")
     with pytest.raises(AllocationError, match=r"h0's slice 10\.100\.0\.0/29 of VPC tiny is full"):
-        ops.add_container(inv, "c5", "tiny", "h0")
+        edits.add_container(inv, "c5", "tiny", "h0")
     for i in range(6):
-        inv = ops.add_service(inv, f"s{i}", "tiny", PORTS, ())
+        inv = edits.add_service(inv, f"s{i}", "tiny", PORTS, ())
     with pytest.raises(
         AllocationError, match=r"service range 10\.100\.0\.24/29 of VPC tiny is full"
     ):
-        ops.add_service(inv, "s6", "tiny", PORTS, ())
+        edits.add_service(inv, "s6", "tiny", PORTS, ())
 
     # a VPC too small for the hosts that already exist
     with pytest.raises(AllocationError, match="no free /30 slice"):
-        ops.add_vpc(inv, "small", NET("10.101.0.0/29"), slice_prefix=30)
+        edits.add_vpc(inv, "small", NET("10.101.0.0/29"), slice_prefix=30)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ class Allocation(RuleBasedStateMachine):
             if not usable or taken:
                 expect = False
         ok = self.apply(
-            lambda i: ops.add_host(i, name, SSH, public_key=public_key(name), address=wanted),
+            lambda i: edits.add_host(i, name, SSH, public_key=public_key(name), address=wanted),
             expect,
         )
         if ok and wanted is not None:
@@ -208,15 +208,15 @@ class Allocation(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(HOST_NAMES), force=st.booleans())
     def rm_host(self, name: str, force: bool) -> None:
-        self.apply(lambda i: ops.rm_host(i, name, force=force))
+        self.apply(lambda i: edits.rm_host(i, name, force=force))
 
     @rule(name=st.sampled_from(sorted(VPC_CIDRS)), prefix=st.sampled_from([29, 30]))
     def add_vpc(self, name: str, prefix: int) -> None:
-        self.apply(lambda i: ops.add_vpc(i, name, VPC_CIDRS[name], slice_prefix=prefix))
+        self.apply(lambda i: edits.add_vpc(i, name, VPC_CIDRS[name], slice_prefix=prefix))
 
     @rule(name=st.sampled_from(sorted(VPC_CIDRS)), force=st.booleans())
     def rm_vpc(self, name: str, force: bool) -> None:
-        self.apply(lambda i: ops.rm_vpc(i, name, force=force))
+        self.apply(lambda i: edits.rm_vpc(i, name, force=force))
 
     @precondition(lambda self: self.inv.vpcs and self.inv.hosts)
     @rule(data=st.data(), name=st.sampled_from(NAMES), offset=st.none() | st.integers(0, 7))
@@ -231,7 +231,7 @@ class Allocation(RuleBasedStateMachine):
             usable = 2 <= offset <= slice_.num_addresses - 2  # type: ignore[operator]
             taken = wanted in [c.ip for c in self.inv.containers.values() if c.vpc == vpc]
             expect = usable and not taken
-        ok = self.apply(lambda i: ops.add_container(i, name, vpc, host, wanted), expect)
+        ok = self.apply(lambda i: edits.add_container(i, name, vpc, host, wanted), expect)
         if ok:
             c = self.inv.containers[key]
             assert c.ip in slice_ and c.ip != slice_[1]
@@ -242,7 +242,7 @@ class Allocation(RuleBasedStateMachine):
     @rule(data=st.data(), force=st.booleans())
     def rm_container(self, data: st.DataObject, force: bool) -> None:
         c = self.inv.containers[data.draw(st.sampled_from(sorted(self.inv.containers)))]
-        self.apply(lambda i: ops.rm_container(i, c.name, c.vpc, force=force))
+        self.apply(lambda i: edits.rm_container(i, c.name, c.vpc, force=force))
 
     @precondition(lambda self: self.inv.vpcs)
     @rule(data=st.data(), name=st.sampled_from(NAMES), explicit=st.booleans())
@@ -260,7 +260,7 @@ class Allocation(RuleBasedStateMachine):
             usable = wanted not in (rng.network_address, rng.broadcast_address)
             taken = wanted in [s.vip for s in self.inv.services.values() if s.vpc == vpc]
             expect = usable and not taken
-        ok = self.apply(lambda i: ops.add_service(i, name, vpc, PORTS, backends, wanted), expect)
+        ok = self.apply(lambda i: edits.add_service(i, name, vpc, PORTS, backends, wanted), expect)
         if ok and wanted is not None:
             assert self.inv.services[key].vip == wanted
 
@@ -268,7 +268,7 @@ class Allocation(RuleBasedStateMachine):
     @rule(data=st.data())
     def rm_service(self, data: st.DataObject) -> None:
         s = self.inv.services[data.draw(st.sampled_from(sorted(self.inv.services)))]
-        self.apply(lambda i: ops.rm_service(i, s.name, s.vpc))
+        self.apply(lambda i: edits.rm_service(i, s.name, s.vpc))
 
     @invariant()
     def valid_without_duplicates(self) -> None:

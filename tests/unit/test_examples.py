@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.checks import check_wg_quick
-from vpcctl import inventory
-from vpcctl.cli.main import app
-from vpcctl.render import render_all, wg_quick
-from vpcctl.spec import from_json, to_json
+from vpcctl.admin import inventory
+from vpcctl.admin.render import render_all, wg_quick
+from vpcctl.cli.commands import app
+from vpcctl.core.spec import from_json, to_json
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 INVENTORIES = sorted(EXAMPLES.glob("*/vpc.toml"))

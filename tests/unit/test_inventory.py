@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.builders import homelab, public_key
-from vpcctl import inventory, ops
-from vpcctl.errors import InventoryError, LockError, NotFoundError, ValidationError
-from vpcctl.model import SshTarget
+from vpcctl.admin import edits, inventory
+from vpcctl.core.errors import InventoryError, LockError, NotFoundError, ValidationError
+from vpcctl.core.model import SshTarget
 
 SOURCE = "net/vpc.toml"
 
@@ -134,18 +134,18 @@ backends = ["cache-1"]
 
 def test_changing_one_host_changes_only_its_lines(text: str) -> None:
     inv = homelab()
-    changed = inventory.dump(ops.set_host(inv, "vps1", endpoint="192.0.2.7:51820"))
+    changed = inventory.dump(edits.set_host(inv, "vps1", endpoint="192.0.2.7:51820"))
     lines = _changed_lines(text, changed)
     assert lines == ['endpoint = "203.0.113.10:51820"', 'endpoint = "192.0.2.7:51820"']
 
-    rekeyed = inventory.dump(ops.set_host(inv, "nas", public_key=public_key("nas-2")))
+    rekeyed = inventory.dump(edits.set_host(inv, "nas", public_key=public_key("nas-2")))
     block = _block(text, "hosts.nas") + _block(rekeyed, "hosts.nas")
     lines = _changed_lines(text, rekeyed)
     assert len(lines) == 2 and all(line in block for line in lines)
 
 
 def test_adding_a_host_only_inserts_its_lines(text: str) -> None:
-    inv = ops.add_host(homelab(), "mini", SshTarget("mini.lan"), public_key=public_key("mini"))
+    inv = edits.add_host(homelab(), "mini", SshTarget("mini.lan"), public_key=public_key("mini"))
     new = inventory.dump(inv)
     diff = [
         d
@@ -158,7 +158,7 @@ def test_adding_a_host_only_inserts_its_lines(text: str) -> None:
 
 
 def test_removing_a_container_only_removes_its_lines(text: str) -> None:
-    inv = ops.rm_container(homelab(), "web-1", "staging")
+    inv = edits.rm_container(homelab(), "web-1", "staging")
     new = inventory.dump(inv)
     lines = _changed_lines(text, new)
     assert [line for line in lines if line] == [
@@ -410,7 +410,7 @@ def test_problems_lists_every_problem_not_just_the_first(text: str) -> None:
 def test_warnings_for_nat_pairs_and_missing_keys() -> None:
     inv = homelab()
     assert inventory.warnings(inv) == []
-    inv = ops.add_host(inv, "pi", SshTarget("pi.lan"))
+    inv = edits.add_host(inv, "pi", SshTarget("pi.lan"))
     notes = inventory.warnings(inv)
     assert len(notes) == 2
     assert "nas, pi are all behind NAT" in notes[0]
@@ -433,7 +433,7 @@ def _state(path: Path) -> tuple[bytes, int, list[str]]:
 
 
 def test_update_writes_the_change(saved: Path) -> None:
-    after = inventory.update(saved, lambda inv: ops.add_host(inv, "mini", SshTarget("mini.lan")))
+    after = inventory.update(saved, lambda inv: edits.add_host(inv, "mini", SshTarget("mini.lan")))
     assert inventory.load(saved) == after
     assert saved.read_text() == inventory.dump(after)
     assert sorted(p.name for p in saved.parent.iterdir()) == [".vpc.toml.lock", "vpc.toml"]
@@ -442,11 +442,11 @@ def test_update_writes_the_change(saved: Path) -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        lambda inv: ops.add_host(inv, "nas", SshTarget("x")),  # exists
-        lambda inv: ops.rm_host(inv, "vps1"),  # still runs containers
-        lambda inv: ops.add_container(inv, "x", "nope", "nas"),  # no such VPC
-        lambda inv: ops.add_vpc(inv, "dev", IPv4Network("10.100.0.0/24"), slice_prefix=28),
-        lambda inv: ops.add_vpc(inv, "dev", IPv4Network("10.100.0.0/20")),  # overlaps prod
+        lambda inv: edits.add_host(inv, "nas", SshTarget("x")),  # exists
+        lambda inv: edits.rm_host(inv, "vps1"),  # still runs containers
+        lambda inv: edits.add_container(inv, "x", "nope", "nas"),  # no such VPC
+        lambda inv: edits.add_vpc(inv, "dev", IPv4Network("10.100.0.0/24"), slice_prefix=28),
+        lambda inv: edits.add_vpc(inv, "dev", IPv4Network("10.100.0.0/20")),  # overlaps prod
     ],
     ids=["exists", "in-use", "missing", "too-small", "overlap"],
 )

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from vpcctl import keys
-from vpcctl.errors import KeyFileError
-from vpcctl.keys import PrivateKey, clamp, ensure_private, load_private, write_secret
-from vpcctl.model import parse_public_key
+from vpcctl.core import keys
+from vpcctl.core.errors import KeyFileError
+from vpcctl.core.keys import PrivateKey, clamp, ensure_private, load_private, write_secret
+from vpcctl.core.model import parse_public_key
 
 BATCH = 48
 

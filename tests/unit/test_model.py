@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.builders import public_key
-from vpcctl.errors import ValidationError
-from vpcctl.model import (
+from vpcctl.core.errors import ValidationError
+from vpcctl.core.model import (
     PortSpec,
     SshTarget,
     bridge_name,

@@ -26,8 +26,8 @@ from pyroute2.netlink.generic.wireguard import (
     wgmsg,
 )
 
-from vpcctl.errors import KernelError
-from vpcctl.netlink import (
+from vpcctl.core.errors import KernelError
+from vpcctl.host.netlink import (
     HINT_IPIP,
     HINT_ROOT,
     KernelWireGuard,
@@ -37,7 +37,7 @@ from vpcctl.netlink import (
     kernel_peer_requests,
     merge_wg_dump,
 )
-from vpcctl.wgtypes import PeerConfig, PeerUpdate, WireGuardBackend
+from vpcctl.host.wgtypes import PeerConfig, PeerUpdate, WireGuardBackend
 
 NLM_F_MULTI = 0x2
 NLM_F_DUMP_INTR = 0x10

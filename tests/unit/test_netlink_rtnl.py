@@ -18,8 +18,8 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from vpcctl.errors import KernelError
-from vpcctl.netlink import HINT_IPIP, HINT_WG_KERNEL, Link, Netlink, Route
+from vpcctl.core.errors import KernelError
+from vpcctl.host.netlink import HINT_IPIP, HINT_WG_KERNEL, Link, Netlink, Route
 
 NLM_F_DUMP_INTR = 0x10
 

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import FakeSystem
-from vpcctl import ops
-from vpcctl.agent import StateDir, apply, down, keygen
-from vpcctl.errors import ApplyError
-from vpcctl.keys import PrivateKey
-from vpcctl.linktypes import Route
-from vpcctl.model import Inventory, SshTarget, parse_portspec
-from vpcctl.plan import (
+from vpcctl.admin import edits
+from vpcctl.admin.render import render
+from vpcctl.core.errors import ApplyError
+from vpcctl.core.keys import PrivateKey
+from vpcctl.core.model import Inventory, SshTarget, parse_portspec
+from vpcctl.host.agent import StateDir, apply, down, keygen
+from vpcctl.host.linktypes import Route
+from vpcctl.host.plan import (
     AddAddress,
     AddRoute,
     CreateBridge,
@@ -32,11 +33,10 @@ from vpcctl.plan import (
     SetPrivateKey,
     WriteZone,
 )
-from vpcctl.render import render
 
 
 def _inv(routing: str = "ipip", hosts: int = 3, keys: dict[str, str] | None = None) -> Inventory:
-    inv = ops.new(
+    inv = edits.new(
         "home",
         IPv4Network("10.90.0.0/24"),
         port=51820,
@@ -47,18 +47,18 @@ def _inv(routing: str = "ipip", hosts: int = 3, keys: dict[str, str] | None = No
     for i in range(1, hosts + 1):
         name = f"h{i}"
         pub = (keys or {}).get(name) or PrivateKey.generate().public_key()
-        inv = ops.add_host(
+        inv = edits.add_host(
             inv,
             name,
             SshTarget(f"192.0.2.{i}"),
             endpoint=f"192.0.2.{i}:51820" if i > 1 else None,
             public_key=pub,
         )
-    inv = ops.add_vpc(inv, "prod", IPv4Network("10.100.0.0/16"))
-    inv = ops.add_vpc(inv, "dev", IPv4Network("10.101.0.0/16"))
-    inv = ops.add_container(inv, "db-1", "prod", "h2")
-    inv = ops.add_container(inv, "db-2", "prod", "h3")
-    inv = ops.add_service(inv, "db", "prod", (parse_portspec("pg=5432", "t"),), ("db-1", "db-2"))
+    inv = edits.add_vpc(inv, "prod", IPv4Network("10.100.0.0/16"))
+    inv = edits.add_vpc(inv, "dev", IPv4Network("10.101.0.0/16"))
+    inv = edits.add_container(inv, "db-1", "prod", "h2")
+    inv = edits.add_container(inv, "db-2", "prod", "h3")
+    inv = edits.add_service(inv, "db", "prod", (parse_portspec("pg=5432", "t"),), ("db-1", "db-2"))
     return inv
 
 
@@ -148,7 +148,7 @@ def test_adding_a_host_only_adds_a_peer_and_its_routes(state: StateDir) -> None:
     inv = _keyed(state)
     sysm = FakeSystem(backend="kernel")
     apply(render(inv, "h1"), sysm, state)
-    inv4 = ops.add_host(
+    inv4 = edits.add_host(
         inv,
         "h4",
         SshTarget("192.0.2.4"),
@@ -166,7 +166,7 @@ def test_removed_host_is_removed_as_a_peer_only(state: StateDir) -> None:
     sysm = FakeSystem(backend="kernel")
     apply(render(inv, "h1"), sysm, state)
     gone = inv.hosts["h3"].public_key
-    inv2 = ops.rm_host(inv, "h3", force=True)
+    inv2 = edits.rm_host(inv, "h3", force=True)
     p = apply(render(inv2, "h1"), sysm, state).plan
     assert RemovePeer("vpc0", gone) in p.changes  # type: ignore[arg-type]
     assert not any(isinstance(c, CreateWireGuard | DeleteLink) for c in p.changes)
@@ -200,7 +200,7 @@ def test_a_removed_vpc_removes_its_bridge_and_routes(state: StateDir) -> None:
     inv = _keyed(state)
     sysm = FakeSystem(backend="kernel")
     apply(render(inv, "h1"), sysm, state)
-    inv2 = ops.rm_vpc(inv, "dev")
+    inv2 = edits.rm_vpc(inv, "dev")
     p = apply(render(inv2, "h1"), sysm, state).plan
     assert DeleteLink("vb-dev", "bridge") in p.changes  # type: ignore[comparison-overlap]
     assert "vb-dev" not in sysm.links_
@@ -228,7 +228,7 @@ def test_failure_mid_apply_restores_the_previous_state(state: StateDir, step: st
     inv_a = _inv("wireguard", 3, {"h1": public})
     apply(render(inv_a, "h1"), sysm, state)
     good = sysm.snapshot()
-    inv_b = ops.add_host(
+    inv_b = edits.add_host(
         _inv("ipip", 3, {"h1": public}),
         "h9",
         SshTarget("192.0.2.9"),

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from tests.builders import empty, homelab, ip, private_key, public_key
 from tests.checks import WG_QUICK_ONLY, check_wg_quick
-from vpcctl import ops
-from vpcctl.errors import NotFoundError, SpecError
-from vpcctl.model import (
+from vpcctl.admin import edits
+from vpcctl.admin.render import render, render_all, wg_quick
+from vpcctl.core.errors import NotFoundError, SpecError
+from vpcctl.core.model import (
     VPC_MTU,
     WG_MTU,
     Inventory,
@@ -25,8 +26,7 @@ from vpcctl.model import (
     parse_label,
     parse_ssh,
 )
-from vpcctl.render import render, render_all, wg_quick
-from vpcctl.spec import Encoder, from_json, to_json
+from vpcctl.core.spec import Encoder, from_json, to_json
 
 NET = IPv4Network
 
@@ -99,7 +99,7 @@ def test_services_map_vips_to_backend_addresses() -> None:
 
 
 def test_hosts_without_a_key_are_left_out_of_peers_and_routes() -> None:
-    inv = ops.add_host(homelab(), "mini", parse_ssh("mini.lan", "--ssh"))
+    inv = edits.add_host(homelab(), "mini", parse_ssh("mini.lan", "--ssh"))
     spec = render(inv, "vps1")
     assert "mini" not in [p.name for p in spec.peers]
     mini_slices = set(inv.hosts["mini"].slices.values())
@@ -114,13 +114,13 @@ def test_render_unknown_host() -> None:
 
 def test_full_mesh_peer_count() -> None:
     inv = empty(mesh_cidr="10.90.0.0/24")
-    inv = ops.add_vpc(inv, "prod", NET("10.100.0.0/16"))
+    inv = edits.add_vpc(inv, "prod", NET("10.100.0.0/16"))
     for i in range(30):
         endpoint = f"192.0.2.{i + 1}:51820" if i % 2 else None
-        inv = ops.add_host(
+        inv = edits.add_host(
             inv, f"h{i}", parse_ssh(f"h{i}", "s"), endpoint=endpoint, public_key=public_key(f"{i}")
         )
-    inv = ops.add_host(inv, "h30", parse_ssh("h30", "s"))  # no key yet: nobody's peer
+    inv = edits.add_host(inv, "h30", parse_ssh("h30", "s"))  # no key yet: nobody's peer
     specs = render_all(inv)
     assert sum(len(s.peers) for s in specs.values()) == 30 * 29 + 30
     assert sum(len(s.routes) for s in specs.values()) == 30 * 29 + 30
@@ -202,7 +202,7 @@ def _wg_quick_strip(tmp_path: Path, text: str) -> str:
 def test_wg_quick_configs_are_well_formed_and_wg_quick_strips_them(
     tmp_path: Path, routing: str
 ) -> None:
-    inv = ops.add_host(homelab(routing), "mini", parse_ssh("mini.lan", "s"))  # not joined yet
+    inv = edits.add_host(homelab(routing), "mini", parse_ssh("mini.lan", "s"))  # not joined yet
     for name, spec in render_all(inv).items():
         for key in (None, private_key(name).to_base64()):
             text = wg_quick(spec, key)
@@ -255,7 +255,7 @@ def test_anything_the_parsers_accept_renders_well_formed(
     if vpc in names:
         vpc = "v" + vpc[:19]
     for name, endpoint in hosts:
-        inv = ops.add_host(
+        inv = edits.add_host(
             inv,
             parse_label(name, "NAME"),
             parse_ssh(f"root@{name}", "--ssh"),
@@ -263,10 +263,10 @@ def test_anything_the_parsers_accept_renders_well_formed(
             public_key=public_key(name),
         )
     if vpc not in names:
-        inv = ops.add_vpc(inv, parse_label(vpc, "NAME"), NET("10.100.0.0/16"))
-        inv = ops.add_container(inv, parse_label(container, "NAME"), vpc, names[0])
+        inv = edits.add_vpc(inv, parse_label(vpc, "NAME"), NET("10.100.0.0/16"))
+        inv = edits.add_container(inv, parse_label(container, "NAME"), vpc, names[0])
         service = f"{container}-svc"
-        inv = ops.add_service(inv, service, vpc, (PortSpec(80, "tcp", "http"),), (container,))
+        inv = edits.add_service(inv, service, vpc, (PortSpec(80, "tcp", "http"),), (container,))
     for spec in render_all(inv).values():
         check_wg_quick(wg_quick(spec), len(spec.peers))
         assert from_json(to_json(spec)) == spec

@@ -36,9 +36,9 @@ from tests.dns_helpers import (
     write_zone,
     zone_with,
 )
-from vpcctl.errors import VpcctlError
-from vpcctl.resolver import Config, Server
-from vpcctl.spec import ZoneData, ZoneVpc
+from vpcctl.core.errors import VpcctlError
+from vpcctl.core.spec import ZoneData, ZoneVpc
+from vpcctl.dns.resolver import Config, Server
 
 
 @pytest.fixture

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from tests.dns_helpers import PROD_CLIENT, UPSTREAM_ANSWER, FakeUpstream, addresses, ask, write_zone
-from vpcctl.resolver import (
+from vpcctl.core.spec import VpcSpec
+from vpcctl.dns.resolver import (
     listen_addresses,
     resolver_command,
     serve_args,
     systemd_env,
     zone_from_text,
 )
-from vpcctl.spec import VpcSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "examples" / "systemd" / "vpcctl-dns.service"
@@ -100,8 +100,8 @@ def test_bad_options_are_rejected(tmp_path: Path, option: str, value: str) -> No
 
 
 def test_the_cli_default_zone_file_is_the_resolvers() -> None:
-    from vpcctl import resolver
     from vpcctl.cli import dns
+    from vpcctl.dns import resolver
 
     assert dns.DEFAULT_ZONE == resolver.DEFAULT_ZONE_FILE
 

@@ -12,9 +12,10 @@ import pytest
 from dnslib import CLASS, OPCODE, QTYPE, RCODE, DNSRecord
 
 from tests.dns_helpers import ZONE, query
-from vpcctl import zone
-from vpcctl.errors import SpecError, ValidationError
-from vpcctl.resolver import (
+from vpcctl.core.errors import SpecError, ValidationError
+from vpcctl.core.spec import ZoneData, ZoneVpc
+from vpcctl.dns import zone
+from vpcctl.dns.resolver import (
     Forward,
     Tables,
     dispatch,
@@ -26,7 +27,6 @@ from vpcctl.resolver import (
     without_self,
     zone_from_text,
 )
-from vpcctl.spec import ZoneData, ZoneVpc
 
 D = "vpc.internal"
 PROD = "10.100.1.2"

@@ -39,8 +39,8 @@ from tests.dns_helpers import (
     query,
     write_zone,
 )
-from vpcctl import zone
-from vpcctl.resolver import Config, Forward, Server, Tables, dispatch, zone_from_text
+from vpcctl.dns import zone
+from vpcctl.dns.resolver import Config, Forward, Server, Tables, dispatch, zone_from_text
 
 ROOT = Path(__file__).resolve().parents[2]
 BULK_PACKETS = 100_000

@@ -7,9 +7,9 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from vpcctl import zone
-from vpcctl.model import PortSpec
-from vpcctl.spec import ZoneData, ZoneVpc
+from vpcctl.core.model import PortSpec
+from vpcctl.core.spec import ZoneData, ZoneVpc
+from vpcctl.dns import zone
 
 D = "vpc.internal"
 PROD = IPv4Address("10.100.1.2")

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from nacl.public import PrivateKey
 
-from vpcctl.errors import KernelError
-from vpcctl.wgtypes import PeerConfig, PeerUpdate, WgPeer, key_to_hex, plan_peer_update
-from vpcctl.wguapi import (
+from vpcctl.core.errors import KernelError
+from vpcctl.host.wgtypes import PeerConfig, PeerUpdate, WgPeer, key_to_hex, plan_peer_update
+from vpcctl.host.wguapi import (
     GET_REQUEST,
     UserspaceWireGuard,
     format_remove_peer,

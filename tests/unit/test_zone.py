@@ -7,10 +7,10 @@ from ipaddress import IPv4Address
 import pytest
 
 from tests.builders import homelab
-from vpcctl import zone
-from vpcctl.render import render, zone_data
-from vpcctl.spec import zone_from_dict, zone_to_dict
-from vpcctl.zone import Answer, Record, answer, reverse_name
+from vpcctl.admin.render import render, zone_data
+from vpcctl.core.spec import zone_from_dict, zone_to_dict
+from vpcctl.dns import zone
+from vpcctl.dns.zone import Answer, Record, answer, reverse_name
 
 PROD = IPv4Address("10.100.0.2")  # prod/web-1
 STAGING = IPv4Address("10.200.1.2")  # staging/web-1

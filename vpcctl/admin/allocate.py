@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
-from vpcctl.errors import AllocationError
-from vpcctl.model import Inventory, gateway
+from vpcctl.core.errors import AllocationError
+from vpcctl.core.model import Inventory, gateway
 
 
 def default_service_range(cidr: IPv4Network, slice_prefix: int) -> IPv4Network:

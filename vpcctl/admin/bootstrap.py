@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from vpcctl import __version__
-from vpcctl.errors import VpcctlError
-from vpcctl.transport import Transport
+from vpcctl.admin.transport import Transport
+from vpcctl.core.errors import VpcctlError
 
 REMOTE_DIR = "/var/lib/vpcctl/bootstrap"
 

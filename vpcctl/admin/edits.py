@@ -1,6 +1,6 @@
 """Pure inventory changes: each takes an Inventory and returns a new one (or raises).
 
-The CLI runs them through :func:`vpcctl.inventory.update`, which holds the lock, validates the
+The CLI runs them through :func:`vpcctl.admin.inventory.update`, which holds the lock, validates the
 result and writes it atomically, so a failing change leaves the file exactly as it was.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
-from vpcctl import allocate
-from vpcctl.errors import NotFoundError, ValidationError
-from vpcctl.model import (
+from vpcctl.admin import allocate
+from vpcctl.core.errors import NotFoundError, ValidationError
+from vpcctl.core.model import (
     DEFAULT_SLICE_PREFIX,
     Container,
     Host,

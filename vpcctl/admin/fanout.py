@@ -1,6 +1,6 @@
 """The admin side: fan out over hosts, in parallel, with per-host results.
 
-Every remote action goes through a :class:`~vpcctl.transport.Transport` made by a ``connect``
+Every remote action goes through a :class:`~vpcctl.admin.transport.Transport` made by a ``connect``
 function that is passed in (SSH for real, fakes in tests).
 """
 
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vpcctl import __version__
-from vpcctl.errors import VpcctlError
-from vpcctl.model import Host, Inventory
-from vpcctl.render import render_all
-from vpcctl.spec import Encoder
-from vpcctl.transport import Completed, Transport
+from vpcctl.admin.render import render_all
+from vpcctl.admin.transport import Completed, Transport
+from vpcctl.core.errors import VpcctlError
+from vpcctl.core.model import Host, Inventory
+from vpcctl.core.spec import Encoder
 
 SPEC_PATH = "/etc/vpcctl/spec.json"
 FRESH_HANDSHAKE = 180.0  # seconds: WireGuard re-handshakes every 2 minutes on a live tunnel
@@ -139,7 +139,7 @@ def for_each(
 
 
 def select(inv: Inventory, names: Iterable[str]) -> list[Host]:
-    from vpcctl.errors import NotFoundError
+    from vpcctl.core.errors import NotFoundError
 
     wanted = list(names)
     for n in wanted:

@@ -27,8 +27,8 @@ from typing import Any
 
 import tomli_w
 
-from vpcctl.errors import InventoryError, LockError, ValidationError
-from vpcctl.model import (
+from vpcctl.core.errors import InventoryError, LockError, ValidationError
+from vpcctl.core.model import (
     ROUTINGS,
     SCHEMA_VERSION,
     Container,

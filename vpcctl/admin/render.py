@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv4Network
 
-from vpcctl.errors import NotFoundError
-from vpcctl.model import (
+from vpcctl.core.errors import NotFoundError
+from vpcctl.core.model import (
     KEEPALIVE_SECONDS,
     VPC_MTU,
     WG_MTU,
@@ -19,7 +19,7 @@ from vpcctl.model import (
     gateway,
     tunnel_name,
 )
-from vpcctl.spec import (
+from vpcctl.core.spec import (
     HostSpec,
     PeerSpec,
     RouteSpec,

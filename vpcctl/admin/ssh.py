@@ -26,8 +26,8 @@ from typing import Any
 
 import paramiko
 
-from vpcctl.model import SshTarget
-from vpcctl.transport import Completed, HostKeyError, TransportError, put_command
+from vpcctl.admin.transport import Completed, HostKeyError, TransportError, put_command
+from vpcctl.core.model import SshTarget
 
 
 def default_known_hosts() -> Path:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from vpcctl.errors import VpcctlError
+from vpcctl.core.errors import VpcctlError
 
 
 class TransportError(VpcctlError):

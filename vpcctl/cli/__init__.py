@@ -14,6 +14,6 @@ def main() -> None:
         from vpcctl.cli.agent import run
 
         sys.exit(run(argv[1:]))
-    from vpcctl.cli.main import app
+    from vpcctl.cli.commands import app
 
     app(prog_name="vpcctl")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vpcctl import __version__
-from vpcctl.errors import ExitCode, SpecError, VpcctlError
+from vpcctl.core.errors import ExitCode, SpecError, VpcctlError
 
 EPILOG = {
     "keygen": "Example:\n  vpcctl agent keygen\n  vpcctl agent keygen --json",
@@ -97,8 +97,8 @@ def _read_spec(source: str) -> tuple[str, str]:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from vpcctl.agent import keygen
-    from vpcctl.state import StateDir
+    from vpcctl.host.agent import keygen
+    from vpcctl.host.state import StateDir
 
     state = StateDir.default(args.state_dir)
     public, created = keygen(state)
@@ -113,8 +113,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     import time
 
-    from vpcctl.spec import from_json, to_json, zone_file_text
-    from vpcctl.state import (
+    from vpcctl.core.spec import from_json, to_json, zone_file_text
+    from vpcctl.host.state import (
         StateDir,
         host_as_recorded,
         only_names_changed,
@@ -136,7 +136,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     spec = from_json(text, source)
     state = StateDir.default(args.state_dir)
     if args.save:
-        from vpcctl.keys import write_secret
+        from vpcctl.core.keys import write_secret
 
         write_secret(Path(args.save), text.encode())
     canonical = to_json(spec)
@@ -163,7 +163,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                     _info(f"  {change['text']}")
                     _info(f"{spec.host}: applied 1 change in {time.monotonic() - started:.2f} s")
                 return 0
-    from vpcctl.agent import apply
+    from vpcctl.host.agent import apply
 
     progress = None if args.json or args.dry_run else (lambda c: _info(f"  {c.describe()}"))
     if args.dry_run:
@@ -185,9 +185,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from vpcctl.agent import status
-    from vpcctl.state import StateDir
-    from vpcctl.system import LinuxSystem
+    from vpcctl.host.agent import status
+    from vpcctl.host.kernel import LinuxSystem
+    from vpcctl.host.state import StateDir
 
     system = LinuxSystem()
     try:
@@ -226,7 +226,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                          "hint": "log in as root or give the login passwordless sudo"})  # fmt: skip
     kernel = False
     if root:
-        from vpcctl.wireguard import kernel_has_wireguard
+        from vpcctl.host.wireguard import kernel_has_wireguard
 
         kernel = kernel_has_wireguard()
     userspace = shutil.which("wireguard-go") is not None
@@ -258,9 +258,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from vpcctl.agent import down
-    from vpcctl.state import StateDir
-    from vpcctl.system import LinuxSystem
+    from vpcctl.host.agent import down
+    from vpcctl.host.kernel import LinuxSystem
+    from vpcctl.host.state import StateDir
 
     state = StateDir.default(args.state_dir)
     system = LinuxSystem()

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from vpcctl.errors import ExitCode, VpcctlError
+from vpcctl.core.errors import ExitCode, VpcctlError
 
 
 class Group(TyperGroup):
@@ -61,6 +61,6 @@ def state(ctx: typer.Context) -> State:
 
 
 def inventory_path(ctx: typer.Context) -> Path:
-    from vpcctl import inventory
+    from vpcctl.admin import inventory
 
     return inventory.find(state(ctx).inventory)

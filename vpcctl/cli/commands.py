@@ -78,9 +78,9 @@ def init(
 
       vpcctl init lab --mesh-cidr 10.91.0.0/24 --routing wireguard
     """
-    from vpcctl import inventory, ops
-    from vpcctl.errors import ValidationError
-    from vpcctl.model import (
+    from vpcctl.admin import edits, inventory
+    from vpcctl.core.errors import ValidationError
+    from vpcctl.core.model import (
         ROUTINGS,
         parse_domain,
         parse_ifname,
@@ -93,7 +93,7 @@ def init(
         raise ValidationError(
             f"--routing: {routing!r} is not a routing mode", 'use "ipip" or "wireguard"'
         )
-    inv = ops.new(
+    inv = edits.new(
         parse_label(name, "NAME", "mesh name"),
         parse_network(mesh_cidr, "--mesh-cidr"),
         port=parse_port(port, "--port"),
@@ -120,14 +120,14 @@ def check(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
 
       vpcctl check && git commit -am "add vps3"
     """
-    from vpcctl import inventory
-    from vpcctl.errors import ExitCode, ValidationError
+    from vpcctl.admin import inventory
+    from vpcctl.core.errors import ExitCode, ValidationError
 
     path = inventory_path(ctx)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        from vpcctl.errors import InventoryError
+        from vpcctl.core.errors import InventoryError
 
         raise InventoryError(f"{path}: cannot read ({exc})", "check the path") from None
     try:
@@ -184,11 +184,11 @@ def render(
 
       vpcctl render nas --format wg-quick | wg-quick strip /dev/stdin
     """
-    from vpcctl import inventory
-    from vpcctl.errors import ValidationError
-    from vpcctl.render import render as do_render
-    from vpcctl.render import wg_quick
-    from vpcctl.spec import to_json
+    from vpcctl.admin import inventory
+    from vpcctl.admin.render import render as do_render
+    from vpcctl.admin.render import wg_quick
+    from vpcctl.core.errors import ValidationError
+    from vpcctl.core.spec import to_json
 
     if fmt not in ("json", "wg-quick"):
         raise ValidationError(f"--format: {fmt!r} is not a format", 'use "json" or "wg-quick"')
@@ -223,9 +223,10 @@ def resolve(
     """
     from ipaddress import IPv4Address
 
-    from vpcctl import inventory, zone
-    from vpcctl.errors import ExitCode, NotFoundError
-    from vpcctl.render import zone_data
+    from vpcctl.admin import inventory
+    from vpcctl.admin.render import zone_data
+    from vpcctl.core.errors import ExitCode, NotFoundError
+    from vpcctl.dns import zone
 
     inv = inventory.load(inventory_path(ctx))
     client = IPv4Address("127.0.0.1")

@@ -51,8 +51,8 @@ def serve(
 
       vpcctl dns serve --zone ./zone.json --listen 127.0.0.1:5353 --upstream 192.0.2.53
     """
-    from vpcctl import resolver
-    from vpcctl.model import parse_int
+    from vpcctl.core.model import parse_int
+    from vpcctl.dns import resolver
 
     config = resolver.Config(
         zone_file=zone,

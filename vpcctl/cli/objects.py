@@ -22,7 +22,7 @@ WAIT_OPT = typer.Option(30.0, "--wait", help="Seconds to wait for the inventory 
 def _complete(section: str) -> Any:
     def complete(ctx: typer.Context, incomplete: str) -> list[str]:
         try:
-            from vpcctl import inventory
+            from vpcctl.admin import inventory
 
             inv = inventory.load(inventory.find(None))
         except Exception:  # completion must never fail loudly
@@ -36,21 +36,21 @@ def _complete(section: str) -> Any:
 
 
 def _load(ctx: typer.Context) -> Any:
-    from vpcctl import inventory
+    from vpcctl.admin import inventory
 
     return inventory.load(inventory_path(ctx))
 
 
 def _update(ctx: typer.Context, change: Any, wait: float = 30.0) -> Any:
-    from vpcctl import inventory
+    from vpcctl.admin import inventory
 
     path: Path = inventory_path(ctx)
     return inventory.update(path, change, wait)
 
 
 def _vpc_and_name(name: str, vpc: str | None, what: str) -> tuple[str, str]:
-    from vpcctl.errors import ValidationError
-    from vpcctl.model import parse_label
+    from vpcctl.core.errors import ValidationError
+    from vpcctl.core.model import parse_label
 
     if "/" in name:
         v, _, n = name.partition("/")
@@ -101,8 +101,14 @@ def host_add(
 
       vpcctl host add nas --ssh admin@nas.lan:2222
     """
-    from vpcctl import ops
-    from vpcctl.model import parse_address, parse_endpoint, parse_label, parse_public_key, parse_ssh
+    from vpcctl.admin import edits
+    from vpcctl.core.model import (
+        parse_address,
+        parse_endpoint,
+        parse_label,
+        parse_public_key,
+        parse_ssh,
+    )
 
     n = parse_label(name, "NAME", "host name")
     target = parse_ssh(ssh, "--ssh")
@@ -110,14 +116,14 @@ def host_add(
     key = parse_public_key(public_key, "--public-key") if public_key is not None else None
     addr = parse_address(address, "--address") if address is not None else None
     if agent is not None and (not agent.strip() or not agent.isprintable()):
-        from vpcctl.errors import ValidationError
+        from vpcctl.core.errors import ValidationError
 
         raise ValidationError(
             "--agent: empty or unprintable command", 'e.g. --agent "sudo -n vpcctl"'
         )
     inv = _update(
         ctx,
-        lambda inv: ops.add_host(
+        lambda inv: edits.add_host(
             inv, n, target, endpoint=ep, public_key=key, address=addr, agent=agent
         ),
         wait,
@@ -147,14 +153,14 @@ def host_set(
 
       vpcctl host set vps1 --endpoint 198.51.100.7:51820
     """
-    from vpcctl import ops
-    from vpcctl.model import parse_endpoint, parse_public_key
+    from vpcctl.admin import edits
+    from vpcctl.core.model import parse_endpoint, parse_public_key
 
     key = parse_public_key(public_key, "--public-key") if public_key is not None else None
     ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
     _update(
         ctx,
-        lambda inv: ops.set_host(
+        lambda inv: edits.set_host(
             inv, name, public_key=key, endpoint=ep, clear_endpoint=no_endpoint
         ),
         wait,
@@ -175,9 +181,9 @@ def host_rm(
 
       vpcctl host rm vps2
     """
-    from vpcctl import ops
+    from vpcctl.admin import edits
 
-    _update(ctx, lambda inv: ops.rm_host(inv, name, force=force), wait)
+    _update(ctx, lambda inv: edits.rm_host(inv, name, force=force), wait)
     info(f"removed host {name}")
 
 
@@ -241,14 +247,14 @@ def vpc_add(
 
       vpcctl vpc add prod --cidr 10.100.0.0/16
     """
-    from vpcctl import ops
-    from vpcctl.model import parse_label, parse_network
+    from vpcctl.admin import edits
+    from vpcctl.core.model import parse_label, parse_network
 
     n = parse_label(name, "NAME", "VPC name")
     net = parse_network(cidr, "--cidr")
     svc = parse_network(services, "--services") if services is not None else None
     inv = _update(
-        ctx, lambda inv: ops.add_vpc(inv, n, net, slice_prefix=slice_prefix, services=svc), wait
+        ctx, lambda inv: edits.add_vpc(inv, n, net, slice_prefix=slice_prefix, services=svc), wait
     )
     v = inv.vpcs[n]
     if as_json:
@@ -280,9 +286,9 @@ def vpc_rm(
 
       vpcctl vpc rm staging --force
     """
-    from vpcctl import ops
+    from vpcctl.admin import edits
 
-    _update(ctx, lambda inv: ops.rm_vpc(inv, name, force=force), wait)
+    _update(ctx, lambda inv: edits.rm_vpc(inv, name, force=force), wait)
     info(f"removed VPC {name}")
 
 
@@ -340,13 +346,13 @@ def container_add(
 
       vpcctl container add db-1 --vpc prod --host vps1
     """
-    from vpcctl import ops
-    from vpcctl.model import parse_address, parse_label
+    from vpcctl.admin import edits
+    from vpcctl.core.model import parse_address, parse_label
 
     v, n = _vpc_and_name(name, vpc, "container")
     h = parse_label(host, "--host", "host name")
     addr = parse_address(ip, "--ip") if ip is not None else None
-    inv = _update(ctx, lambda inv: ops.add_container(inv, n, v, h, addr), wait)
+    inv = _update(ctx, lambda inv: edits.add_container(inv, n, v, h, addr), wait)
     c = inv.containers[f"{v}/{n}"]
     if as_json:
         print_json(_container_json(inv, c))
@@ -380,10 +386,10 @@ def container_rm(
 
       vpcctl container rm prod/db-2
     """
-    from vpcctl import ops
+    from vpcctl.admin import edits
 
     v, n = _vpc_and_name(name, vpc, "container")
-    _update(ctx, lambda inv: ops.rm_container(inv, n, v, force=force), wait)
+    _update(ctx, lambda inv: edits.rm_container(inv, n, v, force=force), wait)
     info(f"removed container {v}/{n}")
 
 
@@ -444,14 +450,14 @@ def service_add(
 
       vpcctl service add db --vpc prod --port postgres=5432/tcp --backend db-1 --backend db-2
     """
-    from vpcctl import ops
-    from vpcctl.model import parse_address, parse_label, parse_portspec
+    from vpcctl.admin import edits
+    from vpcctl.core.model import parse_address, parse_label, parse_portspec
 
     v, n = _vpc_and_name(name, vpc, "service")
     ports = tuple(parse_portspec(p, "--port") for p in port)
     backends = tuple(parse_label(b, "--backend", "container name") for b in backend)
     addr = parse_address(vip, "--vip") if vip is not None else None
-    inv = _update(ctx, lambda inv: ops.add_service(inv, n, v, ports, backends, addr), wait)
+    inv = _update(ctx, lambda inv: edits.add_service(inv, n, v, ports, backends, addr), wait)
     s = inv.services[f"{v}/{n}"]
     if as_json:
         print_json(_service_json(inv, s))
@@ -483,10 +489,10 @@ def service_rm(
 
       vpcctl service rm prod/db
     """
-    from vpcctl import ops
+    from vpcctl.admin import edits
 
     v, n = _vpc_and_name(name, vpc, "service")
-    _update(ctx, lambda inv: ops.rm_service(inv, n, v), wait)
+    _update(ctx, lambda inv: edits.rm_service(inv, n, v), wait)
     info(f"removed service {v}/{n}")
 
 

@@ -28,7 +28,7 @@ WAIT_OPT = typer.Option(60.0, "--wait", help="Seconds to wait for another vpcctl
 
 
 def _connector(connect_timeout: float, timeout: float, accept_new: bool, known: Path | None) -> Any:
-    from vpcctl.ssh import SshOptions, connect, default_known_hosts
+    from vpcctl.admin.ssh import SshOptions, connect, default_known_hosts
 
     opts = SshOptions(
         connect_timeout=connect_timeout,
@@ -92,7 +92,7 @@ def _summary(results: list[Any], verb: str) -> None:
 
 
 def _exit(results: list[Any]) -> None:
-    from vpcctl.errors import ExitCode
+    from vpcctl.core.errors import ExitCode
 
     failed = [r for r in results if not r.ok]
     if failed and len(failed) == len(results):
@@ -114,20 +114,20 @@ def _up(
 ) -> None:
     """Converge hosts. On a terminal: progress and a summary; otherwise output only when
     something changed or failed (cron mails only then), or with --json."""
-    from vpcctl import inventory, push
+    from vpcctl.admin import fanout, inventory
 
     path = inventory_path(ctx)
     tty = sys.stderr.isatty() and not as_json
     with inventory.locked(path, wait, what="the mesh (another `vpcctl up` runs)"):
         inv = inventory.load(path)
-        chosen = push.select(inv, hosts)
-        specs = push.specs_json(inv)
+        chosen = fanout.select(inv, hosts)
+        specs = fanout.specs_json(inv)
         progress = _Progress(tty, len(chosen), "converging")
         try:
-            results = push.for_each(
+            results = fanout.for_each(
                 chosen,
                 _connector(connect_timeout, timeout, accept_new, known_hosts),
-                lambda h, t: push.up_one(h, t, specs[h.name]),
+                lambda h, t: fanout.up_one(h, t, specs[h.name]),
                 parallel=parallel,
                 on_start=progress.start,
                 on_done=progress.done,
@@ -214,16 +214,16 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
 
           vpcctl plan --exit-code || echo "changes pending"
         """
-        from vpcctl import inventory, push
-        from vpcctl.errors import ExitCode
+        from vpcctl.admin import fanout, inventory
+        from vpcctl.core.errors import ExitCode
 
         inv = inventory.load(inventory_path(ctx))
-        chosen = push.select(inv, hosts or [])
-        specs = push.specs_json(inv)
-        results = push.for_each(
+        chosen = fanout.select(inv, hosts or [])
+        specs = fanout.specs_json(inv)
+        results = fanout.for_each(
             chosen,
             _connector(connect_timeout, timeout, accept_new, known_hosts),
-            lambda h, t: push.plan_one(h, t, specs[h.name]),
+            lambda h, t: fanout.plan_one(h, t, specs[h.name]),
             parallel=parallel,
         )
         if as_json:
@@ -258,17 +258,17 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
 
           vpcctl status --json | jq '.matrix'
         """
-        from vpcctl import inventory, push
+        from vpcctl.admin import fanout, inventory
         from vpcctl.cli.output import table
 
         inv = inventory.load(inventory_path(ctx))
-        results = push.for_each(
-            push.select(inv, []),
+        results = fanout.for_each(
+            fanout.select(inv, []),
             _connector(connect_timeout, timeout, False, known_hosts),
-            push.status_one,
+            fanout.status_one,
             parallel=parallel,
         )
-        mx = push.matrix(results, inv)
+        mx = fanout.matrix(results, inv)
         if as_json:
             print_json({"hosts": [r.to_json() for r in results], "matrix": mx})
         else:
@@ -326,9 +326,9 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
 
           vpcctl join nas --ssh admin@nas.lan
         """
-        from vpcctl import inventory, ops, push
-        from vpcctl.errors import ValidationError
-        from vpcctl.model import Host, parse_endpoint, parse_label, parse_ssh
+        from vpcctl.admin import edits, fanout, inventory
+        from vpcctl.core.errors import ValidationError
+        from vpcctl.core.model import Host, parse_endpoint, parse_label, parse_ssh
 
         n = parse_label(name, "NAME", "host name")
         target = parse_ssh(ssh, "--ssh")
@@ -348,7 +348,7 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
         connect = _connector(connect_timeout, timeout, accept_new, known_hosts)
         t = connect(probe)
         try:
-            result = push.check_one(probe, t)
+            result = fanout.check_one(probe, t)
         finally:
             t.close()
         key = result.data["public_key"]
@@ -356,13 +356,13 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
         def change(inv: Any) -> Any:
             if n in inv.hosts:
                 h = inv.hosts[n]
-                inv = ops.set_host(inv, n, public_key=key, endpoint=ep)
+                inv = edits.set_host(inv, n, public_key=key, endpoint=ep)
                 if agent is not None and agent != h.agent:
                     from dataclasses import replace
 
                     inv = replace(inv, hosts={**inv.hosts, n: replace(inv.hosts[n], agent=agent)})
                 return inv
-            return ops.add_host(inv, n, target, endpoint=ep, public_key=key, agent=agent)
+            return edits.add_host(inv, n, target, endpoint=ep, public_key=key, agent=agent)
 
         inv = inventory.update(path, change, wait)
         h = inv.hosts[n]
@@ -402,14 +402,14 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
         """
         from dataclasses import replace
 
-        from vpcctl import bootstrap as boot
-        from vpcctl import inventory
+        from vpcctl.admin import bootstrap as boot
+        from vpcctl.admin import inventory
 
         path = inventory_path(ctx)
         inv = inventory.load(path)
         host = inv.hosts.get(name)
         if host is None:
-            from vpcctl.errors import NotFoundError
+            from vpcctl.core.errors import NotFoundError
 
             raise NotFoundError(f"no host named {name!r}", "see `vpcctl host ls`")
         wheels = boot.collect(wheelhouse)

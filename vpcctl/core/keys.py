@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from vpcctl.errors import KeyFileError
+from vpcctl.core.errors import KeyFileError
 
 
 def clamp(raw: bytes) -> bytes:

@@ -2,7 +2,7 @@
 
 Everything here is pure. Parsing functions take the raw value and a ``where`` string (the file and
 key, or the command-line option) so that every error names exactly what is wrong, and raise
-:class:`~vpcctl.errors.ValidationError` with a hint. No value that passes these checks can carry a
+:class:`~vpcctl.core.errors.ValidationError` with a hint. No value that passes these checks can carry a
 newline, ``=``, ``[``, ``#`` or any other character that could inject a line into a rendered
 configuration file.
 """
@@ -25,7 +25,7 @@ from ipaddress import (
 )
 from typing import Literal
 
-from vpcctl.errors import ValidationError
+from vpcctl.core.errors import ValidationError
 
 SCHEMA_VERSION = 1
 Routing = Literal["ipip", "wireguard"]

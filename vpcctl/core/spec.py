@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
-from vpcctl.errors import SpecError, ValidationError
-from vpcctl.model import (
+from vpcctl.core.errors import SpecError, ValidationError
+from vpcctl.core.model import (
     PortSpec,
     Routing,
     parse_address,

@@ -1,9 +1,9 @@
 """The DNS server: the one module that listens on the network for names (edge: network).
 
-What it answers comes from :mod:`vpcctl.zone` (pure); how it is said on the wire is dnslib's job.
+What it answers comes from :mod:`vpcctl.dns.zone` (pure); how it is said on the wire is dnslib's job.
 This module adds the serving machinery around them:
 
-* **Tables**: one zone (the pure :class:`~vpcctl.zone.Zone`) plus, per view, complete answers in
+* **Tables**: one zone (the pure :class:`~vpcctl.dns.zone.Zone`) plus, per view, complete answers in
   wire format keyed by the query's bytes after its ID (name lower-cased). Built off the hot path
   (in the zone watcher) and swapped in with one assignment when the zone file changes.
 * **dispatch**: one query packet in, one answer packet (or "forward this", or nothing) out.
@@ -54,10 +54,10 @@ from dnslib import (
     DNSRecord,
 )
 
-from vpcctl import zone as zone_mod
-from vpcctl.errors import SpecError, ValidationError, VpcctlError
-from vpcctl.model import parse_address, parse_int
-from vpcctl.spec import HostSpec, ZoneData, zone_from_dict
+from vpcctl.core.errors import SpecError, ValidationError, VpcctlError
+from vpcctl.core.model import parse_address, parse_int
+from vpcctl.core.spec import HostSpec, ZoneData, zone_from_dict
+from vpcctl.dns import zone as zone_mod
 
 DEFAULT_ZONE_FILE = Path("/etc/vpcctl/zone.json")
 DEFAULT_LISTEN = ("127.0.0.1", 53)

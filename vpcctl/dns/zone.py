@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal
 
-from vpcctl.spec import ZoneData
+from vpcctl.core.spec import ZoneData
 
 Rcode = Literal["NOERROR", "NXDOMAIN", "REFUSED", "FORWARD"]
 LOOPBACK = IPv4Network("127.0.0.0/8")

@@ -19,11 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vpcctl import firewall
-from vpcctl.errors import ApplyError, KeyFileError, VpcctlError
-from vpcctl.keys import PrivateKey, ensure_private, load_private
-from vpcctl.linktypes import RTPROT_VPCCTL
-from vpcctl.plan import (
+from vpcctl.core.errors import ApplyError, KeyFileError, VpcctlError
+from vpcctl.core.keys import PrivateKey, ensure_private, load_private
+from vpcctl.core.spec import HostSpec, to_json, zone_file_text
+from vpcctl.host import firewall
+from vpcctl.host.kernel import System
+from vpcctl.host.linktypes import RTPROT_VPCCTL
+from vpcctl.host.plan import (
     AddAddress,
     AddRoute,
     Change,
@@ -50,10 +52,8 @@ from vpcctl.plan import (
     alias_for,
     plan,
 )
-from vpcctl.spec import HostSpec, to_json, zone_file_text
-from vpcctl.state import StateDir, result_json
-from vpcctl.state import unchanged as state_unchanged
-from vpcctl.system import System
+from vpcctl.host.state import StateDir, result_json
+from vpcctl.host.state import unchanged as state_unchanged
 
 
 def keygen(state: StateDir) -> tuple[str, bool]:
@@ -105,7 +105,7 @@ def desired_for(
     zone, names = zone_file_text(spec.dns)
     resolver = None
     if state is not None and spec.vpcs:
-        from vpcctl.resolver import listen_addresses, resolver_command
+        from vpcctl.dns.resolver import listen_addresses, resolver_command
 
         resolver = tuple(resolver_command(listen_addresses(spec), zone_file=state.zone))
     return Desired(
@@ -226,7 +226,7 @@ def apply(
     if own and not dry_run and state_unchanged(spec, spec_text, state):
         return Result(host=spec.host, plan=Plan(()), seconds=time.monotonic() - started)
     if system is None:
-        from vpcctl.system import LinuxSystem
+        from vpcctl.host.kernel import LinuxSystem
 
         system = LinuxSystem(prefer_backend=backend)
     try:
@@ -235,7 +235,7 @@ def apply(
         if own:
             system.close()
     if own and not dry_run:
-        from vpcctl.state import record_fingerprint
+        from vpcctl.host.state import record_fingerprint
 
         record_fingerprint(spec, state)
     result.seconds = time.monotonic() - started

@@ -22,7 +22,7 @@ from ipaddress import IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
 
-from vpcctl.spec import HostSpec
+from vpcctl.core.spec import HostSpec
 
 FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
 
@@ -70,8 +70,8 @@ def _ip_batch(*commands: str) -> list[Any] | None:
 def _wg(spec: HostSpec, kind: str | None) -> Any:
     want_endpoint = {p.public_key for p in spec.peers if p.endpoint}
     if kind == "tun":
-        from vpcctl.errors import KernelError
-        from vpcctl.wguapi import UserspaceWireGuard
+        from vpcctl.core.errors import KernelError
+        from vpcctl.host.wguapi import UserspaceWireGuard
 
         try:
             dev = UserspaceWireGuard().get(spec.interface)
@@ -165,9 +165,9 @@ def fingerprint(
             files.append(hashlib.sha256(f.read_bytes()).hexdigest())
         except OSError:
             files.append(None)
-    from vpcctl import daemon
+    from vpcctl.host import processes
 
-    procs = [daemon.running(p) for p in pidfiles or []]
+    procs = [processes.running(p) for p in pidfiles or []]
     blob = json.dumps(
         [sorted(mine.items()), sorted(rts, key=str), wg, table, forwarding, files, procs],
         default=str,

@@ -20,8 +20,8 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vpcctl.errors import KernelError
-from vpcctl.spec import HostSpec
+from vpcctl.core.errors import KernelError
+from vpcctl.core.spec import HostSpec
 
 TABLE_FAMILY = "inet"
 TABLE_NAME = "vpcctl"

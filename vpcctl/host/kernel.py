@@ -12,9 +12,9 @@ from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Protocol
 
-from vpcctl.errors import KernelError
-from vpcctl.linktypes import Link, Route
-from vpcctl.wgtypes import PeerUpdate, WgDevice, WireGuardBackend
+from vpcctl.core.errors import KernelError
+from vpcctl.host.linktypes import Link, Route
+from vpcctl.host.wgtypes import PeerUpdate, WgDevice, WireGuardBackend
 
 FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
 
@@ -54,8 +54,8 @@ class LinuxSystem:
     """The real thing. One rtnetlink socket for the whole run."""
 
     def __init__(self, prefer_backend: str | None = None) -> None:
-        from vpcctl.firewall import Nft
-        from vpcctl.netlink import Netlink
+        from vpcctl.host.firewall import Nft
+        from vpcctl.host.netlink import Netlink
 
         self._nl = Netlink()
         self._nft = Nft()
@@ -71,11 +71,11 @@ class LinuxSystem:
     def _backend(self, name: str) -> WireGuardBackend:
         if name not in self._backends:
             if name == "kernel":
-                from vpcctl.netlink import KernelWireGuard
+                from vpcctl.host.netlink import KernelWireGuard
 
                 self._backends[name] = KernelWireGuard()
             else:
-                from vpcctl.wguapi import UserspaceWireGuard
+                from vpcctl.host.wguapi import UserspaceWireGuard
 
                 self._backends[name] = UserspaceWireGuard()
         return self._backends[name]
@@ -90,7 +90,7 @@ class LinuxSystem:
 
     def detect_backend(self) -> str:
         if self._detected is None:
-            from vpcctl.wireguard import detect_backend
+            from vpcctl.host.wireguard import detect_backend
 
             self._detected = detect_backend(self._prefer).name
         return self._detected
@@ -183,19 +183,19 @@ class LinuxSystem:
         self._nft.delete()
 
     def resolver_running(self, pidfile: Path) -> tuple[str, ...] | None:
-        from vpcctl import daemon
+        from vpcctl.host import processes
 
-        return daemon.running(pidfile)
+        return processes.running(pidfile)
 
     def start_resolver(self, argv: tuple[str, ...], pidfile: Path, log: Path) -> None:
-        from vpcctl import daemon
+        from vpcctl.host import processes
 
-        daemon.start(argv, pidfile, log)
+        processes.start(argv, pidfile, log)
 
     def stop_resolver(self, pidfile: Path) -> None:
-        from vpcctl import daemon
+        from vpcctl.host import processes
 
-        daemon.stop(pidfile)
+        processes.stop(pidfile)
 
     def resolve_endpoint(self, endpoint: str) -> str:
         host, _, port = endpoint.rpartition(":")

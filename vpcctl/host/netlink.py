@@ -2,7 +2,7 @@
 
 This is the ONLY module of vpcctl that imports pyroute2.  IPv4 only.
 
-Every failure of a kernel request is raised as ``vpcctl.errors.KernelError``
+Every failure of a kernel request is raised as ``vpcctl.core.errors.KernelError``
 naming the operation and the object, with a hint.  Delete operations are
 idempotent: deleting something that is already gone is not an error.
 """
@@ -31,9 +31,9 @@ from typing import Any, Protocol, TypeVar
 from pyroute2 import IPRoute, NetlinkError, WireGuard
 from pyroute2.netlink.generic.wireguard import AsyncWireGuard
 
-from vpcctl.errors import KernelError
-from vpcctl.linktypes import Link, Route
-from vpcctl.wgtypes import (
+from vpcctl.core.errors import KernelError
+from vpcctl.host.linktypes import Link, Route
+from vpcctl.host.wgtypes import (
     PeerConfig,
     PeerUpdate,
     WgDevice,

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
-from vpcctl.errors import ApplyError
-from vpcctl.linktypes import RTPROT_VPCCTL, Link, Route
-from vpcctl.spec import HostSpec
-from vpcctl.wgtypes import PeerConfig, PeerUpdate, WgDevice, plan_peer_update
+from vpcctl.core.errors import ApplyError
+from vpcctl.core.spec import HostSpec
+from vpcctl.host.linktypes import RTPROT_VPCCTL, Link, Route
+from vpcctl.host.wgtypes import PeerConfig, PeerUpdate, WgDevice, plan_peer_update
 
 ALIAS_PREFIX = "vpcctl:"
 
@@ -470,7 +470,7 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     changes += stale
 
     # -- firewall
-    from vpcctl.firewall import digest
+    from vpcctl.host.firewall import digest
 
     want_fw = digest(desired.firewall)
     rec = observed.firewall_record

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from vpcctl.errors import KernelError
+from vpcctl.core.errors import KernelError
 
 
 def running(pidfile: Path) -> tuple[str, ...] | None:

@@ -4,11 +4,11 @@
 ``applied.json``   the last HostSpec applied successfully (what rollback returns to)
 ``firewall.json``  digests of the nftables table as generated and as listed after loading
 ``zone.json``      the resolver's zone
-``fingerprint``    a digest of the host's vpcctl state after the last apply (quick.py)
+``fingerprint``    a digest of the host's vpcctl state after the last apply (fingerprint.py)
 ``.agent.lock``    held while an apply runs
 
 Kept free of heavy imports: the no-change fast path of `agent apply` only needs this, spec.py
-and quick.py.
+and fingerprint.py.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vpcctl.errors import SpecError
-from vpcctl.keys import write_secret
-from vpcctl.spec import HostSpec, from_json
+from vpcctl.core.errors import SpecError
+from vpcctl.core.keys import write_secret
+from vpcctl.core.spec import HostSpec, from_json
 
 if TYPE_CHECKING:
-    from vpcctl.plan import FirewallRecord
+    from vpcctl.host.plan import FirewallRecord
 
 DEFAULT_STATE_DIR = Path("/etc/vpcctl")
 STATE_ENV = "VPCCTL_STATE_DIR"
@@ -95,7 +95,7 @@ class StateDir:
             return None
 
     def firewall_record(self) -> FirewallRecord | None:
-        from vpcctl.plan import FirewallRecord
+        from vpcctl.host.plan import FirewallRecord
 
         text = self.read(self.firewall)
         if text is None:
@@ -108,7 +108,7 @@ class StateDir:
 
     @contextlib.contextmanager
     def locked(self, wait: float = 60.0) -> Iterator[None]:
-        from vpcctl.inventory import locked
+        from vpcctl.admin.inventory import locked
 
         self.ensure()
         with locked(self.path / "agent", wait, what="this host (another agent apply runs)"):
@@ -140,15 +140,18 @@ def host_as_recorded(spec: HostSpec, state: StateDir) -> bool:
     seen = state.read(state.fingerprint)
     if seen is None:
         return False
-    from vpcctl import quick
+    from vpcctl.host import fingerprint
 
-    return quick.fingerprint(spec, quick_files(spec, state), [state.resolver_pid]) == seen.strip()
+    return (
+        fingerprint.fingerprint(spec, quick_files(spec, state), [state.resolver_pid])
+        == seen.strip()
+    )
 
 
 def record_fingerprint(spec: HostSpec, state: StateDir) -> None:
-    from vpcctl import quick
+    from vpcctl.host import fingerprint
 
-    fp = quick.fingerprint(spec, quick_files(spec, state), [state.resolver_pid])
+    fp = fingerprint.fingerprint(spec, quick_files(spec, state), [state.resolver_pid])
     if fp is not None:
         state.write(state.fingerprint, fp + "\n")
 

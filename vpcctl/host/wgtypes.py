@@ -247,7 +247,7 @@ def plan_peer_update(current: WgPeer | None, desired: PeerConfig) -> PeerUpdate 
 
 @runtime_checkable
 class WireGuardBackend(Protocol):
-    """What the agent drives.  Every failure raises vpcctl.errors.KernelError."""
+    """What the agent drives.  Every failure raises vpcctl.core.errors.KernelError."""
 
     name: str  # "kernel" | "userspace"
 

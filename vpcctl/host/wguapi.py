@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
-from vpcctl.errors import KernelError
-from vpcctl.wgtypes import (
+from vpcctl.core.errors import KernelError
+from vpcctl.host.wgtypes import (
     PeerConfig,
     PeerUpdate,
     WgDevice,
@@ -342,7 +342,7 @@ class UserspaceWireGuard:
                 f"create WireGuard device {ifname}: a wireguard-go daemon already serves it",
                 f"a link named {ifname} exists and is not owned by vpcctl",
             )
-        from vpcctl.netlink import Netlink
+        from vpcctl.host.netlink import Netlink
 
         with Netlink() as nl:
             if nl.link(ifname) is not None:
@@ -355,7 +355,7 @@ class UserspaceWireGuard:
         try:
             self._wait_ready(ifname, deadline)
             if mtu is not None or alias is not None:
-                from vpcctl.netlink import Netlink
+                from vpcctl.host.netlink import Netlink
 
                 with Netlink() as nl:
                     nl.set_link(ifname, mtu=mtu, alias=alias)
@@ -437,7 +437,7 @@ class UserspaceWireGuard:
     def _stop(self, ifname: str) -> None:
         """Best-effort cleanup after a failed create: drop the tun link (daemon exits)."""
         try:
-            from vpcctl.netlink import Netlink
+            from vpcctl.host.netlink import Netlink
 
             with Netlink() as nl:
                 link = nl.link(ifname)
@@ -449,7 +449,7 @@ class UserspaceWireGuard:
     def delete(self, ifname: str) -> None:
         """Remove the tun link; wireguard-go then exits and removes its socket."""
         path = self.socket_path(ifname)
-        from vpcctl.netlink import Netlink
+        from vpcctl.host.netlink import Netlink
 
         with Netlink() as nl:
             link = nl.link(ifname)

@@ -7,10 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from vpcctl.errors import KernelError
-from vpcctl.netlink import KernelWireGuard, kernel_wireguard_available, probe_wireguard_link
-from vpcctl.wgtypes import WireGuardBackend
-from vpcctl.wguapi import HINT_INSTALL, UserspaceWireGuard
+from vpcctl.core.errors import KernelError
+from vpcctl.host.netlink import KernelWireGuard, kernel_wireguard_available, probe_wireguard_link
+from vpcctl.host.wgtypes import WireGuardBackend
+from vpcctl.host.wguapi import HINT_INSTALL, UserspaceWireGuard
 
 log = logging.getLogger(__name__)
 

@@ -124,30 +124,30 @@ R = Results(OUT / "results.txt")
 # --------------------------------------------------------------------------- imports
 
 with R.phase("imports"):
-    # vpcctl.agent ... vpcctl.wireguard: what the agent imports lazily, imported here once so
+    # vpcctl.host.agent ... vpcctl.host.wireguard: what the agent imports lazily, imported here once so
     # that the forked children import nothing
-    import vpcctl.agent
     import vpcctl.cli.agent
-    import vpcctl.firewall
-    import vpcctl.netlink
-    import vpcctl.quick
-    import vpcctl.resolver
-    import vpcctl.state
-    import vpcctl.system
-    import vpcctl.wguapi
-    import vpcctl.wireguard
+    import vpcctl.dns.resolver
+    import vpcctl.host.agent
+    import vpcctl.host.fingerprint
+    import vpcctl.host.firewall
+    import vpcctl.host.kernel
+    import vpcctl.host.netlink
+    import vpcctl.host.state
+    import vpcctl.host.wguapi
+    import vpcctl.host.wireguard
     from tests.lab.harness import PRIVATE_DIRS, Lab, LabContainer, LabHost, LabNode
     from tests.lab.mesh import Mesh
-    from vpcctl import inventory, ops
-    from vpcctl.model import Inventory, SshTarget, parse_portspec
+    from vpcctl.admin import edits, inventory
+    from vpcctl.core.model import Inventory, SshTarget, parse_portspec
 
     # `vpcctl agent ...` is the lean argparse front-end (no typer, pydantic or rich), the same
     # function `vpcctl agent` dispatches to
     AGENT_RUN = vpcctl.cli.agent.run
     # pyroute2 imports more on first use: warm it up (sockets in the VM's own netns, closed)
-    with vpcctl.netlink.Netlink() as _nl:
+    with vpcctl.host.netlink.Netlink() as _nl:
         _nl.links()
-    vpcctl.netlink.kernel_wireguard_available()
+    vpcctl.host.netlink.kernel_wireguard_available()
     gc.collect()
     gc.freeze()  # forked children then do not copy-on-write the whole heap when gc runs
 
@@ -475,7 +475,7 @@ class ForkMesh(Mesh):
 
         def add(inv: Inventory) -> Inventory:
             for h, k in zip(hosts, keys, strict=True):
-                inv = ops.add_host(inv, h.name, SshTarget(h.underlay_ip),
+                inv = edits.add_host(inv, h.name, SshTarget(h.underlay_ip),
                                    endpoint=f"{h.underlay_ip}:51820",
                                    public_key=json.loads(k.stdout)["public_key"])  # fmt: skip
             return inv
@@ -618,8 +618,8 @@ def scenario(lab: VmLab) -> None:
         return mesh.hosts[name]
 
     R.check("vpcctl_from_worktree", lambda: (
-        Path(vpcctl.agent.__file__).resolve().is_relative_to(REPO.resolve()),
-        f"vpcctl.agent is {vpcctl.agent.__file__}, want it under {REPO}"))  # fmt: skip
+        Path(vpcctl.host.agent.__file__).resolve().is_relative_to(REPO.resolve()),
+        f"vpcctl.host.agent is {vpcctl.host.agent.__file__}, want it under {REPO}"))  # fmt: skip
     R.check("wireguard_go_unavailable", lambda: (
         shutil.which("wireguard-go") is None, f"found {shutil.which('wireguard-go')}"))  # fmt: skip
 
@@ -629,13 +629,13 @@ def scenario(lab: VmLab) -> None:
         addr.update({h: str(mesh.inv.hosts[h].address) for h in HOSTS})
 
         def build(inv: Inventory) -> Inventory:
-            inv = ops.add_vpc(inv, "prod", IPv4Network("10.100.0.0/16"))
-            inv = ops.add_vpc(inv, "dev", IPv4Network("10.101.0.0/16"))
+            inv = edits.add_vpc(inv, "prod", IPv4Network("10.100.0.0/16"))
+            inv = edits.add_vpc(inv, "dev", IPv4Network("10.101.0.0/16"))
             for name, vpc, host in [("web-1", "prod", "h1"), ("db-1", "prod", "h2"),
                                     ("db-2", "prod", "h3"), ("app-1", "dev", "h1"),
                                     ("app-3", "dev", "h3")]:  # fmt: skip
-                inv = ops.add_container(inv, name, vpc, host)
-            return ops.add_service(inv, "db", "prod", (parse_portspec("pg=5432", "t"),),
+                inv = edits.add_container(inv, name, vpc, host)
+            return edits.add_service(inv, "db", "prod", (parse_portspec("pg=5432", "t"),),
                                    ("db-1", "db-2"))  # fmt: skip
 
         mesh.change(build)
@@ -875,7 +875,7 @@ def scenario(lab: VmLab) -> None:
                  not re.search(r"^(vpc0|vpc0-ipip|vb-\S+)\s", r.stdout, re.M)
                  and "proto" not in r.stdout and "vpcctl" not in r.stdout
                  and "key-kept" in r.stdout, r.stdout + r.stderr)  # fmt: skip
-        mesh.change(lambda inv: ops.rm_host(inv, "h4"))
+        mesh.change(lambda inv: edits.rm_host(inv, "h4"))
         left = mesh.apply_many(HOSTS)
         time.sleep(1.0)
         with contextlib.suppress(ProcessLookupError):
@@ -905,7 +905,7 @@ def scenario(lab: VmLab) -> None:
 
     # -- h1 goes behind NAT: an in-place peer update (update_only, keepalive) over genl -----------
     with R.phase("h1_behind_nat"):
-        mesh.change(lambda inv: ops.set_host(inv, "h1", clear_endpoint=True))
+        mesh.change(lambda inv: edits.set_host(inv, "h1", clear_endpoint=True))
         nat = mesh.apply_many(HOSTS)
         ops1 = [ch for ch in nat["h1"].get("changes", []) if ch["op"] == "SetPeer"]
         R.record("nat_h1_keepalive_set_in_place",
@@ -939,9 +939,9 @@ def many_peers_kernel() -> tuple[object, str]:
 
     from pyroute2 import WireGuard
 
-    from vpcctl.keys import PrivateKey
-    from vpcctl.netlink import KernelWireGuard, Netlink
-    from vpcctl.wgtypes import PeerUpdate
+    from vpcctl.core.keys import PrivateKey
+    from vpcctl.host.netlink import KernelWireGuard, Netlink
+    from vpcctl.host.wgtypes import PeerUpdate
 
     name = "wgmany"
     backend = KernelWireGuard()
