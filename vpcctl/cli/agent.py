@@ -9,9 +9,11 @@ typer application (and pydantic, rich) is even imported; the typer app only list
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vpcctl import __version__
 from vpcctl.core.errors import ExitCode, SpecError, VpcctlError
@@ -118,7 +120,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
         StateDir,
         host_as_recorded,
         only_names_changed,
-        record_fingerprint,
         result_json,
         unchanged,
     )
@@ -154,9 +155,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 zone, names = zone_file_text(spec.dns)
                 change = {"op": "WriteZone", "records": names,
                           "text": f"write resolver zone ({names} names)"}  # fmt: skip
-                state.write(state.zone, zone)
-                state.write(state.applied, canonical)
-                record_fingerprint(spec, state)
+                _names_only(spec, state, zone, canonical)
                 if args.json:
                     _json(result_json(spec.host, [change], 1, False, time.monotonic() - started))
                 else:
@@ -182,6 +181,30 @@ def cmd_apply(args: argparse.Namespace) -> int:
     else:
         _info(f"{spec.host}: applied {result.applied} changes in {result.seconds:.2f} s")
     return 0
+
+
+def _names_only(spec: Any, state: Any, zone: str, canonical: str) -> None:
+    """Write the new zone and record the spec; on any failure put the old zone back."""
+    from vpcctl.host.state import as_error, record_fingerprint
+
+    old = state.read(state.zone)
+    try:
+        state.write(state.zone, zone)
+        state.write(state.applied, canonical)
+        record_fingerprint(spec, state)
+    except Exception as exc:
+        err = as_error(exc, state)
+        with contextlib.suppress(OSError):
+            state.fingerprint.unlink()
+        restored = "restored the previous zone"
+        try:
+            if old is not None:
+                state.write(state.zone, old)
+        except OSError:
+            restored = "could not restore the previous zone"
+        raise VpcctlError(
+            f"write resolver zone failed: {err.message}; {restored}", err.hint
+        ) from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -304,6 +327,14 @@ def run(argv: Sequence[str]) -> int:
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")
         return int(exc.exit_code)
+    except OSError as exc:  # a file outside an apply (--save, the key, the lock): say which
+        from vpcctl.host.state import StateDir, as_error
+
+        err = as_error(exc, StateDir.default(getattr(args, "state_dir", None)))
+        sys.stderr.write(f"error: {err.message}\n")
+        if err.hint:
+            sys.stderr.write(f"hint: {err.hint}\n")
+        return int(ExitCode.ERROR)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return int(ExitCode.INTERRUPTED)

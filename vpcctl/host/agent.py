@@ -52,7 +52,7 @@ from vpcctl.host.plan import (
     alias_for,
     plan,
 )
-from vpcctl.host.state import StateDir, result_json
+from vpcctl.host.state import StateDir, as_error, result_json
 from vpcctl.host.state import unchanged as state_unchanged
 
 
@@ -237,7 +237,11 @@ def apply(
     if own and not dry_run:
         from vpcctl.host.state import record_fingerprint
 
-        record_fingerprint(spec, state)
+        try:
+            record_fingerprint(spec, state)
+        except OSError:  # applied all the same; without a fingerprint the next apply looks closely
+            with contextlib.suppress(OSError):
+                state.fingerprint.unlink()
     result.seconds = time.monotonic() - started
     return result
 
@@ -269,12 +273,12 @@ def _apply(
 
     try:
         result.applied = _run(p, system, state, key, step)
-    except VpcctlError as exc:
-        with contextlib.suppress(FileNotFoundError):
+        state.write(state.applied, spec_text)
+    except Exception as exc:  # any failure (a full disk, a bug): the host goes back
+        with contextlib.suppress(OSError):
             state.fingerprint.unlink()
         failed = started[-1] if started else None
-        raise _rollback(spec, system, state, key, failed, exc) from None
-    state.write(state.applied, spec_text)
+        raise _rollback(spec, system, state, key, failed, as_error(exc, state)) from None
     return result
 
 
@@ -297,11 +301,25 @@ def _rollback(
         else:
             # first apply: remove exactly what this apply created (everything vpcctl owns)
             back = plan(Desired(spec=None), observe(system, None, state))
-        _run(back, system, state, key, None)
-    except VpcctlError as again:
+    except Exception as again:
         return ApplyError(
-            f"{what} failed: {exc.message}; rollback to {target} also failed: {again.message}",
+            f"{what} failed: {exc.message}; rollback to {target} could not be planned: "
+            f"{as_error(again, state).message}",
             "inspect with `vpcctl agent status` and re-run the apply",
+        )
+    # best effort: one change that cannot be undone (a state file on a full disk) must not
+    # leave the kernel objects after it in place
+    failures: list[str] = []
+    for change in back.changes:
+        try:
+            _execute(change, system, state, key)
+        except Exception as again:
+            failures.append(f"{change.describe()}: {as_error(again, state).message}")
+    if failures:
+        return ApplyError(
+            f"{what} failed: {exc.message}; rollback to {target} also failed: {failures[0]}"
+            + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""),
+            exc.hint or "inspect with `vpcctl agent status` and re-run the apply",
         )
     return ApplyError(
         f"{what} failed: {exc.message}; restored {target} ({len(back.changes)} changes undone)",
