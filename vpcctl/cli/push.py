@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from vpcctl.cli.app import inventory_path
+from vpcctl.cli.app import inventory_path, state
 from vpcctl.cli.output import info, print_json
 
 PARALLEL_OPT = typer.Option(16, "--parallel", "-p", help="Hosts worked on at once.")
@@ -27,7 +27,14 @@ JSON_OPT = typer.Option(False, "--json", help="Per-host results as JSON.")
 WAIT_OPT = typer.Option(60.0, "--wait", help="Seconds to wait for another vpcctl holding the lock.")
 
 
-def _connector(connect_timeout: float, timeout: float, accept_new: bool, known: Path | None) -> Any:
+def _connector(
+    ctx: typer.Context, connect_timeout: float, timeout: float, accept_new: bool, known: Path | None
+) -> Any:
+    """How the command reaches hosts: the connect function passed in through the root context's
+    State (tests: a fake Transport), else SSH with these options."""
+    passed_in = state(ctx).connect
+    if passed_in is not None:
+        return passed_in
     from vpcctl.admin.ssh import SshOptions, connect, default_known_hosts
 
     opts = SshOptions(
@@ -126,7 +133,7 @@ def _up(
         try:
             results = fanout.for_each(
                 chosen,
-                _connector(connect_timeout, timeout, accept_new, known_hosts),
+                _connector(ctx, connect_timeout, timeout, accept_new, known_hosts),
                 lambda h, t: fanout.up_one(h, t, specs[h.name]),
                 parallel=parallel,
                 on_start=progress.start,
@@ -222,7 +229,7 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
         specs = fanout.specs_json(inv)
         results = fanout.for_each(
             chosen,
-            _connector(connect_timeout, timeout, accept_new, known_hosts),
+            _connector(ctx, connect_timeout, timeout, accept_new, known_hosts),
             lambda h, t: fanout.plan_one(h, t, specs[h.name]),
             parallel=parallel,
         )
@@ -264,7 +271,7 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
         inv = inventory.load(inventory_path(ctx))
         results = fanout.for_each(
             fanout.select(inv, []),
-            _connector(connect_timeout, timeout, False, known_hosts),
+            _connector(ctx, connect_timeout, timeout, False, known_hosts),
             fanout.status_one,
             parallel=parallel,
         )
@@ -345,7 +352,7 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
             name=n, ssh=target, address=inv.mesh.cidr.network_address, endpoint=ep,
             agent=agent if agent is not None else (existing.agent if existing else None),
         )  # fmt: skip
-        connect = _connector(connect_timeout, timeout, accept_new, known_hosts)
+        connect = _connector(ctx, connect_timeout, timeout, accept_new, known_hosts)
         t = connect(probe)
         try:
             result = fanout.check_one(probe, t)
@@ -413,7 +420,7 @@ def register(app: typer.Typer, host_app: typer.Typer) -> None:
 
             raise NotFoundError(f"no host named {name!r}", "see `vpcctl host ls`")
         wheels = boot.collect(wheelhouse)
-        connect = _connector(connect_timeout, timeout, accept_new, known_hosts)
+        connect = _connector(ctx, connect_timeout, timeout, accept_new, known_hosts)
         t = connect(host)
         try:
             command = boot.install(t, wheels, prefix, offline=wheelhouse is not None)
