@@ -87,7 +87,8 @@ class FakeSystem:
         return dict(self.links_)
 
     def routes(self) -> list[Route]:
-        return list(self.routes_)
+        """Sorted like the real dump (netlink.Netlink.routes)."""
+        return sorted(self.routes_, key=lambda r: (r.dst, r.dev, r.via or IPv4Address(0)))
 
     def detect_backend(self) -> str:
         return self.backend
@@ -144,7 +145,7 @@ class FakeSystem:
         peers[update.public_key] = WgPeer(
             update.public_key,
             update.endpoint if update.endpoint is not None else (old.endpoint if old else None),
-            tuple(ips),
+            tuple(sorted(ips)),
             update.keepalive if update.keepalive is not None else (old.keepalive if old else 0),
             None,
             0,
