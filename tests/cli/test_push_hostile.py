@@ -48,6 +48,7 @@ WRONG_APPLY = {
     "deeply nested": Reply(0, "[" * 100_000 + "]" * 100_000, ""),
     "3 MB of stdout": Reply(0, "x" * (3 << 20), ""),
     "3 MB of stderr": Reply(1, "", "noise\n" * (1 << 19)),
+    "3 MB of stderr on one line": Reply(1, "", "e" * (3 << 20)),
     "nothing": Reply(0, "", ""),
 }
 WRONG_STATUS = {

@@ -80,10 +80,10 @@ def _json(host: Host, done: Completed, what: str) -> dict[str, Any]:
                 f"run `vpcctl host bootstrap {host.name}`, or set the command with "
                 f"`vpcctl host set {host.name} --agent PATH`",
             )
-        raise AgentError(
-            f"{host.name}: {what} failed: {message or (lines[-1] if lines else f'exit {done.rc}')}",
-            hint,
-        )
+        said = message or (lines[-1] if lines else f"exit {done.rc}")
+        if len(said) > 200:  # a host can print megabytes on one line: keep its end
+            said = "..." + said[-200:]
+        raise AgentError(f"{host.name}: {what} failed: {said}", hint[:300] if hint else None)
     try:
         data = json.loads(done.stdout)
     except (json.JSONDecodeError, RecursionError):
@@ -153,7 +153,7 @@ def check_version(host: Host, t: Transport) -> str:
     if done.rc != 0:
         raise AgentError(
             f"{host.name}: vpcctl agent not found ({' '.join(agent_argv(host))} --version: "
-            f"{(done.stderr.strip().splitlines() or [f'exit {done.rc}'])[-1]})",
+            f"{(done.stderr.strip().splitlines() or [f'exit {done.rc}'])[-1][-200:]})",
             f"install it with `vpcctl host bootstrap {host.name}` (installs vpcctl {__version__} "
             f"there), or set the command with `vpcctl host set {host.name} --agent PATH`",
         )

@@ -256,10 +256,19 @@ class SshTransport:
                 f"{self.target}: SSH authentication failed for user {r['user']}",
                 "load your key into ssh-agent, or set IdentityFile in ~/.ssh/config",
             ) from None
-        except (paramiko.SSHException, OSError) as exc:
+        except (paramiko.SSHException, OSError, EOFError) as exc:
             client.close()
+            text = str(exc)
+            if "banner" in text or "No existing session" in text:  # it never spoke SSH
+                raise TransportError(
+                    f"{self.target}: no SSH greeting from {r['hostname']}:{r['port']} within "
+                    f"{self.opts.connect_timeout:g} s",
+                    "is it sshd that listens there, and is the host not overloaded? "
+                    "(--connect-timeout to wait longer)",
+                ) from None
             raise TransportError(
-                f"{self.target}: SSH failed: {exc}", "check the host and sshd"
+                f"{self.target}: SSH failed: {text or type(exc).__name__}",
+                "check the host and sshd",
             ) from None
         return client
 
