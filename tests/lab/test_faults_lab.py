@@ -205,18 +205,19 @@ def test_3mb_of_stderr_does_not_stall_a_good_answer(net: SshMesh) -> None:
 
 
 def test_a_hanging_agent_is_bounded_by_timeout_and_ended_on_the_host(net: SshMesh) -> None:
-    fake_agent(net, "f2", "sleep 3600")
+    fake_agent(net, "f2", f"sleep 3600 & echo $! >> {PIDS}; wait")
     try:
         for command in ("up", "plan", "status", "sync"):
             started = time.monotonic()
-            res = net.vpcctl(command, "--json", "--timeout", "3", check=False, timeout=60)
+            # 8 s: enough for the healthy agents on a loaded 2-core machine
+            res = net.vpcctl(command, "--json", "--timeout", "8", check=False, timeout=60)
             took = time.monotonic() - started
             no_traceback(res)
             assert res.returncode == 4, (command, res.stdout, res.stderr)
             hosts = by_host(res)
-            assert "timed out after 3 s" in hosts["f2"]["error"], hosts["f2"]
-            assert hosts["f1"]["ok"] and hosts["f3"]["ok"]
-            assert took < 9, (command, took)
+            assert "timed out after 8 s" in hosts["f2"]["error"], hosts["f2"]
+            assert hosts["f1"]["ok"] and hosts["f3"]["ok"], hosts
+            assert took < 16, (command, took)
             # ended on the host (the channel closed: the watchdog), not left sleeping
             assert remote_pids_gone(net, "f2", within=5), command
         # the inventory lock was released with the run: another up gets it at once
@@ -226,7 +227,7 @@ def test_a_hanging_agent_is_bounded_by_timeout_and_ended_on_the_host(net: SshMes
 
 
 def test_the_first_ctrl_c_says_what_is_known_and_exits_130(net: SshMesh) -> None:
-    fake_agent(net, "f2", "sleep 3600")
+    fake_agent(net, "f2", f"sleep 3600 & echo $! >> {PIDS}; wait")
     out = net.lab.workdir / "ctrlc.out"
     err = net.lab.workdir / "ctrlc.err"
     try:
@@ -237,7 +238,7 @@ def test_the_first_ctrl_c_says_what_is_known_and_exits_130(net: SshMesh) -> None
             while not net.lab.run(net.hosts["f2"], f"cat {PIDS} 2>/dev/null || true").stdout:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.1)
-            time.sleep(1.0)  # f1 and f3 have converged by now; f2 sleeps
+            time.sleep(1.0)  # f2 sleeps
             sent = time.monotonic()
             os.killpg(proc.pid, signal.SIGINT)
             rc = proc.wait(10)
@@ -246,7 +247,11 @@ def test_the_first_ctrl_c_says_what_is_known_and_exits_130(net: SshMesh) -> None
         assert rc == 130, text
         assert took < 3, took
         assert "Traceback" not in text
-        assert "f1 ok" in text and "f3 ok" in text and "f2 unknown" in text, text
+        # f2 hangs: unknown; f1 and f3 are ok if they finished (their agents start slowly on a
+        # loaded machine), else unknown too; nobody is "not started" with --parallel 16
+        assert "f2 unknown" in text, text
+        for other in ("f1", "f3"):
+            assert f"{other} ok" in text or f"{other} unknown" in text, text
         assert remote_pids_gone(net, "f2", within=5)
     finally:
         real_agent(net, "f2")

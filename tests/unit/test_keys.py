@@ -192,3 +192,36 @@ def test_ensure_private_creates_once(tmp_path: Path) -> None:
     again, created_again = ensure_private(path)
     assert not created_again and again == first
     assert path.read_text() == first.to_base64() + "\n"
+
+
+def test_write_secret_on_a_full_disk_names_the_file_and_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from vpcctl.core.keys import write_secret
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    target = tmp_path / "zone.json"
+    with pytest.raises(OSError) as info:
+        write_secret(target, b"x" * 10)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_secret_completes_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from vpcctl.core.keys import write_secret
+
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:3])))
+    target = tmp_path / "applied.json"
+    write_secret(target, b"0123456789")
+    assert target.read_bytes() == b"0123456789"

@@ -39,7 +39,9 @@ def _alive(pid: int) -> bool:
 
 def test_a_command_whose_reader_went_away_is_ended(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
-    script = f"echo $$ > {pidfile}; exec sleep 60"
+    child = tmp_path / "child"
+    # the command and a child of its own (a real agent runs nft, wireguard-go, ...)
+    script = f"sleep 60 & echo $! > {child}; echo $$ > {pidfile}; wait"
     proc = subprocess.Popen(remote_command(["sh", "-c", script], 120), shell=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
@@ -48,12 +50,13 @@ def test_a_command_whose_reader_went_away_is_ended(tmp_path: Path) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         pid = int(pidfile.read_text())
-        assert _alive(pid)
+        kid = int(child.read_text())
+        assert _alive(pid) and _alive(kid)
         assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.close()  # what sshd does when the channel closes
         proc.stderr.close()
         deadline = time.monotonic() + 5
-        while _alive(pid):
+        while _alive(pid) or _alive(kid):
             assert time.monotonic() < deadline, "the command outlived its channel"
             time.sleep(0.1)
         assert proc.wait(5) != 0

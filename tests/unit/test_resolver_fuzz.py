@@ -98,8 +98,9 @@ def hostile(rng: random.Random) -> bytes:
     kind = rng.randrange(4)
     if kind == 0:  # chain of backward pointers ending in a loop
         body = b"\x00" + b"".join(struct.pack("!H", 0xC000 | (12 + 2 * i)) for i in range(200))
-    elif kind == 1:  # maximum-size labels, too many of them
+    elif kind == 1:  # maximum-size labels, too many of them (a name over 255), a whole question
         body = b"".join(b"\x3f" + rng.randbytes(63) for _ in range(rng.randint(1, 6))) + b"\x00"
+        body += b"\x00\x01\x00\x01" if rng.random() < 0.7 else b""
     elif kind == 2:  # label lengths beyond 63 (reserved bits)
         body = bytes([rng.choice((64, 100, 128, 191))]) + rng.randbytes(20)
     else:  # OPT with a random option list

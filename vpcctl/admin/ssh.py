@@ -105,19 +105,20 @@ def _resolve(target: SshTarget, opts: SshOptions) -> dict[str, Any]:
 
 
 STDOUT_LIMIT = 16 << 20  # bytes of a command's stdout kept (the agent's JSON); more: an error
-STDERR_LIMIT = 1 << 20  # bytes of stderr kept (the last ones matter: error and hint lines)
+STDERR_LIMIT = 1 << 20  # bytes of stderr kept, the last ones (the error and hint lines)
 KILL_GRACE = 10  # seconds the remote command has after TERM (to roll back) before KILL
 WATCH_EVERY = 1  # seconds between the remote watchdog's checks that this side is still there
 
 # The remote wrapper. `timeout` ends the command (TERM to its process group, KILL after the
 # grace) a little after this side gives up; the watchdog ends it as soon as this side closes the
-# channel (Ctrl-C, our own timeout): sshd then closes the pipes, and the watchdog's next blank line
-# on stderr fails. Its blank lines are ignored here; it holds no fd of the channel but stderr,
+# channel (Ctrl-C, our own timeout): sshd then closes the pipes, the watchdog's next blank line
+# on stderr fails, and it sends TERM to the whole process group (the one `timeout` made for this
+# command), so the command's own children go too. Its blank lines are ignored here; it holds no fd of the channel but stderr,
 # and is killed as soon as the command ends, so it delays nothing.
 _WRAPPER = (
     'exec 3<&0; "$@" <&3 3<&- & c=$!; exec 3<&-; '
     "( trap '' PIPE; while kill -0 $c 2>/dev/null; do sleep {every} 2>/dev/null </dev/null; "
-    "printf '\\n' >&2 || {{ kill -TERM $c 2>/dev/null; exit; }}; done ) >/dev/null </dev/null & "
+    "printf '\\n' >&2 || kill -TERM 0; done ) >/dev/null </dev/null & "
     "w=$!; wait $c; r=$?; kill $w 2>/dev/null; exit $r"
 )
 
@@ -140,14 +141,22 @@ def _shown(command: str) -> str:
 class _Stream:
     """What was read of one output stream, up to ``limit`` bytes."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, tail: bool = False) -> None:
         self.limit = limit
+        self.tail = tail  # keep the last bytes (stderr: the error and hint lines come last)
         self.data = bytearray()
         self.dropped = 0
         self.timed_out = False
         self.failed: Exception | None = None
 
     def add(self, chunk: bytes) -> None:
+        if self.tail:
+            self.data += chunk
+            extra = len(self.data) - self.limit
+            if extra > 0:
+                del self.data[:extra]
+                self.dropped += extra
+            return
         room = self.limit - len(self.data)
         if room > 0:
             self.data += chunk[:room]
@@ -294,7 +303,7 @@ class SshTransport:
             # both streams at once: stderr in a helper thread, stdout here (blocking reads, no
             # polling), each kept up to its cap and drained beyond it so the command never
             # stalls on a full pipe; every read bounded by the one deadline
-            err = _Stream(STDERR_LIMIT)
+            err = _Stream(STDERR_LIMIT, tail=True)
             reader = threading.Thread(
                 target=_drain, args=(chan, True, err, deadline), daemon=True,
                 name="ssh-stderr",

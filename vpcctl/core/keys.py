@@ -77,10 +77,12 @@ def write_secret(path: Path, data: bytes) -> None:
         while view:  # a write to a nearly full disk can be short before it fails
             view = view[os.write(fd, view) :]
         os.fsync(fd)
-    except BaseException:
+    except BaseException as exc:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # os.write names no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
     os.close(fd)
     os.replace(tmp, path)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vpcctl import __version__
-from vpcctl.core.errors import ApplyError, KeyFileError, VpcctlError
+from vpcctl.core.errors import ApplyError, ExitCode, KeyFileError, VpcctlError
 from vpcctl.core.keys import PrivateKey, ensure_private, load_private
 from vpcctl.core.spec import HostSpec, to_json, zone_file_text
 from vpcctl.host.changes import (
@@ -392,6 +392,21 @@ def _apply(
 
 
 def _rollback(
+    spec: HostSpec,
+    system: System,
+    state: StateDir,
+    key: PrivateKey | None,
+    failed: Change | None,
+    exc: VpcctlError,
+) -> ApplyError:
+    """Roll back; the error keeps the cause's exit code when it was an interruption (130)."""
+    err = _rollback_error(spec, system, state, key, failed, exc)
+    if exc.exit_code == ExitCode.INTERRUPTED:
+        err.exit_code = ExitCode.INTERRUPTED
+    return err
+
+
+def _rollback_error(
     spec: HostSpec,
     system: System,
     state: StateDir,

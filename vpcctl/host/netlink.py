@@ -311,7 +311,7 @@ class Netlink:
             if kind == "bridge":
                 self._pin_bridge_mtu(name, mtu)
             self.set_link(name, mtu=mtu, alias=alias or None)
-        except KernelError:
+        except BaseException:  # also an interruption (SIGTERM) between the two steps
             self.delete_link(name)
             raise
 
