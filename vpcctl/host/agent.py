@@ -74,7 +74,8 @@ def keygen(state: StateDir) -> tuple[str, bool]:
 def check() -> dict[str, Any]:
     """Can this host run the agent: root, WireGuard (kernel or wireguard-go), nftables."""
     import os
-    import shutil
+
+    from vpcctl.core import run
 
     problems: list[dict[str, str]] = []
     root = os.geteuid() == 0
@@ -86,7 +87,7 @@ def check() -> dict[str, Any]:
         from vpcctl.host.wireguard import kernel_has_wireguard
 
         kernel = kernel_has_wireguard()
-    userspace = shutil.which("wireguard-go") is not None
+    userspace = run.which("wireguard-go") is not None
     if not kernel and not userspace:
         problems.append(
             {
@@ -94,7 +95,7 @@ def check() -> dict[str, Any]:
                 "hint": "modprobe wireguard (Linux >= 5.6), or apt-get install wireguard-go",
             }
         )
-    nft = shutil.which("nft") is not None
+    nft = run.which("nft") is not None
     if not nft:
         problems.append({"message": "nft not found", "hint": "apt-get install nftables"})
     return {

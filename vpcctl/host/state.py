@@ -121,7 +121,7 @@ class StateDir:
 
     @contextlib.contextmanager
     def locked(self, wait: float = 60.0) -> Iterator[None]:
-        from vpcctl.admin.inventory import locked
+        from vpcctl.core.lock import locked
 
         self.ensure()
         with locked(self.path / "agent", wait, what="this host (another agent apply runs)"):
