@@ -1,6 +1,6 @@
 """How the admin side reaches a host: the Transport protocol.
 
-push.py talks only to this protocol; ssh.py implements it with paramiko.
+fanout.py talks only to this protocol; ssh.py implements it with paramiko.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`vpcctl host|vpc|container|service add/rm/ls`: thin commands over pure ops."""
+"""`vpcctl host|vpc|container|service add/rm/ls`: thin commands over the pure inventory edits."""
 
 from __future__ import annotations
 
