@@ -28,6 +28,10 @@ from vpcctl.core.errors import InventoryError, ValidationError
 from vpcctl.core.lock import lock_path as lock_path
 from vpcctl.core.lock import locked
 from vpcctl.core.model import (
+    DEFAULT_DOMAIN,
+    DEFAULT_INTERFACE,
+    DEFAULT_PORT,
+    DEFAULT_ROUTING,
     ROUTINGS,
     SCHEMA_VERSION,
     Container,
@@ -175,7 +179,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
     m = r.table(raw["mesh"], "mesh")
     r.keys(m, "mesh", ("name", "cidr"), ("port", "interface", "domain", "routing"))
-    routing = m.get("routing", "ipip")
+    routing = m.get("routing", DEFAULT_ROUTING)
     if routing not in ROUTINGS:
         raise ValidationError(
             f"{r.where('mesh.routing')}: {routing!r} is not a routing mode",
@@ -184,9 +188,9 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     mesh = Mesh(
         name=parse_label(m["name"], r.where("mesh.name"), "mesh name"),
         cidr=parse_network(m["cidr"], r.where("mesh.cidr")),
-        port=parse_port(m.get("port", 51820), r.where("mesh.port")),
-        interface=parse_ifname(m.get("interface", "vpc0"), r.where("mesh.interface")),
-        domain=parse_domain(m.get("domain", "vpc.internal"), r.where("mesh.domain")),
+        port=parse_port(m.get("port", DEFAULT_PORT), r.where("mesh.port")),
+        interface=parse_ifname(m.get("interface", DEFAULT_INTERFACE), r.where("mesh.interface")),
+        domain=parse_domain(m.get("domain", DEFAULT_DOMAIN), r.where("mesh.domain")),
         routing=routing,
     )
 

@@ -24,13 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from vpcctl.core.errors import SpecError
 from vpcctl.core.keys import write_secret
+from vpcctl.core.model import DEFAULT_STATE_DIR, STATE_DIR_ENV, ZONE_FILE
 from vpcctl.core.spec import HostSpec, from_json
 
 if TYPE_CHECKING:
     from vpcctl.host.plan import FirewallRecord
 
-DEFAULT_STATE_DIR = Path("/etc/vpcctl")
-STATE_ENV = "VPCCTL_STATE_DIR"
 KEY_FILE = "private.key"
 
 
@@ -42,7 +41,7 @@ class StateDir:
     def default(cls, explicit: Path | None = None) -> StateDir:
         if explicit is not None:
             return cls(explicit)
-        env = os.environ.get(STATE_ENV)
+        env = os.environ.get(STATE_DIR_ENV)
         return cls(Path(env) if env else DEFAULT_STATE_DIR)
 
     def key(self, name: str = KEY_FILE) -> Path:
@@ -58,7 +57,7 @@ class StateDir:
 
     @property
     def zone(self) -> Path:
-        return self.path / "zone.json"
+        return self.path / ZONE_FILE
 
     @property
     def resolver_pid(self) -> Path:
