@@ -297,6 +297,9 @@ def _overlaps(
             holder = (net, label)
 
 
+Bad = Callable[[str, str, str], None]  # (key, problem, hint): record one problem
+
+
 def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
     """Every cross-object problem: overlaps, duplicates, dangling references.
 
@@ -307,13 +310,23 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
     def bad(key: str, problem: str, hint: str) -> None:
         out.append(ValidationError(f"{source}: {key}: {problem}", hint))
 
+    for check in (_cidr_problems, _host_problems, _vpc_problems, _container_problems,
+                  _service_problems):  # fmt: skip
+        check(inv, bad)
+    return out
+
+
+def _cidr_problems(inv: Inventory, bad: Bad) -> None:
     mesh = inv.mesh
     nets = [(mesh.cidr, "mesh.cidr")] + [(v.cidr, f"vpcs.{v.name}.cidr") for v in inv.vpcs.values()]
     for a, b, na, nb in _overlaps(nets):
         bad(b, f"{nb} overlaps {a} ({na})", "every VPC and the mesh need CIDRs that do not overlap")
 
+
+def _host_problems(inv: Inventory, bad: Bad) -> None:
     by_address: dict[IPv4Address, str] = {}
     by_key: dict[str, str] = {}
+    mesh = inv.mesh
     first, last = mesh.cidr.network_address + 1, mesh.cidr.broadcast_address - 1
     for host in inv.hosts.values():
         key = f"hosts.{host.name}"
@@ -354,6 +367,8 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
                     "remove the slice or add the VPC",
                 )
 
+
+def _vpc_problems(inv: Inventory, bad: Bad) -> None:
     for vpc in inv.vpcs.values():
         key = f"vpcs.{vpc.name}"
         if not vpc.services.subnet_of(vpc.cidr):
@@ -393,6 +408,8 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
                 "duplicate slice (a merge?): remove the host and add it again",
             )
 
+
+def _container_problems(inv: Inventory, bad: Bad) -> None:
     seen_ip: dict[tuple[str, IPv4Address], str] = {}
     for c in inv.containers.values():
         key = f'containers."{c.key}"'
@@ -425,6 +442,8 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
         else:
             seen_ip[(c.vpc, c.ip)] = c.key
 
+
+def _service_problems(inv: Inventory, bad: Bad) -> None:
     seen_vip: dict[tuple[str, IPv4Address], str] = {}
     for svc in inv.services.values():
         key = f'services."{svc.key}"'
@@ -455,26 +474,29 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
             )
         else:
             seen_vip[(svc.vpc, svc.vip)] = svc.key
-        ports_seen: set[tuple[int, str]] = set()
-        names_seen: set[str] = set()
-        for p in svc.ports:
-            if (p.port, p.proto) in ports_seen:
-                bad(f"{key}.ports", f"port {p.port}/{p.proto} listed twice", "list each port once")
-            ports_seen.add((p.port, p.proto))
-            if p.name is not None:
-                if p.name in names_seen:
-                    bad(f"{key}.ports", f"port name {p.name!r} listed twice", "name each port once")
-                names_seen.add(p.name)
-        for b in svc.backends:
-            if f"{svc.vpc}/{b}" not in inv.containers:
-                bad(
-                    f"{key}.backends",
-                    f"no container {b!r} in VPC {svc.vpc}",
-                    f"add it with `vpcctl container add {b} --vpc {svc.vpc} --host HOST`, or remove the backend",
-                )
-        if len(set(svc.backends)) != len(svc.backends):
-            bad(f"{key}.backends", "a backend is listed twice", "list each backend once")
-    return out
+        _service_ports_and_backends(inv, svc, key, bad)
+
+
+def _service_ports_and_backends(inv: Inventory, svc: Service, key: str, bad: Bad) -> None:
+    ports_seen: set[tuple[int, str]] = set()
+    names_seen: set[str] = set()
+    for p in svc.ports:
+        if (p.port, p.proto) in ports_seen:
+            bad(f"{key}.ports", f"port {p.port}/{p.proto} listed twice", "list each port once")
+        ports_seen.add((p.port, p.proto))
+        if p.name is not None:
+            if p.name in names_seen:
+                bad(f"{key}.ports", f"port name {p.name!r} listed twice", "name each port once")
+            names_seen.add(p.name)
+    for b in svc.backends:
+        if f"{svc.vpc}/{b}" not in inv.containers:
+            bad(
+                f"{key}.backends",
+                f"no container {b!r} in VPC {svc.vpc}",
+                f"add it with `vpcctl container add {b} --vpc {svc.vpc} --host HOST`, or remove the backend",
+            )
+    if len(set(svc.backends)) != len(svc.backends):
+        bad(f"{key}.backends", "a backend is listed twice", "list each backend once")
 
 
 def warnings(inv: Inventory) -> list[str]:

@@ -172,10 +172,21 @@ def desired_for(
 # apply
 
 
+_WIREGUARD = (CreateWireGuard, SetPrivateKey, SetListenPort, SetPeer, RemovePeer)
+_STATE = (LoadFirewall, DeleteFirewall, WriteZone, StartResolver, StopResolver)
+
+
 def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | None) -> None:
+    if isinstance(change, _WIREGUARD):
+        _execute_wireguard(change, system, key)
+    elif isinstance(change, _STATE):
+        _execute_firewall_and_names(change, system, state)
+    else:
+        _execute_links_and_routes(change, system)
+
+
+def _execute_wireguard(change: Change, system: System, key: PrivateKey | None) -> None:
     match change:
-        case SetForwarding(on=on):
-            system.set_forwarding(on)
         case CreateWireGuard(name=name, backend=backend, mtu=mtu, alias=alias):
             system.wg_create(name, backend, mtu, alias)
         case SetPrivateKey(dev=dev):
@@ -188,6 +199,12 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
             system.wg_update_peer(dev, update)
         case RemovePeer(dev=dev, public_key=pk):
             system.wg_remove_peer(dev, pk)
+
+
+def _execute_links_and_routes(change: Change, system: System) -> None:
+    match change:
+        case SetForwarding(on=on):
+            system.set_forwarding(on)
         case CreateTunnel(name=name, local=local, mtu=mtu, alias=alias):
             system.add_ipip(name, local, mtu, alias)
         case CreateBridge(name=name, mtu=mtu, alias=alias):
@@ -204,6 +221,12 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
             system.add_route(route)
         case DelRoute(route=route):
             system.del_route(route)
+        case _:
+            raise ApplyError(f"unknown change {change!r}", "this is a bug in vpcctl")
+
+
+def _execute_firewall_and_names(change: Change, system: System, state: StateDir) -> None:
+    match change:
         case LoadFirewall(digest=digest, text=text):
             from vpcctl.host import firewall
 
@@ -224,8 +247,6 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
             system.start_resolver(argv, state.resolver_pid, state.resolver_log)
         case StopResolver():
             system.stop_resolver(state.resolver_pid)
-        case _:
-            raise ApplyError(f"unknown change {change!r}", "this is a bug in vpcctl")
 
 
 @dataclass
