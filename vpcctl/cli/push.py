@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from vpcctl.cli.app import inventory_path
+from vpcctl.cli.app import inventory_path, state
 from vpcctl.cli.output import info, print_json
 
 PARALLEL_OPT = typer.Option(16, "--parallel", "-p", help="Hosts worked on at once.")
@@ -27,7 +27,14 @@ JSON_OPT = typer.Option(False, "--json", help="Per-host results as JSON.")
 WAIT_OPT = typer.Option(60.0, "--wait", help="Seconds to wait for another vpcctl holding the lock.")
 
 
-def _connector(connect_timeout: float, timeout: float, accept_new: bool, known: Path | None) -> Any:
+def _connector(
+    ctx: typer.Context, connect_timeout: float, timeout: float, accept_new: bool, known: Path | None
+) -> Any:
+    """How the command reaches hosts: the connect function passed in through the root context's
+    State (tests: a fake Transport), else SSH with these options."""
+    passed_in = state(ctx).connect
+    if passed_in is not None:
+        return passed_in
     from vpcctl.admin.ssh import SshOptions, connect, default_known_hosts
 
     opts = SshOptions(
@@ -164,7 +171,7 @@ def up(
 
       vpcctl up vps1 vps2 --parallel 4
     """
-    connect = _connector(connect_timeout, timeout, accept_new, known_hosts)
+    connect = _connector(ctx, connect_timeout, timeout, accept_new, known_hosts)
     _converge(ctx, hosts or [], connect, parallel, as_json, wait)
 
 
@@ -184,7 +191,7 @@ def sync(
 
       */5 * * * * cd /srv/net && vpcctl sync
     """
-    connect = _connector(connect_timeout, timeout, False, known_hosts)
+    connect = _connector(ctx, connect_timeout, timeout, False, known_hosts)
     _converge(ctx, [], connect, parallel, as_json, wait)
 
 
@@ -226,7 +233,7 @@ def plan(
     specs = fanout.specs_json(inv)
     results = fanout.for_each(
         fanout.select(inv, hosts or []),
-        _connector(connect_timeout, timeout, accept_new, known_hosts),
+        _connector(ctx, connect_timeout, timeout, accept_new, known_hosts),
         lambda h, t: fanout.plan_one(h, t, specs[h.name]),
         parallel=parallel,
     )
@@ -284,7 +291,7 @@ def status(
     inv = inventory.load(inventory_path(ctx))
     results = fanout.for_each(
         fanout.select(inv, []),
-        _connector(connect_timeout, timeout, False, known_hosts),
+        _connector(ctx, connect_timeout, timeout, False, known_hosts),
         fanout.status_one,
         parallel=parallel,
     )
@@ -364,7 +371,7 @@ def join(
     from vpcctl.admin import fanout
 
     probe, existed = _probe(ctx, name, ssh, endpoint, agent)
-    t = _connector(connect_timeout, timeout, accept_new, known_hosts)(probe)
+    t = _connector(ctx, connect_timeout, timeout, accept_new, known_hosts)(probe)
     try:
         result = fanout.check_one(probe, t)
     finally:
@@ -410,7 +417,7 @@ def bootstrap(
     path = inventory_path(ctx)
     host = fanout.select(inventory.load(path), [name])[0]
     wheels = boot.collect(wheelhouse)
-    t = _connector(connect_timeout, timeout, accept_new, known_hosts)(host)
+    t = _connector(ctx, connect_timeout, timeout, accept_new, known_hosts)(host)
     try:
         command = boot.install(t, wheels, prefix, offline=wheelhouse is not None)
     finally:
