@@ -30,6 +30,7 @@ from vpcctl.core.model import (
     DEFAULT_INTERFACE,
     DEFAULT_PORT,
     DEFAULT_ROUTING,
+    DEFAULT_SLICE_PREFIX,
     ROUTINGS,
     SCHEMA_VERSION,
     Container,
@@ -176,7 +177,10 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
             name=parse_label(name, r.where(key), "VPC name"),
             cidr=cidr,
             slice_prefix=parse_int(
-                t.get("slice_prefix", 24), r.where(f"{key}.slice_prefix"), cidr.prefixlen + 1, 30
+                t.get("slice_prefix", DEFAULT_SLICE_PREFIX),
+                r.where(f"{key}.slice_prefix"),
+                cidr.prefixlen + 1,
+                30,
             ),
             services=parse_network(t["services"], r.where(f"{key}.services")),
         )
