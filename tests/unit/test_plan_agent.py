@@ -17,8 +17,7 @@ from vpcctl.core.errors import ApplyError, KernelError
 from vpcctl.core.keys import PrivateKey
 from vpcctl.core.model import Inventory, SshTarget, parse_portspec
 from vpcctl.host.agent import apply, down, keygen
-from vpcctl.host.linktypes import Route
-from vpcctl.host.plan import (
+from vpcctl.host.changes import (
     AddAddress,
     AddRoute,
     CreateBridge,
@@ -33,6 +32,7 @@ from vpcctl.host.plan import (
     SetPrivateKey,
     WriteZone,
 )
+from vpcctl.host.linktypes import Route
 from vpcctl.host.state import StateDir
 
 

@@ -12,13 +12,10 @@ write rewrites the file in canonical form (stable ordering, one table per object
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import re
 import tempfile
-import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Address, IPv4Network
@@ -27,7 +24,9 @@ from typing import Any
 
 import tomli_w
 
-from vpcctl.core.errors import InventoryError, LockError, ValidationError
+from vpcctl.core.errors import InventoryError, ValidationError
+from vpcctl.core.lock import lock_path as lock_path
+from vpcctl.core.lock import locked
 from vpcctl.core.model import (
     ROUTINGS,
     SCHEMA_VERSION,
@@ -599,43 +598,6 @@ def write_atomic(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def lock_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.lock")
-
-
-@contextlib.contextmanager
-def locked(path: Path, wait: float = 30.0, what: str = "the inventory") -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (through a sidecar ``.vpc.toml.lock`` file, since the
-    inventory itself is replaced by rename). Waits up to ``wait`` seconds."""
-    lock = lock_path(path)
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise LockError(
-            f"{lock}: cannot open lock file ({exc})", "check directory permissions"
-        ) from None
-    try:
-        deadline = time.monotonic() + wait
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise LockError(
-                        f"{path}: another vpcctl is working on {what} (waited {wait:g} s)",
-                        "wait for it to finish, or raise --wait",
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
-        yield
-    finally:
-        os.close(fd)
 
 
 def ignore_lock_file(path: Path) -> Path | None:

@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Protocol
 
 from vpcctl.core.errors import KernelError
-from vpcctl.host.linktypes import Link, Route
+from vpcctl.host.linktypes import FORWARDING, Link, Route
 from vpcctl.host.wgtypes import PeerUpdate, WgDevice, WireGuardBackend
-
-FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
 
 
 class System(Protocol):
