@@ -11,12 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.checks import check_wg_quick
+from tests.paths import EXAMPLES
 from vpcctl.admin import inventory
 from vpcctl.admin.render import render_all, wg_quick
 from vpcctl.cli.commands import app
 from vpcctl.core.spec import from_json, to_json
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 INVENTORIES = sorted(EXAMPLES.glob("*/vpc.toml"))
 HOMELAB = EXAMPLES / "homelab"
 
