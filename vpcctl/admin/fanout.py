@@ -182,7 +182,7 @@ class Interrupted(VpcctlError):
         self.waiting = waiting
 
 
-def for_each(  # noqa: C901 (to split: see the integration TODO)
+def for_each(  # noqa: C901
     hosts: Sequence[Host],
     connect: Connect,
     work: Callable[[Host, Transport], HostResult],
