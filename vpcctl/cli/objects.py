@@ -414,7 +414,11 @@ KNOWN_OPT = typer.Option(
 
 
 def _ask_live(
-    inv: Any, via: list[str], connect_timeout: float, known_hosts: Path | None
+    ctx: typer.Context,
+    inv: Any,
+    via: list[str],
+    connect_timeout: float,
+    known_hosts: Path | None,
 ) -> tuple[Any, list[str], list[str]]:
     """Every asked host's live table -> (the running endpoints, the hosts that answered, the
     hosts that failed).
@@ -426,7 +430,7 @@ def _ask_live(
 
     results = fanout.for_each(
         fanout.select(inv, via),
-        _connector(connect_timeout, 60.0, False, known_hosts),
+        _connector(ctx, connect_timeout, 60.0, False, known_hosts),
         fanout.table_one,
     )
     tables = []
@@ -504,7 +508,7 @@ def container_ls(
     answered: list[str] = []
     endpoints = None
     if live:
-        endpoints, answered, failed = _ask_live(inv, via, connect_timeout, known_hosts)
+        endpoints, answered, failed = _ask_live(ctx, inv, via, connect_timeout, known_hosts)
     rows = views.container_rows(inv, endpoints, answered)
     rows = [r for r in rows if (vpc is None or r.vpc == vpc) and (host is None or r.host == host)]
     if as_json:
@@ -670,7 +674,7 @@ def service_ls(
     failed: list[str] = []
     backends: Any = None
     if live:
-        endpoints, _, failed = _ask_live(inv, via, connect_timeout, known_hosts)
+        endpoints, _, failed = _ask_live(ctx, inv, via, connect_timeout, known_hosts)
         backends = views.service_backends(inv, endpoints)
     rows = sorted(inv.services.values(), key=lambda s: (s.vpc, s.name))
     rows = [s for s in rows if vpc is None or s.vpc == vpc]
