@@ -343,6 +343,28 @@ def status_one(host: Host, t: Transport) -> HostResult:
     )
 
 
+def table_one(host: Host, t: Transport) -> HostResult:
+    """The host's merged live table (`agent table --json`): every running container it knows.
+    ``data["table"]`` is the validated :class:`~vpcctl.admin.views.Table`."""
+    from vpcctl.admin.views import parse_table
+    from vpcctl.core.errors import ValidationError
+
+    done = t.run(agent_argv(host, "agent", "table", "--json"), timeout=60)
+    if done.rc == 2 and "invalid choice" in done.stderr:
+        raise AgentError(
+            f"{host.name}: its agent has no live table (vpcctl there predates `agent table`)",
+            f"run `vpcctl host bootstrap {host.name}` to install vpcctl {__version__} there",
+        )
+    raw = _json(host, done, "agent table")
+    try:
+        table = parse_table(host.name, raw)
+    except ValidationError as exc:
+        raise AgentError(
+            exc.message, "is that host's vpcctl the same version as this one?"
+        ) from None
+    return HostResult(host.name, ok=True, data={"table": table})
+
+
 def check_one(host: Host, t: Transport) -> HostResult:
     """Pre-flight of `join`: agent version, root/sudo, WireGuard, nftables; then keygen."""
     check_version(host, t)
