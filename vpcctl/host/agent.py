@@ -185,9 +185,13 @@ class Result:
     seconds: float = 0.0
     rolled_back: bool = False
     messages: list[str] = field(default_factory=list)
+    docker: dict[str, Any] | None = None  # what the Docker step did (None: no Docker here)
 
     def to_json(self) -> dict[str, Any]:
-        return result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
+        out = result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
+        if self.docker is not None:
+            out["docker"] = self.docker
+        return out
 
 
 def _run(
@@ -235,8 +239,14 @@ def apply(
         if own:
             system.close()
     if own and not dry_run:
+        from vpcctl.host import docker
         from vpcctl.host.state import record_fingerprint
 
+        if docker.present():
+            # after the bridges exist with their gateways: Docker adopts them (README "Docker")
+            report = docker.ensure_networks(spec)
+            result.docker = report.to_json()
+            result.messages += report.lines()
         record_fingerprint(spec, state)
     result.seconds = time.monotonic() - started
     return result
