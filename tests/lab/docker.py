@@ -187,14 +187,18 @@ class Dockerd:
             if ids:
                 self.cli("rm", "-f", *ids, check=False, timeout=60)
         if self.proc.poll() is None:
+            # dockerd only: it stops its containers and then its own containerd (a TERM to the
+            # whole group would take containerd away first and make dockerd wait for it)
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # leftovers of its group (containerd)
         self.proc = None
 
     def kill(self) -> None:
