@@ -38,12 +38,15 @@ from vpcctl.core.model import (
     Service,
     Vpc,
     gateway,
+    make_selector,
     parse_address,
     parse_domain,
     parse_endpoint,
     parse_ifname,
     parse_int,
     parse_label,
+    parse_label_key,
+    parse_label_value,
     parse_network,
     parse_port,
     parse_portspec,
@@ -251,8 +254,8 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         key = f"services.{_toml_key(name)}"
         vpc, sname = split_key(name, r.where(key))
         t = r.table(value, key)
-        r.keys(t, key, ("vip", "ports", "backends"), ())
-        ports, backends = t["ports"], t["backends"]
+        r.keys(t, key, ("vip", "ports"), ("backends", "selector"))
+        ports, backends = t["ports"], t.get("backends", [])
         if not isinstance(ports, list) or not ports:
             raise ValidationError(
                 f"{r.where(f'{key}.ports')}: expected a non-empty list",
@@ -270,6 +273,16 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
             ports=tuple(parse_portspec(p, r.where(f"{key}.ports")) for p in ports),
             backends=tuple(
                 parse_label(b, r.where(f"{key}.backends"), "container name") for b in backends
+            ),
+            selector=make_selector(
+                (
+                    (
+                        parse_label_key(k, r.where(f"{key}.selector")),
+                        parse_label_value(v, r.where(f"{key}.selector.{_toml_key(k)}")),
+                    )
+                    for k, v in r.table(t.get("selector", {}), f"{key}.selector").items()
+                ),
+                r.where(f"{key}.selector"),
             ),
         )
     return Inventory(mesh=mesh, hosts=hosts, vpcs=vpcs, containers=containers, services=services)
@@ -539,6 +552,7 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
             "vip": str(s.vip),
             "ports": [str(p) for p in s.ports],
             "backends": list(s.backends),
+            **({"selector": dict(s.selector)} if s.selector else {}),
         }
         for key, s in sorted(inv.services.items(), key=lambda kv: (kv[1].vpc, kv[1].name))
     }

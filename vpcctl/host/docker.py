@@ -645,9 +645,10 @@ class DockerDiscovery:
                 with self._lock:
                     self._stream = None
                 stream.close()
-            if time.time() < until - 0.5 and not stop.is_set():
-                # the stream ended early: dockerd went away (or restarted)
-                api.ping()
+            if time.time() < until - 0.5:
+                # the stream ended early: dockerd went away or restarted. Reconnect (run's loop:
+                # backoff while it is down, on_connect and a full relist when it is back)
+                return
 
     def _handle(
         self, api: Any, ev: Mapping[str, Any], vpc_of: Mapping[str, str],
