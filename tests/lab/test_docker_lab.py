@@ -232,7 +232,7 @@ def test_f_discovery_follows_health_network_changes_and_a_dockerd_restart(world:
         assert db.host == "h2" and str(db.address) == world.declared("prod", "db-1") and db.ready
         n = len(sets)
         world.run("h2", "prod", "hc-1", "--label", "app=hc", "--health-cmd",
-                  "test ! -f /tmp/bad", "--health-interval", "1s", "--health-retries", "1")  # fmt: skip
+                  "test ! -f /tmp/bad", "--health-interval", "2s", "--health-retries", "1")  # fmt: skip
         assert until(lambda: "prod/hc-1" in last(), 5)
         hc = last()["prod/hc-1"]
         assert ("app", "hc") in hc.labels and str(hc.address).endswith(".128")
