@@ -214,3 +214,14 @@ def test_no_docker_means_nothing_happens(tmp_path: Path) -> None:
     assert not docker.present(url) and docker.socket_stamp(url) is None
     assert docker.ensure_networks(spec(), url).to_json()["present"] is False
     assert docker.status(spec(), url) == {"present": False}
+
+
+def test_discovery_for_a_host_without_docker_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"unix://{tmp_path}/none.sock"
+    monkeypatch.setenv("PATH", str(tmp_path))  # no dockerd installed either
+    assert docker.discovery_for(spec(), None, url) is None
+    (tmp_path / "none.sock").touch()
+    found = docker.discovery_for(spec(), None, url)
+    assert isinstance(found, docker.DockerDiscovery) and found.host == "h1" and found.mesh == "home"

@@ -679,3 +679,22 @@ class DockerDiscovery:
         except _errors():
             by_id.pop(cid, None)
         return False
+
+
+def discovery_for(spec: HostSpec, state: Any, url: str | None = None) -> DockerDiscovery | None:
+    """The Discovery for the agent daemon on a Docker host, or None (then the daemon reads its
+    static endpoints file). A Docker host is one whose socket exists or where dockerd is
+    installed: a dockerd that starts after the daemon is picked up by the reconnect loop, and
+    every (re)connect first makes the networks of the last applied spec (``state.applied_spec()``
+    when ``state`` has it) match."""
+    import shutil
+
+    if not present(url) and shutil.which("dockerd") is None:
+        return None
+
+    def networks() -> None:
+        current = state.applied_spec() if hasattr(state, "applied_spec") else None
+        for line in ensure_networks(current or spec, url).lines():
+            _log(line)
+
+    return DockerDiscovery(spec.host, mesh=spec.mesh, url=url, on_connect=networks)
