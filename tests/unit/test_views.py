@@ -207,12 +207,12 @@ class Scripted:
         self.argv: list[Sequence[str]] = []
 
     def run(
-        self, argv: Sequence[str], *, input: str | None = None, timeout: float = 120.0
+        self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None
     ) -> Completed:
         self.argv.append(list(argv))
         return self.done
 
-    def put(self, path: str, data: bytes, *, timeout: float = 60.0) -> None:
+    def put(self, path: str, data: bytes, *, timeout: float | None = None) -> None:
         raise AssertionError("no put")
 
     def close(self) -> None:
