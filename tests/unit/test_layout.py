@@ -7,11 +7,12 @@ per-file exemptions lift every ban at once; this test pins each system to its ow
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "vpcctl"
+from tests.paths import ROOT
+
+PACKAGE = ROOT / "vpcctl"
 
 OWNERS = {
     "subprocess": {"core/run.py"},

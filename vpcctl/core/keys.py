@@ -71,7 +71,9 @@ def write_secret(path: Path, data: bytes) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)  # in case of an unusual umask; still before any byte
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a write to a nearly full disk can be short before it fails
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     except BaseException:
         os.close(fd)
