@@ -71,12 +71,12 @@ class RecordingTransport:
     calls: list[tuple[list[str], str | None]] = field(default_factory=list)
 
     def run(
-        self, argv: Sequence[str], *, input: str | None = None, timeout: float = 120.0
+        self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None
     ) -> Completed:
         self.calls.append((list(argv), input))
         return Completed(0, json.dumps({"changed": False, "changes": []}), "")
 
-    def put(self, path: str, data: bytes, *, timeout: float = 60.0) -> None:
+    def put(self, path: str, data: bytes, *, timeout: float | None = None) -> None:
         raise AssertionError("not used")
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from vpcctl.core.model import (
     Mesh,
     PortSpec,
     Routing,
+    Selector,
     Service,
     SshTarget,
     Vpc,
@@ -240,6 +241,7 @@ def add_service(
     ports: tuple[PortSpec, ...],
     backends: tuple[str, ...],
     vip: IPv4Address | None = None,
+    selector: Selector = (),
 ) -> Inventory:
     if vpc not in inv.vpcs:
         raise _missing("VPC", vpc, "see `vpcctl vpc ls`")
@@ -262,7 +264,7 @@ def add_service(
                 f"add it with `vpcctl container add {b} --vpc {vpc} --host HOST` first",
             )
     addr = allocate.service_vip(inv, vpc, vip)
-    svc = Service(vpc=vpc, name=name, vip=addr, ports=ports, backends=backends)
+    svc = Service(vpc=vpc, name=name, vip=addr, ports=ports, backends=backends, selector=selector)
     return replace(inv, services={**inv.services, key: svc})
 
 

@@ -28,6 +28,10 @@ from vpcctl.core.errors import InventoryError, ValidationError
 from vpcctl.core.lock import lock_path as lock_path
 from vpcctl.core.lock import locked
 from vpcctl.core.model import (
+    DEFAULT_DOMAIN,
+    DEFAULT_INTERFACE,
+    DEFAULT_PORT,
+    DEFAULT_ROUTING,
     ROUTINGS,
     SCHEMA_VERSION,
     Container,
@@ -37,12 +41,15 @@ from vpcctl.core.model import (
     Service,
     Vpc,
     gateway,
+    make_selector,
     parse_address,
     parse_domain,
     parse_endpoint,
     parse_ifname,
     parse_int,
     parse_label,
+    parse_label_key,
+    parse_label_value,
     parse_network,
     parse_port,
     parse_portspec,
@@ -175,7 +182,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
     m = r.table(raw["mesh"], "mesh")
     r.keys(m, "mesh", ("name", "cidr"), ("port", "interface", "domain", "routing"))
-    routing = m.get("routing", "ipip")
+    routing = m.get("routing", DEFAULT_ROUTING)
     if routing not in ROUTINGS:
         raise ValidationError(
             f"{r.where('mesh.routing')}: {routing!r} is not a routing mode",
@@ -184,9 +191,9 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     mesh = Mesh(
         name=parse_label(m["name"], r.where("mesh.name"), "mesh name"),
         cidr=parse_network(m["cidr"], r.where("mesh.cidr")),
-        port=parse_port(m.get("port", 51820), r.where("mesh.port")),
-        interface=parse_ifname(m.get("interface", "vpc0"), r.where("mesh.interface")),
-        domain=parse_domain(m.get("domain", "vpc.internal"), r.where("mesh.domain")),
+        port=parse_port(m.get("port", DEFAULT_PORT), r.where("mesh.port")),
+        interface=parse_ifname(m.get("interface", DEFAULT_INTERFACE), r.where("mesh.interface")),
+        domain=parse_domain(m.get("domain", DEFAULT_DOMAIN), r.where("mesh.domain")),
         routing=routing,
     )
 
@@ -250,8 +257,8 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         key = f"services.{_toml_key(name)}"
         vpc, sname = split_key(name, r.where(key))
         t = r.table(value, key)
-        r.keys(t, key, ("vip", "ports", "backends"), ())
-        ports, backends = t["ports"], t["backends"]
+        r.keys(t, key, ("vip", "ports"), ("backends", "selector"))
+        ports, backends = t["ports"], t.get("backends", [])
         if not isinstance(ports, list) or not ports:
             raise ValidationError(
                 f"{r.where(f'{key}.ports')}: expected a non-empty list",
@@ -269,6 +276,16 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
             ports=tuple(parse_portspec(p, r.where(f"{key}.ports")) for p in ports),
             backends=tuple(
                 parse_label(b, r.where(f"{key}.backends"), "container name") for b in backends
+            ),
+            selector=make_selector(
+                (
+                    (
+                        parse_label_key(k, r.where(f"{key}.selector")),
+                        parse_label_value(v, r.where(f"{key}.selector.{_toml_key(k)}")),
+                    )
+                    for k, v in r.table(t.get("selector", {}), f"{key}.selector").items()
+                ),
+                r.where(f"{key}.selector"),
             ),
         )
     return Inventory(mesh=mesh, hosts=hosts, vpcs=vpcs, containers=containers, services=services)
@@ -293,6 +310,9 @@ def _overlaps(
             holder = (net, label)
 
 
+Bad = Callable[[str, str, str], None]  # (key, problem, hint): record one problem
+
+
 def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
     """Every cross-object problem: overlaps, duplicates, dangling references.
 
@@ -303,13 +323,23 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
     def bad(key: str, problem: str, hint: str) -> None:
         out.append(ValidationError(f"{source}: {key}: {problem}", hint))
 
+    for check in (_cidr_problems, _host_problems, _vpc_problems, _container_problems,
+                  _service_problems):  # fmt: skip
+        check(inv, bad)
+    return out
+
+
+def _cidr_problems(inv: Inventory, bad: Bad) -> None:
     mesh = inv.mesh
     nets = [(mesh.cidr, "mesh.cidr")] + [(v.cidr, f"vpcs.{v.name}.cidr") for v in inv.vpcs.values()]
     for a, b, na, nb in _overlaps(nets):
         bad(b, f"{nb} overlaps {a} ({na})", "every VPC and the mesh need CIDRs that do not overlap")
 
+
+def _host_problems(inv: Inventory, bad: Bad) -> None:
     by_address: dict[IPv4Address, str] = {}
     by_key: dict[str, str] = {}
+    mesh = inv.mesh
     first, last = mesh.cidr.network_address + 1, mesh.cidr.broadcast_address - 1
     for host in inv.hosts.values():
         key = f"hosts.{host.name}"
@@ -350,6 +380,8 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
                     "remove the slice or add the VPC",
                 )
 
+
+def _vpc_problems(inv: Inventory, bad: Bad) -> None:
     for vpc in inv.vpcs.values():
         key = f"vpcs.{vpc.name}"
         if not vpc.services.subnet_of(vpc.cidr):
@@ -389,6 +421,8 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
                 "duplicate slice (a merge?): remove the host and add it again",
             )
 
+
+def _container_problems(inv: Inventory, bad: Bad) -> None:
     seen_ip: dict[tuple[str, IPv4Address], str] = {}
     for c in inv.containers.values():
         key = f'containers."{c.key}"'
@@ -421,6 +455,8 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
         else:
             seen_ip[(c.vpc, c.ip)] = c.key
 
+
+def _service_problems(inv: Inventory, bad: Bad) -> None:
     seen_vip: dict[tuple[str, IPv4Address], str] = {}
     for svc in inv.services.values():
         key = f'services."{svc.key}"'
@@ -451,26 +487,29 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
             )
         else:
             seen_vip[(svc.vpc, svc.vip)] = svc.key
-        ports_seen: set[tuple[int, str]] = set()
-        names_seen: set[str] = set()
-        for p in svc.ports:
-            if (p.port, p.proto) in ports_seen:
-                bad(f"{key}.ports", f"port {p.port}/{p.proto} listed twice", "list each port once")
-            ports_seen.add((p.port, p.proto))
-            if p.name is not None:
-                if p.name in names_seen:
-                    bad(f"{key}.ports", f"port name {p.name!r} listed twice", "name each port once")
-                names_seen.add(p.name)
-        for b in svc.backends:
-            if f"{svc.vpc}/{b}" not in inv.containers:
-                bad(
-                    f"{key}.backends",
-                    f"no container {b!r} in VPC {svc.vpc}",
-                    f"add it with `vpcctl container add {b} --vpc {svc.vpc} --host HOST`, or remove the backend",
-                )
-        if len(set(svc.backends)) != len(svc.backends):
-            bad(f"{key}.backends", "a backend is listed twice", "list each backend once")
-    return out
+        _service_ports_and_backends(inv, svc, key, bad)
+
+
+def _service_ports_and_backends(inv: Inventory, svc: Service, key: str, bad: Bad) -> None:
+    ports_seen: set[tuple[int, str]] = set()
+    names_seen: set[str] = set()
+    for p in svc.ports:
+        if (p.port, p.proto) in ports_seen:
+            bad(f"{key}.ports", f"port {p.port}/{p.proto} listed twice", "list each port once")
+        ports_seen.add((p.port, p.proto))
+        if p.name is not None:
+            if p.name in names_seen:
+                bad(f"{key}.ports", f"port name {p.name!r} listed twice", "name each port once")
+            names_seen.add(p.name)
+    for b in svc.backends:
+        if f"{svc.vpc}/{b}" not in inv.containers:
+            bad(
+                f"{key}.backends",
+                f"no container {b!r} in VPC {svc.vpc}",
+                f"add it with `vpcctl container add {b} --vpc {svc.vpc} --host HOST`, or remove the backend",
+            )
+    if len(set(svc.backends)) != len(svc.backends):
+        bad(f"{key}.backends", "a backend is listed twice", "list each backend once")
 
 
 def warnings(inv: Inventory) -> list[str]:
@@ -538,6 +577,7 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
             "vip": str(s.vip),
             "ports": [str(p) for p in s.ports],
             "backends": list(s.backends),
+            **({"selector": dict(s.selector)} if s.selector else {}),
         }
         for key, s in sorted(inv.services.items(), key=lambda kv: (kv[1].vpc, kv[1].name))
     }

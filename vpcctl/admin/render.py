@@ -11,6 +11,7 @@ from ipaddress import IPv4Interface, IPv4Network
 
 from vpcctl.core.errors import NotFoundError
 from vpcctl.core.model import (
+    DEFAULT_STATE_DIR,
     KEEPALIVE_SECONDS,
     VPC_MTU,
     WG_MTU,
@@ -139,6 +140,7 @@ def _shared(inv: Inventory) -> _Shared:
                 for b in s.backends
                 if f"{s.vpc}/{b}" in inv.containers
             ),
+            selector=s.selector,
         )
         for s in sorted(inv.services.values(), key=lambda s: (s.vpc, s.name))
     )
@@ -224,7 +226,7 @@ def wg_quick(spec: HostSpec, private_key: str | None = None) -> str:
     if private_key is not None:
         lines.append(f"PrivateKey = {private_key}")
     else:
-        lines.append(f"PostUp = wg set %i private-key /etc/vpcctl/{spec.private_key_file}")
+        lines.append(f"PostUp = wg set %i private-key {DEFAULT_STATE_DIR / spec.private_key_file}")
     if spec.routing == "ipip":
         lines.append("Table = off")
     for p in spec.peers:

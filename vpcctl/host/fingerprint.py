@@ -82,6 +82,26 @@ def _wg(spec: HostSpec, kind: str | None) -> Any:
     return None
 
 
+def _routes(spec: HostSpec, routes: list[dict[str, Any]]) -> list[list[Any]]:
+    """vpcctl's routes and any route into a VPC range, as comparable lists."""
+    nets: list[IPv4Network] = [v.cidr for v in spec.vpcs]
+    rts = []
+    for r in routes:
+        dst = r.get("dst", "default")
+        try:
+            net = ip_network(
+                "0.0.0.0/0" if dst == "default" else dst if "/" in dst else f"{dst}/32"
+            )
+        except ValueError:
+            continue
+        ours = str(r.get("protocol")) == str(RTPROT_VPCCTL)
+        if ours or any(isinstance(net, IPv4Network) and net.overlaps(n) for n in nets):
+            rts.append(
+                [dst, r.get("gateway"), r.get("dev"), r.get("protocol"), sorted(r.get("flags", []))]
+            )
+    return rts
+
+
 def fingerprint(
     spec: HostSpec, state_files: list[Path], pidfiles: list[Path] | None = None
 ) -> str | None:
@@ -113,21 +133,7 @@ def fingerprint(
             mine[a["ifname"]].append(
                 sorted(f"{x['local']}/{x['prefixlen']}" for x in a.get("addr_info", []))
             )
-    nets: list[IPv4Network] = [v.cidr for v in spec.vpcs]
-    rts = []
-    for r in routes:
-        dst = r.get("dst", "default")
-        try:
-            net = ip_network(
-                "0.0.0.0/0" if dst == "default" else dst if "/" in dst else f"{dst}/32"
-            )
-        except ValueError:
-            continue
-        ours = str(r.get("protocol")) == str(RTPROT_VPCCTL)
-        if ours or any(isinstance(net, IPv4Network) and net.overlaps(n) for n in nets):
-            rts.append(
-                [dst, r.get("gateway"), r.get("dev"), r.get("protocol"), sorted(r.get("flags", []))]
-            )
+    rts = _routes(spec, routes)
     table = run.output(["nft", "list", "table", TABLE_FAMILY, TABLE_NAME])
     wg = _wg(spec, wg_kind)
     if wg is None and wg_kind is not None:
@@ -143,10 +149,18 @@ def fingerprint(
         except OSError:
             files.append(None)
     from vpcctl.host import processes
+    from vpcctl.host.docker import socket_stamp
 
     procs = [processes.running(p) for p in pidfiles or []]
+    # a dockerd started or restarted since (a new socket) takes the full path: its networks
+    # and vpcctl's DOCKER-USER accepts; both are part of what the last apply left
+    docker: list[object] | None = socket_stamp() if spec.vpcs else None
+    if docker is not None:
+        from vpcctl.host.iptables import listed
+
+        docker.append([r for r in listed() or [] if any(w.startswith("vpcctl:") for w in r)])
     blob = json.dumps(
-        [sorted(mine.items()), sorted(rts, key=str), wg, table, forwarding, files, procs],
+        [sorted(mine.items()), sorted(rts, key=str), wg, table, forwarding, files, procs, docker],
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
