@@ -9,6 +9,7 @@ typer application (and pydantic, rich) is even imported; the typer app only list
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -275,12 +276,37 @@ COMMANDS = {
 }
 
 
+class Terminated(VpcctlError):
+    """SIGTERM or SIGHUP (`vpcctl up` gave up: its timeout, Ctrl-C, a cut connection)."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+def _terminate_as_error() -> None:
+    """SIGTERM and SIGHUP raise :class:`Terminated`, once: an apply under way then rolls back
+    like any failure (a second signal during the rollback is ignored; SIGKILL still works)."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated(
+            f"stopped by signal {signal.Signals(signum).name}",
+            "the admin side gave up (timeout or Ctrl-C): run `vpcctl up` again",
+        )
+
+    with contextlib.suppress(ValueError):  # not the main thread (tests): leave signals alone
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, handler)
+
+
 def run(argv: Sequence[str]) -> int:
     """Parse and run; the agent's one error boundary (same messages and codes as the CLI)."""
     try:
         args = parser().parse_args(list(argv))
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
+    _terminate_as_error()
     try:
         return COMMANDS[args.command](args)
     except VpcctlError as exc:
@@ -288,6 +314,14 @@ def run(argv: Sequence[str]) -> int:
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")
         return int(exc.exit_code)
+    except OSError as exc:  # a file outside an apply (--save, the key, the lock): say which
+        from vpcctl.host.state import StateDir, as_error
+
+        err = as_error(exc, StateDir.default(getattr(args, "state_dir", None)))
+        sys.stderr.write(f"error: {err.message}\n")
+        if err.hint:
+            sys.stderr.write(f"hint: {err.hint}\n")
+        return int(ExitCode.ERROR)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return int(ExitCode.INTERRUPTED)

@@ -23,6 +23,7 @@ from ipaddress import (
     IPv6Address,
     NetmaskValueError,
 )
+from pathlib import Path
 from typing import Literal
 
 from vpcctl.core.errors import ValidationError
@@ -37,7 +38,14 @@ DEFAULT_PORT = 51820
 DEFAULT_INTERFACE = "vpc0"
 DEFAULT_DOMAIN = "vpc.internal"
 DEFAULT_SLICE_PREFIX = 24
+DEFAULT_ROUTING: Routing = "ipip"
 KEEPALIVE_SECONDS = 25
+
+# Each host keeps vpcctl's secrets and history in one state directory (host/state.py derives every
+# path from it); the resolver reads its zone from there too.
+DEFAULT_STATE_DIR = Path("/etc/vpcctl")
+STATE_DIR_ENV = "VPCCTL_STATE_DIR"
+ZONE_FILE = "zone.json"
 
 # MTU arithmetic (README "MTU"): a 1500-byte underlay carries WireGuard with at most 80 bytes of
 # overhead (IPv6 outer header 40 + UDP 8 + WireGuard 32), so the WireGuard interface gets 1420.
@@ -65,6 +73,44 @@ LABEL_VALUE_MAX = 255
 _PORTSPEC_RE = re.compile(
     r"^(?:([a-z0-9](?:[a-z0-9-]{0,13}[a-z0-9])?)=)?([0-9]{1,5})(?:/(tcp|udp))?\Z"
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# the one reading of a key, an endpoint and an interface name; every side parses through these
+
+KEY_LEN = 32
+MAX_IFNAME_LEN = 15  # IFNAMSIZ - 1
+
+
+def key_bytes(text: str) -> bytes:
+    """The 32 bytes of a WireGuard key written in base64 (surrounding whitespace allowed).
+    ValueError "not valid base64" or "not 32 bytes"; the key itself is never in the message."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not valid base64") from None
+    if len(raw) != KEY_LEN:
+        raise ValueError(f"not {KEY_LEN} bytes")
+    return raw
+
+
+def split_endpoint(text: str) -> tuple[str, str]:
+    """``HOST:PORT`` -> (HOST, PORT text), split at the last colon; HOST keeps the brackets of
+    ``[IPv6]``. ValueError when there is no colon. Each caller checks the parts it accepts."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise ValueError("not HOST:PORT")
+    return host, port
+
+
+def ifname_problem(name: str) -> str | None:
+    """What makes ``name`` unusable as a Linux interface name, or None: 1 to 15 characters, not
+    "." or "..", no "/", ":", whitespace or unprintable characters."""
+    if not 0 < len(name) <= MAX_IFNAME_LEN or name in (".", ".."):
+        return f"must be 1..{MAX_IFNAME_LEN} chars"
+    if any(c in name for c in "/:") or any(c.isspace() for c in name) or not name.isprintable():
+        return "no '/', ':', whitespace or control characters"
+    return None
 
 
 def _is_number(text: str) -> bool:
@@ -114,7 +160,9 @@ def parse_domain(value: object, where: str) -> str:
 
 
 def parse_ifname(value: object, where: str) -> str:
-    if not isinstance(value, str) or not _IFNAME_RE.match(value):
+    """An interface name vpcctl creates: a Linux interface name (:func:`ifname_problem`) made of
+    the characters that are safe in every config file and command line (A-Z a-z 0-9 _ . -)."""
+    if not isinstance(value, str) or ifname_problem(value) or not _IFNAME_RE.match(value):
         raise _fail(
             where,
             f"{_shown(value)} is not a valid interface name",
@@ -203,7 +251,7 @@ def parse_endpoint(value: object, where: str) -> str:
     hint = 'use HOST:PORT, e.g. "203.0.113.10:51820" or "[2001:db8::1]:51820"'
     if not isinstance(value, str) or ":" not in value:
         raise _fail(where, f"{_shown(value)} is not a HOST:PORT endpoint", hint)
-    host, _, port_text = value.rpartition(":")
+    host, port_text = split_endpoint(value)
     if not _is_number(port_text) or not host:
         raise _fail(where, f"{_shown(value)} is not a HOST:PORT endpoint", hint)
     port = int(port_text)
@@ -275,10 +323,11 @@ def parse_public_key(value: object, where: str) -> str:
     if not isinstance(value, str) or len(value) != 44 or not value.endswith("="):
         raise _fail(where, f"{_shown(value)} is not a WireGuard public key", hint)
     try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise _fail(where, f"{_shown(value)} is not valid base64", hint) from None
-    if len(raw) != 32 or base64.b64encode(raw).decode() != value:
+        raw = key_bytes(value)
+    except ValueError as exc:
+        problem = "is not valid base64" if "base64" in str(exc) else "is not a WireGuard public key"
+        raise _fail(where, f"{_shown(value)} {problem}", hint) from None
+    if base64.b64encode(raw).decode() != value:
         raise _fail(where, f"{_shown(value)} is not a WireGuard public key", hint)
     return value
 

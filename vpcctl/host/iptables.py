@@ -11,28 +11,26 @@ host's alternatives choose) is used, so both see one ruleset.
 from __future__ import annotations
 
 import shlex
-import shutil
-import subprocess
+
+from vpcctl.core import run
+from vpcctl.core.errors import ProgramError
 
 CHAIN = "DOCKER-USER"
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess[str] | None:
-    exe = shutil.which("iptables")
-    if exe is None:
+def _run(args: list[str]) -> run.Done | None:
+    if run.which("iptables") is None:
         return None
     try:
-        return subprocess.run(
-            [exe, "-w", "5", *args], capture_output=True, text=True, timeout=20, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        return run.run(["iptables", "-w", "5", *args], timeout=20)
+    except ProgramError:
         return None
 
 
 def listed(chain: str = CHAIN) -> list[list[str]] | None:
     """The rules of ``chain`` as ``-A`` argument lists, or None when it does not exist."""
     done = _run(["-S", chain])
-    if done is None or done.returncode != 0:
+    if done is None or done.rc != 0:
         return None
     rules = []
     for line in done.stdout.splitlines():
@@ -64,7 +62,7 @@ def ensure_docker_user(rules: list[list[str]], tag: str) -> str:
         _run(["-D", CHAIN, *r])
     for r in reversed(rules):
         done = _run(["-I", CHAIN, "1", *r])
-        if done is None or done.returncode != 0:
+        if done is None or done.rc != 0:
             err = done.stderr.strip() if done is not None else "iptables not found"
             return f"{CHAIN}: could not add a rule: {err}"
     return f"{CHAIN}: {len(rules)} vpcctl rules set"
