@@ -205,6 +205,8 @@ def test_e_status_says_whether_containers_get_the_resolver(world: World) -> None
     assert prod["without"] == ["nodns-1"] and prod["with_resolver"] == 1
     text = world.mesh.agent(world.mesh.hosts["h1"], "status").stdout
     assert "docker 20." in text and "some containers lack vpcctl's resolver" in text
+    check = json.loads(world.mesh.agent(world.mesh.hosts["h1"], "check", "--json").stdout)
+    assert check["docker"]["present"] is True and not check["problems"], check
     world.d["h1"].cli("rm", "-f", "nodns-1")
 
 
@@ -308,6 +310,8 @@ def test_h_without_docker_the_agent_behaves_as_before(world: World) -> None:
         assert r["changed"] and "docker" not in r
         assert mesh.status("h1")["docker"] == {"present": False}
         assert "docker: not running here" in mesh.agent(mesh.hosts["h1"], "status").stdout
+        check = json.loads(mesh.agent(mesh.hosts["h1"], "check", "--json").stdout)
+        assert check["docker"]["present"] is False
         assert mesh.apply("h1")["up_to_date"]
     finally:
         mesh.env["h1"] = world.d["h1"].env
