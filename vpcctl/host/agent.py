@@ -78,11 +78,19 @@ def check() -> dict[str, Any]:
     nft = run.which("nft") is not None
     if not nft:
         problems.append({"message": "nft not found", "hint": "apt-get install nftables"})
+    from vpcctl.host.dockersocket import docker_url, present
+
+    docker = present()
+    if docker and run.which("iptables") is None:
+        problems.append({"message": "dockerd runs here but iptables is missing: vpcctl cannot "
+                                    "let VPC traffic through Docker's FORWARD rules",
+                         "hint": "apt-get install iptables"})  # fmt: skip
     return {
         "version": __version__,
         "root": root,
         "wireguard": "kernel" if kernel else ("userspace" if userspace else None),
         "nftables": nft,
+        "docker": {"socket": docker_url(), "present": docker},
         "problems": problems,
     }
 
