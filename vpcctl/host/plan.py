@@ -252,6 +252,23 @@ class StopResolver(Change):
         return "stop the resolver"
 
 
+MANAGED = "--managed"  # on the command line of an agent daemon that `agent apply` started
+
+
+@dataclass(frozen=True)
+class StartDaemon(Change):
+    argv: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "start the agent daemon (mesh table)"
+
+
+@dataclass(frozen=True)
+class StopDaemon(Change):
+    def describe(self) -> str:
+        return "stop the agent daemon"
+
+
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
@@ -291,6 +308,7 @@ class Observed:
     zone_text: str | None  # the zone file as it is on disk
     endpoints: Mapping[str, str] = field(default_factory=dict)  # spec endpoint -> IP:port
     resolver: tuple[str, ...] | None = None  # argv of the running resolver
+    daemon: tuple[str, ...] | None = None  # argv of the running agent daemon
 
 
 @dataclass(frozen=True)
@@ -306,6 +324,7 @@ class Desired:
     zone: str = ""  # zone file text
     zone_names: int = 0
     resolver: tuple[str, ...] | None = None  # argv the resolver should run with (None: none)
+    daemon: tuple[str, ...] | None = None  # argv of the agent daemon (None: apply leaves it be)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,6 +512,13 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     elif desired.resolver is None and observed.resolver is not None:
         changes.append(StopResolver())
 
+    # -- the agent daemon: kept running when the spec asks for it; one that apply did not start
+    # (systemd's, or by hand) is left alone unless the spec asks for it
+    if desired.daemon is not None and observed.daemon != desired.daemon:
+        changes.append(StartDaemon(desired.daemon))
+    elif desired.daemon is None and observed.daemon is not None and MANAGED in observed.daemon:
+        changes.append(StopDaemon())
+
     return Plan(tuple(deletes_first + changes))
 
 
@@ -512,4 +538,6 @@ def _plan_down(observed: Observed) -> Plan:
         changes.append(DeleteFirewall())
     if observed.resolver is not None:
         changes.append(StopResolver())
+    if observed.daemon is not None:
+        changes.insert(0, StopDaemon())  # first: it would rewrite what the others remove
     return Plan(tuple(changes))
