@@ -131,15 +131,15 @@ class World:
         return dict(self.mesh.status(host)["daemon"])
 
 
-def until(check: Callable[[], bool], timeout: float, step: float = 0.05) -> float | None:
-    """Seconds until ``check()`` held, or None when it did not within ``timeout``."""
+def until(check: Callable[..., bool], timeout: float, *args: Any) -> float | None:
+    """Seconds until ``check(*args)`` held, or None when it did not within ``timeout``."""
     start = time.monotonic()
     while True:
-        if check():
+        if check(*args):
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
             return None
-        time.sleep(step)
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -172,12 +172,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 if a != b:
                     assert wait_ping(lab, w.host(a), str(mesh.inv.hosts[b].address))
         for name in ("h1", "h2", "h3"):  # every daemon runs and sees both peers
-            assert until(
-                lambda n=name: (
-                    w.status(n).get("running") is True
-                    and all(p["reachable"] for p in w.status(n)["peers"])
-                ),
-                15,
+            assert (
+                until(
+                    lambda n: (
+                        w.status(n).get("running") is True
+                        and all(p["reachable"] for p in w.status(n)["peers"])
+                    ),
+                    15,
+                    name,
+                )
+                is not None
             ), name
         yield w
 
@@ -200,7 +204,7 @@ def test_a_record_announced_on_one_host_resolves_and_enters_dnat_everywhere_with
     t0 = w.announce("h1", [web(w, "h1", "web-1", 10)])
     times = {}
     for h in ("h2", "h3"):
-        assert until(lambda h=h: w.dig(h, "web-1") == ip, 3) is not None, w.table(h)
+        assert until(lambda h: w.dig(h, "web-1") == ip, 3, h) is not None, w.table(h)
         times[h] = time.monotonic() - t0
         assert ip in w.chain(h), w.chain(h)
     assert max(times.values()) <= 1.0, times
@@ -250,7 +254,7 @@ def test_c_forged_announcements_are_rejected_logged_and_never_appear(world: Worl
     )
     try:
         for h in ("h2", "h3"):
-            assert until(lambda h=h: any(e["name"] == "honest" for e in w.table(h)), 8), h
+            assert until(lambda h: any(e["name"] == "honest" for e in w.table(h)), 8, h) is not None
             names = {e["name"]: e for e in w.table(h)}
             assert set(names) - {"web-2"} == {"honest"}, names
             assert names["web-2"]["host"] == "h2"  # h1's claim on h2's container: rejected
@@ -263,8 +267,8 @@ def test_c_forged_announcements_are_rejected_logged_and_never_appear(world: Worl
     finally:
         lab.kill(proc)
         w.mesh.apply("h1")  # the real daemon again
-    assert until(lambda: all(p["reachable"] for p in w.status("h2")["peers"]), 10)
-    assert until(lambda: not any(e["name"] == "honest" for e in w.table("h2")), 5)
+    assert until(lambda: all(p["reachable"] for p in w.status("h2")["peers"]), 10) is not None
+    assert until(lambda: not any(e["name"] == "honest" for e in w.table("h2")), 5) is not None
     w.announce("h2", [])
 
 
@@ -273,13 +277,13 @@ def test_d_a_cut_off_host_leaves_within_the_grace_and_comes_back(world: World) -
     ip = w.addr("h3", 30)
     w.announce("h3", [web(w, "h3", "web-3", 30)])
     for h in ("h1", "h2"):
-        assert until(lambda h=h: ip in w.chain(h), 3) is not None
+        assert until(lambda h: ip in w.chain(h), 3, h) is not None
     # underlay link down: h3's daemon keeps running but nobody hears it
     lab.run(w.host("h3"), ["ip", "link", "set", "eth0", "down"])
     t0 = time.monotonic()
     try:
         for h in ("h1", "h2"):
-            assert until(lambda h=h: ip not in w.chain(h), GRACE + 3) is not None, h
+            assert until(lambda h: ip not in w.chain(h), GRACE + 3, h) is not None, h
         gone = time.monotonic() - t0
         assert GRACE - 1 <= gone <= GRACE + 2, gone  # not before the grace, soon after it
         assert until(lambda: w.dig("h1", "web-3") == "", 2) is not None
@@ -288,7 +292,7 @@ def test_d_a_cut_off_host_leaves_within_the_grace_and_comes_back(world: World) -
     finally:
         lab.run(w.host("h3"), ["ip", "link", "set", "eth0", "up"])
     for h in ("h1", "h2"):
-        assert until(lambda h=h: ip in w.chain(h), 10) is not None, h
+        assert until(lambda h: ip in w.chain(h), 10, h) is not None, h
     # the daemon killed outright: same
     w.kill_daemon("h3", "KILL")
     t0 = time.monotonic()
@@ -362,7 +366,7 @@ def test_f_a_hostile_or_slow_peer_delays_no_one(world: World) -> None:
         for i in range(5):
             ip = w.addr("h1", 40 + i)
             t0 = w.announce("h1", [web(w, "h1", f"web-f{i}", 40 + i)])
-            assert until(lambda ip=ip: ip in w.chain("h2"), 3) is not None
+            assert until(lambda ip: ip in w.chain("h2"), 3, ip) is not None
             assert time.monotonic() - t0 <= 1.0, i
         peer = next(p for p in w.status("h2")["peers"] if p["name"] == "h3")
         assert peer["errors"] >= 1 and "protocol" in (peer["last_error"] or ""), peer

@@ -19,8 +19,9 @@ from vpcctl.admin.render import render
 from vpcctl.core.endpoints import Endpoint, EndpointSet
 from vpcctl.core.spec import from_json, to_json
 from vpcctl.host import firewall, mesh
-from vpcctl.host.agent import StateDir, apply, down, keygen
-from vpcctl.host.plan import MANAGED, StartDaemon, StopDaemon
+from vpcctl.host.agent import apply, down, keygen
+from vpcctl.host.changes import MANAGED, StartDaemon, StopDaemon
+from vpcctl.host.state import StateDir
 
 NET = IPv4Network
 SLICES = {"prod": (NET("10.100.2.0/24"),), "dev": (NET("10.101.2.0/24"),)}

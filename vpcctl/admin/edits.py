@@ -88,6 +88,7 @@ def set_host(
     public_key: str | None = None,
     endpoint: str | None = None,
     clear_endpoint: bool = False,
+    agent: str | None = None,
 ) -> Inventory:
     host = inv.hosts.get(name)
     if host is None:
@@ -106,6 +107,8 @@ def set_host(
         host = replace(host, endpoint=endpoint)
     if clear_endpoint:
         host = replace(host, endpoint=None)
+    if agent is not None:
+        host = replace(host, agent=agent)
     return replace(inv, hosts={**inv.hosts, name: host})
 
 

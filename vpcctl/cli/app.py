@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperGroup
 
 from vpcctl.core.errors import ExitCode, VpcctlError
+
+if TYPE_CHECKING:
+    from vpcctl.admin.transport import Transport
+    from vpcctl.core.model import Host
 
 
 class Group(TyperGroup):
@@ -50,7 +55,12 @@ def new_app(help_text: str, **kw: Any) -> typer.Typer:
 
 @dataclass
 class State:
+    """What the root command hands its subcommands. ``connect`` is the adapter seam of the SSH
+    commands: None means SSH (paramiko); tests pass ``CliRunner.invoke(app, ..., obj=State(
+    connect=fake))`` with a function implementing the same ``Connect`` signature."""
+
     inventory: Path | None = None
+    connect: Callable[[Host], Transport] | None = None
 
 
 def state(ctx: typer.Context) -> State:

@@ -104,6 +104,7 @@ def host_add(
     from vpcctl.admin import edits
     from vpcctl.core.model import (
         parse_address,
+        parse_agent,
         parse_endpoint,
         parse_label,
         parse_public_key,
@@ -115,12 +116,7 @@ def host_add(
     ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
     key = parse_public_key(public_key, "--public-key") if public_key is not None else None
     addr = parse_address(address, "--address") if address is not None else None
-    if agent is not None and (not agent.strip() or not agent.isprintable()):
-        from vpcctl.core.errors import ValidationError
-
-        raise ValidationError(
-            "--agent: empty or unprintable command", 'e.g. --agent "sudo -n vpcctl"'
-        )
+    agent = parse_agent(agent, "--agent") if agent is not None else None
     inv = _update(
         ctx,
         lambda inv: edits.add_host(
@@ -145,23 +141,29 @@ def host_set(
     public_key: str | None = typer.Option(None, "--public-key", help="New WireGuard public key."),
     endpoint: str | None = typer.Option(None, "--endpoint", help="New public HOST:PORT."),
     no_endpoint: bool = typer.Option(False, "--no-endpoint", help="The host is now behind NAT."),
+    agent: str | None = typer.Option(
+        None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
+    ),
     wait: float = WAIT_OPT,
 ) -> None:
-    """Change a host's public key or endpoint.
+    """Change a host's public key, endpoint or agent command.
 
-    [bold]Example[/]
+    [bold]Examples[/]
 
       vpcctl host set vps1 --endpoint 198.51.100.7:51820
+
+      vpcctl host set nas --agent "sudo -n /opt/vpcctl/bin/vpcctl"
     """
     from vpcctl.admin import edits
-    from vpcctl.core.model import parse_endpoint, parse_public_key
+    from vpcctl.core.model import parse_agent, parse_endpoint, parse_public_key
 
     key = parse_public_key(public_key, "--public-key") if public_key is not None else None
     ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
+    command = parse_agent(agent, "--agent") if agent is not None else None
     _update(
         ctx,
         lambda inv: edits.set_host(
-            inv, name, public_key=key, endpoint=ep, clear_endpoint=no_endpoint
+            inv, name, public_key=key, endpoint=ep, clear_endpoint=no_endpoint, agent=command
         ),
         wait,
     )

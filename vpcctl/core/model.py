@@ -218,6 +218,13 @@ def parse_endpoint(value: object, where: str) -> str:
     return f"{host}:{port}"
 
 
+def parse_agent(value: object, where: str) -> str:
+    """The command that runs vpcctl on a host (e.g. ``sudo -n /opt/vpcctl/bin/vpcctl``)."""
+    if not isinstance(value, str) or not value.strip() or not value.isprintable():
+        raise _fail(where, "empty or unprintable command", 'e.g. --agent "sudo -n vpcctl"')
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class SshTarget:
     host: str
