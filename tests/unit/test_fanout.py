@@ -64,7 +64,7 @@ def test_every_host_gets_its_own_spec_and_all_transports_are_closed(inv: Invento
         (apply,) = net.calls(name, "agent apply")
         assert apply.input is not None and from_json(apply.input, "sent").host == name
         assert apply.option("--expect-version") == __version__
-        assert apply.has("--json") and apply.option("--save") is not None
+        assert apply.has("--json") and apply.has("--save")
         assert not apply.has("--dry-run")
     assert len(net.transports) == 3 and net.all_closed
 
