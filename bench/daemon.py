@@ -73,6 +73,21 @@ def main() -> int:
         )
         mesh.apply_all()
         inv = mesh.inv
+
+        def all_reachable() -> bool:
+            for h in HOSTS:
+                out = mesh.agent(mesh.hosts[h], "status", "--json", check=False).stdout
+                peers = json.loads(out).get("daemon", {}).get("peers") if out else None
+                if not peers or not all(p["reachable"] for p in peers):
+                    return False
+            return True
+
+        deadline = time.monotonic() + 60
+        while not all_reachable():  # the mesh and every daemon's watches are up
+            if time.monotonic() > deadline:
+                print("error: the daemons did not see each other in 60 s", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
         total = args.records * len(HOSTS)
         last = 0.0
         for h in HOSTS:
@@ -99,8 +114,11 @@ def main() -> int:
 
         def converged() -> bool:
             for h in HOSTS:
-                out = mesh.agent(mesh.hosts[h], "table", "--json", check=False).stdout
-                if not out or len(json.loads(out)["endpoints"]) != total:
+                out = lab.run(mesh.hosts[h], ["cat", "/etc/vpcctl/live.json"], check=False).stdout
+                try:
+                    if len(json.loads(out)["endpoints"]) != total:
+                        return False
+                except ValueError:
                     return False
             return True
 
@@ -126,7 +144,7 @@ def main() -> int:
             "utime+stime from /proc/PID/stat over the window; RSS = VmRSS (peak VmHWM)"
         )
         print(
-            f"convergence after the last announcement (incl. polling by `agent table`): "
+            f"convergence after the last announcement (polling each host's live.json): "
             f"{converge:.2f} s"
         )
         worst_cpu = worst_rss = 0.0

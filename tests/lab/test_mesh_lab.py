@@ -20,7 +20,7 @@ import pytest
 
 from tests.lab.conftest import require_lab
 from tests.lab.harness import LabHost
-from tests.lab.mesh import Mesh, wait_ping
+from tests.lab.mesh import ROOT, Mesh, wait_ping
 from vpcctl.admin import edits
 from vpcctl.core.model import parse_portspec
 
@@ -53,6 +53,35 @@ def serve(c):
 while True:
     c, _ = s.accept()
     threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+# Client flows to a service VIP from the host itself (output DNAT): a UDP "session" and a TCP SYN.
+_FLOWS = """
+import socket, sys, time
+vip = sys.argv[1]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(b"ping", (vip, 9999))
+t = socket.socket(); t.setblocking(False)
+try:
+    t.connect((vip, 80))
+except BlockingIOError:
+    pass
+print("sent", flush=True)
+time.sleep(60)
+"""
+
+# Conntrack entries from the VIP to a backend, by protocol (through pyroute2, like the daemon).
+_CONNTRACK = """
+import json, socket, sys
+from pyroute2 import Conntrack
+ct = Conntrack()
+found = {}
+for e in ct.dump_entries():
+    if e.tuple_orig.daddr == sys.argv[1] and e.tuple_reply.saddr == sys.argv[2]:
+        name = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}.get(e.tuple_orig.proto, "?")
+        found[name] = found.get(name, 0) + 1
+ct.close()
+print(json.dumps(found))
 """
 
 # A peer that connects to a daemon and never reads (its receive window fills up).
@@ -159,7 +188,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 inv,
                 "web",
                 "prod",
-                (parse_portspec("http=80", "t"),),
+                (parse_portspec("http=80", "t"), parse_portspec("probe=9999/udp", "t")),
                 (),
                 selector=(("app", "web"),),
             )
@@ -375,3 +404,32 @@ def test_f_a_hostile_or_slow_peer_delays_no_one(world: World) -> None:
         lab.kill(garbage)
         w.announce("h1", [])
         w.mesh.apply("h3")
+
+
+def test_g_conntrack_entries_to_a_removed_backend_are_deleted_udp_included(world: World) -> None:
+    w, lab = world, world.lab
+    vip = str(w.mesh.inv.services["prod/web"].vip)
+    ip = w.addr("h1", 50)
+    w.announce("h1", [web(w, "h1", "web-ct", 50)])
+    assert until(lambda: ip in w.chain("h2"), 3) is not None
+    env = {"PYTHONPATH": str(ROOT)}
+
+    def flows() -> dict[str, int]:
+        out = lab.run(w.host("h2"), [sys.executable, "-c", _CONNTRACK, vip, ip], env=env).stdout
+        return dict(json.loads(out))
+
+    # lab hosts have no default route; a real host routes the VIP (its output DNAT) by its own
+    lab.run(w.host("h2"), ["ip", "route", "add", f"{vip}/32", "dev", "vpc0"])
+    client = lab.popen(w.host("h2"), [sys.executable, "-c", _FLOWS, vip])
+    try:
+        seen = until(lambda: flows().get("udp", 0) >= 1 and flows().get("tcp", 0) >= 1, 5)
+        assert seen is not None, flows()
+        before = w.status("h2")["counters"]["conntrack_deleted"]
+        w.announce("h1", [])
+        assert until(lambda: ip not in w.chain("h2"), 3) is not None
+        assert until(lambda: flows() == {}, 2) is not None, flows()
+        deleted = until(lambda: w.status("h2")["counters"]["conntrack_deleted"] >= before + 2, 5)
+        assert deleted is not None
+    finally:
+        lab.kill(client)
+        lab.run(w.host("h2"), ["ip", "route", "del", f"{vip}/32", "dev", "vpc0"], check=False)
