@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,84 +51,72 @@ def _proc(pid: int) -> tuple[float, int, int]:
     return ticks / os.sysconf("SC_CLK_TCK"), kb["VmRSS"], kb["VmHWM"]
 
 
+def _mesh(lab: Lab) -> Mesh:
+    mesh = Mesh(lab)
+    mesh.change(lambda inv: replace(inv, mesh=replace(inv.mesh, daemon=True)))
+    for h in HOSTS:
+        mesh.add_host(h)
+    mesh.add_vpc("prod", "10.110.0.0/16")
+    ports = (parse_portspec("http=80", "t"),)
+    sel = (("app", "web"),)
+    mesh.change(lambda inv: edits.add_service(inv, "web", "prod", ports, (), selector=sel))
+    for h in HOSTS:  # StaticDiscovery (dockerd may be installed here)
+        lab.run(mesh.hosts[h], ["sh", "-c", "echo [] > /etc/vpcctl/endpoints.json"])
+    mesh.apply_all()
+    return mesh
+
+
+def _wait(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"error: {what} within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def _all_reachable(mesh: Mesh) -> bool:
+    for h in HOSTS:
+        out = mesh.agent(mesh.hosts[h], "status", "--json", check=False).stdout
+        peers = json.loads(out).get("daemon", {}).get("peers") if out else None
+        if not peers or not all(p["reachable"] for p in peers):
+            return False
+    return True
+
+
+def _converged(mesh: Mesh, total: int) -> bool:
+    for h in HOSTS:
+        out = mesh.lab.run(mesh.hosts[h], ["cat", "/etc/vpcctl/live.json"], check=False).stdout
+        try:
+            if len(json.loads(out)["endpoints"]) != total:
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+def _announce(mesh: Mesh, records: int) -> float:
+    last = 0.0
+    for h in HOSTS:
+        net = mesh.inv.hosts[h].slices["prod"]
+        found = [{"vpc": "prod", "name": f"{h}-web-{i}", "address": str(net[10 + i]),
+                  "labels": {"app": "web"}} for i in range(records)]  # fmt: skip
+        script = "cat > /etc/vpcctl/e.tmp && mv /etc/vpcctl/e.tmp /etc/vpcctl/endpoints.json"
+        mesh.lab.run(mesh.hosts[h], ["sh", "-c", script], input=json.dumps(found))
+        last = time.monotonic()
+    return last
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--records", type=int, default=50)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Lab(Path(tmp)) as lab:
-        mesh = Mesh(lab)
-        mesh.change(lambda inv: replace(inv, mesh=replace(inv.mesh, daemon=True)))
-        for h in HOSTS:
-            mesh.add_host(h)
-        mesh.add_vpc("prod", "10.110.0.0/16")
-        mesh.change(
-            lambda inv: edits.add_service(
-                inv,
-                "web",
-                "prod",
-                (parse_portspec("http=80", "t"),),
-                (),
-                selector=(("app", "web"),),
-            )
-        )
-        mesh.apply_all()
-        inv = mesh.inv
-
-        def all_reachable() -> bool:
-            for h in HOSTS:
-                out = mesh.agent(mesh.hosts[h], "status", "--json", check=False).stdout
-                peers = json.loads(out).get("daemon", {}).get("peers") if out else None
-                if not peers or not all(p["reachable"] for p in peers):
-                    return False
-            return True
-
-        deadline = time.monotonic() + 60
-        while not all_reachable():  # the mesh and every daemon's watches are up
-            if time.monotonic() > deadline:
-                print("error: the daemons did not see each other in 60 s", file=sys.stderr)
-                return 1
-            time.sleep(0.2)
+        mesh = _mesh(lab)
+        _wait(lambda: _all_reachable(mesh), "the daemons did not see each other")
         total = args.records * len(HOSTS)
-        last = 0.0
-        for h in HOSTS:
-            net = inv.hosts[h].slices["prod"]
-            records = [
-                {
-                    "vpc": "prod",
-                    "name": f"{h}-web-{i}",
-                    "address": str(net[10 + i]),
-                    "labels": {"app": "web"},
-                }
-                for i in range(args.records)
-            ]
-            lab.run(
-                mesh.hosts[h],
-                [
-                    "sh",
-                    "-c",
-                    "cat > /etc/vpcctl/e.tmp && mv /etc/vpcctl/e.tmp /etc/vpcctl/endpoints.json",
-                ],
-                input=json.dumps(records),
-            )
-            last = time.monotonic()
-
-        def converged() -> bool:
-            for h in HOSTS:
-                out = lab.run(mesh.hosts[h], ["cat", "/etc/vpcctl/live.json"], check=False).stdout
-                try:
-                    if len(json.loads(out)["endpoints"]) != total:
-                        return False
-                except ValueError:
-                    return False
-            return True
-
-        deadline = time.monotonic() + 60
-        while not converged():
-            if time.monotonic() > deadline:
-                print("error: the mesh table did not converge in 60 s", file=sys.stderr)
-                return 1
-            time.sleep(0.05)
+        last = _announce(mesh, args.records)
+        _wait(lambda: _converged(mesh, total), "the mesh table did not converge")
         converge = time.monotonic() - last
         pids = {
             h: int(lab.run(mesh.hosts[h], ["cat", "/etc/vpcctl/daemon.pid"]).stdout) for h in HOSTS

@@ -49,17 +49,17 @@ Conntrack = Callable[[list[tuple[IPv4Address, IPv4Address]]], int]
 
 
 def choose_discovery(spec: HostSpec, state: StateDir) -> Discovery:
-    """Where this host's endpoints come from: Docker when its module says dockerd is there
-    (``vpcctl.host.docker.discovery_for``), else the static file ``endpoints.json``."""
-    import importlib.util
+    """Where this host's endpoints come from: the static file ``endpoints.json`` when the state
+    directory has one (an explicit choice: hosts without a runtime, tests), else Docker's Engine
+    API on a Docker host (:func:`vpcctl.host.docker.discovery_for`, which also recreates the
+    Docker networks whenever dockerd (re)appears), else the static file (nothing until it is
+    written)."""
+    if not state.static_endpoints.exists():
+        from vpcctl.host import docker
 
-    if importlib.util.find_spec("vpcctl.host.docker") is not None:
-        docker: Any = importlib.import_module("vpcctl.host.docker")
-        factory = getattr(docker, "discovery_for", None)
-        if factory is not None:
-            found: Discovery | None = factory(spec, state)
-            if found is not None:
-                return found
+        found = docker.discovery_for(spec, state)
+        if found is not None:
+            return found
     return StaticDiscovery(state.static_endpoints, spec.host)
 
 
