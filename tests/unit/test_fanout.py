@@ -239,8 +239,9 @@ def test_a_missing_agent_says_how_to_install_it() -> None:
 
 
 def test_output_that_is_not_json_is_an_error() -> None:
-    e = apply_error(garbage())  # rc 0 but no JSON: treated as a failed command
-    assert e.message == "vps2: agent apply failed: exit 2"
+    e = apply_error(garbage())  # rc 0 but no JSON: said as such, never as "exit 2"
+    assert e.message.startswith("vps2: agent apply printed no JSON: ")
+    assert "exit 2" not in e.message
     e = apply_error(Reply(0, "{ truncated", ""))
     assert e.message == "vps2: agent apply printed no JSON: '{ truncated'"
     assert e.hint is not None and "agent command" in e.hint

@@ -236,7 +236,7 @@ def test_table_one_runs_agent_table_json(inv: Inventory) -> None:
             "vps1: its agent has no live table",
         ),
         (Completed(127, "", "sh: vpcctl: not found"), "vps1: vpcctl is not installed there"),
-        (Completed(0, "hello", ""), "vps1: agent table failed"),
+        (Completed(0, "hello", ""), "vps1: agent table printed no JSON"),
         (Completed(0, '{"endpoints": [1]}', ""), "vps1: agent table: endpoints[0]"),
         (Completed(1, "", "error: cannot read state\nhint: run as root"), "cannot read state"),
     ],

@@ -687,9 +687,9 @@ def discovery_for(spec: HostSpec, state: Any, url: str | None = None) -> DockerD
     installed: a dockerd that starts after the daemon is picked up by the reconnect loop, and
     every (re)connect first makes the networks of the last applied spec (``state.applied_spec()``
     when ``state`` has it) match."""
-    import shutil
+    from vpcctl.core import run
 
-    if not present(url) and shutil.which("dockerd") is None:
+    if not present(url) and run.which("dockerd") is None:
         return None
 
     def networks() -> None:
