@@ -853,3 +853,21 @@ def test_a_write_to_an_invalid_file_is_refused_and_changes_nothing(
     net.write_text(mutate(net.read_text()))
     line = refused(runner, net, says, "host", "add", "mini", "--ssh", "mini.lan")
     assert line.startswith(f"error: {net}: ") and line.isprintable()
+
+
+def test_mesh_set_the_agent_daemon(runner: CliRunner, net: Path) -> None:
+    result = ok(runner, "mesh", "set", "--daemon", "--grace", "8")
+    assert "daemon on, port 51821, grace 8 s" in result.stderr
+    m = inventory.load(net).mesh
+    assert (m.daemon, m.daemon_port, m.grace) == (True, 51821, 8)
+    assert "daemon = true" in net.read_text() and "grace = 8" in net.read_text()
+    ok(runner, "mesh", "set", "--no-daemon", "--daemon-port", "51900")
+    m = inventory.load(net).mesh
+    assert (m.daemon, m.daemon_port, m.grace) == (False, 51900, 8)
+    assert "daemon =" not in net.read_text()  # the default is not written
+
+
+@pytest.mark.parametrize(("args", "says"), [(["--grace", "0"], "--grace"),
+                                            (["--daemon-port", "70000"], "--daemon-port")])  # fmt: skip
+def test_mesh_set_refused(runner: CliRunner, net: Path, args: list[str], says: str) -> None:
+    refused(runner, net, says, "mesh", "set", *args)

@@ -81,6 +81,24 @@ def add_host(
     return replace(inv, hosts={**inv.hosts, name: replace(host, slices=slices)})
 
 
+def set_mesh(
+    inv: Inventory,
+    *,
+    daemon: bool | None = None,
+    daemon_port: int | None = None,
+    grace: int | None = None,
+) -> Inventory:
+    """The agent daemon's settings of the mesh (README "Mesh table")."""
+    mesh = inv.mesh
+    if daemon is not None:
+        mesh = replace(mesh, daemon=daemon)
+    if daemon_port is not None:
+        mesh = replace(mesh, daemon_port=daemon_port)
+    if grace is not None:
+        mesh = replace(mesh, grace=grace)
+    return replace(inv, mesh=mesh)
+
+
 def set_host(
     inv: Inventory,
     name: str,

@@ -26,7 +26,9 @@ from vpcctl.core.errors import InventoryError, ValidationError
 from vpcctl.core.lock import lock_path as lock_path
 from vpcctl.core.lock import locked
 from vpcctl.core.model import (
+    DAEMON_PORT,
     DEFAULT_DOMAIN,
+    DEFAULT_GRACE,
     DEFAULT_INTERFACE,
     DEFAULT_PORT,
     DEFAULT_ROUTING,
@@ -114,6 +116,12 @@ def parse(text: str, source: str = FILENAME) -> Inventory:
     return inv
 
 
+def _boolean(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{where}: expected true or false", "e.g. daemon = true")
+    return value
+
+
 def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     r = Reader(source)
     r.keys(raw, "", ("version", "mesh"), ("hosts", "vpcs", "containers", "services"))
@@ -124,7 +132,10 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
             f"this vpcctl reads version {SCHEMA_VERSION}; upgrade vpcctl to read newer files",
         )
     m = r.mapping(raw["mesh"], "mesh")
-    r.keys(m, "mesh", ("name", "cidr"), ("port", "interface", "domain", "routing"))
+    r.keys(
+        m, "mesh", ("name", "cidr"),
+        ("port", "interface", "domain", "routing", "daemon", "daemon_port", "grace"),
+    )  # fmt: skip
     routing = m.get("routing", DEFAULT_ROUTING)
     if routing not in ROUTINGS:
         raise ValidationError(
@@ -138,6 +149,9 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         interface=parse_ifname(m.get("interface", DEFAULT_INTERFACE), r.where("mesh.interface")),
         domain=parse_domain(m.get("domain", DEFAULT_DOMAIN), r.where("mesh.domain")),
         routing=routing,
+        daemon=_boolean(m.get("daemon", False), r.where("mesh.daemon")),
+        daemon_port=parse_port(m.get("daemon_port", DAEMON_PORT), r.where("mesh.daemon_port")),
+        grace=parse_int(m.get("grace", DEFAULT_GRACE), r.where("mesh.grace"), 1, 3600),
     )
 
     hosts: dict[str, Host] = {}
@@ -513,6 +527,12 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
             "routing": m.routing,
         },
     }
+    if m.daemon:
+        out["mesh"]["daemon"] = True
+    if m.daemon_port != DAEMON_PORT:
+        out["mesh"]["daemon_port"] = m.daemon_port
+    if m.grace != DEFAULT_GRACE:
+        out["mesh"]["grace"] = m.grace
     hosts: dict[str, Any] = {}
     for name in sorted(inv.hosts):
         h = inv.hosts[name]

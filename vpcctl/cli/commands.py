@@ -13,7 +13,7 @@ import typer
 from vpcctl import __version__
 from vpcctl.cli.app import inventory_path, new_app, state
 from vpcctl.cli.dns import dns_app
-from vpcctl.cli.objects import container_app, host_app, service_app, vpc_app
+from vpcctl.cli.objects import container_app, host_app, mesh_app, service_app, vpc_app
 from vpcctl.cli.output import info, print_json, warn
 from vpcctl.core import model
 
@@ -24,6 +24,7 @@ app = new_app(
     "[bold]Start[/]: vpcctl init home && vpcctl vpc add prod --cidr 10.100.0.0/16"
 )
 app.add_typer(host_app, name="host")
+app.add_typer(mesh_app, name="mesh")
 app.add_typer(vpc_app, name="vpc")
 app.add_typer(container_app, name="container")
 app.add_typer(service_app, name="service")
@@ -284,7 +285,7 @@ def _rec_json(r: Any) -> dict[str, Any]:
     add_help_option=False,
 )
 def agent(ctx: typer.Context) -> None:
-    """The host agent (keygen, apply, status, check, down), run on each host as root.
+    """The host agent (keygen, apply, status, check, down, run, table), run on each host as root.
 
     [bold]Example[/]
 

@@ -13,6 +13,7 @@ from vpcctl.cli.output import info, print_json, table
 host_app = new_app("Hosts of the mesh: machines vpcctl configures over SSH.")
 vpc_app = new_app("VPCs: private networks with their own CIDR, sliced per host.")
 container_app = new_app("Containers: named workloads with an IP in their host's slice of a VPC.")
+mesh_app = new_app("The mesh itself: settings every host shares.")
 service_app = new_app("Services: a name + stable virtual IP, load-balanced to backends.")
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON (for scripts).")
@@ -168,6 +169,41 @@ def host_set(
         wait,
     )
     info(f"updated host {name}")
+
+
+@mesh_app.command("set")
+def mesh_set(
+    ctx: typer.Context,
+    daemon: bool | None = typer.Option(
+        None, "--daemon/--no-daemon", help="`vpcctl up` keeps the agent daemon running."
+    ),
+    daemon_port: int | None = typer.Option(
+        None, "--daemon-port", help="Its TCP port on the mesh addresses (default 51821)."
+    ),
+    grace: int | None = typer.Option(
+        None, "--grace", help="Seconds before an unreachable host's containers expire (1-3600)."
+    ),
+    wait: float = WAIT_OPT,
+) -> None:
+    """Change the mesh's agent-daemon settings (the mesh table of running containers).
+
+    [bold]Examples[/]
+
+      vpcctl mesh set --daemon && vpcctl up
+
+      vpcctl mesh set --grace 8 --daemon-port 51900
+    """
+    from vpcctl.admin import edits
+    from vpcctl.core.model import parse_int, parse_port
+
+    port = parse_port(daemon_port, "--daemon-port") if daemon_port is not None else None
+    secs = parse_int(grace, "--grace", 1, 3600) if grace is not None else None
+    inv = _update(
+        ctx, lambda inv: edits.set_mesh(inv, daemon=daemon, daemon_port=port, grace=secs), wait
+    )
+    m = inv.mesh
+    info(f"updated mesh {m.name}: daemon {'on' if m.daemon else 'off'}, port {m.daemon_port}, "
+         f"grace {m.grace} s (apply with `vpcctl up`)")  # fmt: skip
 
 
 @host_app.command("rm")

@@ -40,6 +40,11 @@ DEFAULT_DOMAIN = "vpc.internal"
 DEFAULT_SLICE_PREFIX = 24
 DEFAULT_ROUTING: Routing = "ipip"
 KEEPALIVE_SECONDS = 25
+# The agent daemon (`vpcctl agent run`, README "Mesh table"): the TCP port it serves this host's
+# endpoint set on (mesh address only, accepted only from the WireGuard interface), and how long a
+# peer that stopped answering keeps its records before they expire.
+DAEMON_PORT = 51821
+DEFAULT_GRACE = 5
 
 # Each host keeps vpcctl's secrets and history in one state directory (host/state.py derives every
 # path from it); the resolver reads its zone from there too.
@@ -467,6 +472,9 @@ class Mesh:
     interface: str = DEFAULT_INTERFACE
     domain: str = DEFAULT_DOMAIN
     routing: Routing = "ipip"
+    daemon: bool = False  # `vpcctl agent apply` starts (and keeps) the agent daemon
+    daemon_port: int = DAEMON_PORT
+    grace: int = DEFAULT_GRACE  # seconds
 
 
 @dataclass(frozen=True, slots=True)

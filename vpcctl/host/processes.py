@@ -57,7 +57,8 @@ def start(argv: Sequence[str], pidfile: Path, log: Path) -> int:
     if rc is not None:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
         raise KernelError(
-            f"the resolver exited at once ({rc}): {tail[0] if tail else ''}",
+            f"{Path(argv[-1] if argv else '?').name}: exited at once ({rc}): "
+            f"{tail[0] if tail else ''}",
             f"see {log}",
         )
     return proc.pid
