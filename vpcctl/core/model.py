@@ -396,6 +396,11 @@ def bridge_name(vpc: str) -> str:
     return _short_name("vb-", vpc)
 
 
+def docker_network_name(vpc: str) -> str:
+    """The Docker network of a VPC on every host that runs Docker, e.g. ``vpc-prod``."""
+    return f"vpc-{vpc}"
+
+
 def tunnel_name(interface: str) -> str:
     """The IPIP tunnel that goes with WireGuard interface ``interface``, e.g. ``vpc0-ipip``."""
     return interface[:10] + "-ipip"  # at most 15 characters, the Linux limit
@@ -477,6 +482,18 @@ class Inventory:
 def gateway(slice_: IPv4Network) -> IPv4Interface:
     """The first usable address of a slice is its gateway, on the VPC bridge of that host."""
     return IPv4Interface(f"{slice_.network_address + 1}/{slice_.prefixlen}")
+
+
+def docker_range(slice_: IPv4Network) -> IPv4Network | None:
+    """The upper half of a slice: the addresses Docker allocates from (``--ip-range``).
+
+    Declared containers (``vpc.toml``) get addresses from the lower half only (after the
+    gateway), so an address Docker hands out can never collide with a declared one. None for
+    slices too small to split (/30 and longer)."""
+    if slice_.prefixlen >= 30:
+        return None
+    return IPv4Network((int(slice_.network_address) + (slice_.num_addresses // 2),
+                        slice_.prefixlen + 1))  # fmt: skip
 
 
 def split_key(key: str, where: str) -> tuple[str, str]:

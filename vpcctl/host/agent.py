@@ -237,9 +237,13 @@ class Result:
     rolled_back: bool = False
     messages: list[str] = field(default_factory=list)
     zone_only: bool = False  # the names-only fast path: only the zone file was written
+    docker: dict[str, Any] | None = None  # what the Docker step did (None: no Docker here)
 
     def to_json(self) -> dict[str, Any]:
-        return result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
+        out = result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
+        if self.docker is not None:
+            out["docker"] = self.docker
+        return out
 
 
 def _run(
@@ -283,6 +287,13 @@ def apply(
         if own:
             system.close()
     if own and not dry_run:
+        from vpcctl.host import docker
+
+        if docker.present():
+            # after the bridges exist with their gateways: Docker adopts them (README "Docker")
+            report = docker.ensure_networks(spec)
+            result.docker = report.to_json()
+            result.messages += report.lines()
         record_fingerprint(spec, state)
     result.seconds = time.monotonic() - started
     return result

@@ -166,10 +166,18 @@ def fingerprint(
         except OSError:
             files.append(None)
     from vpcctl.host import processes
+    from vpcctl.host.docker import socket_stamp
 
     procs = [processes.running(p) for p in pidfiles or []]
+    # a dockerd started or restarted since (a new socket) takes the full path: its networks
+    # and vpcctl's DOCKER-USER accepts; both are part of what the last apply left
+    docker: list[object] | None = socket_stamp() if spec.vpcs else None
+    if docker is not None:
+        from vpcctl.host.iptables import listed
+
+        docker.append([r for r in listed() or [] if any(w.startswith("vpcctl:") for w in r)])
     blob = json.dumps(
-        [sorted(mine.items()), sorted(rts, key=str), wg, table, forwarding, files, procs],
+        [sorted(mine.items()), sorted(rts, key=str), wg, table, forwarding, files, procs, docker],
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
