@@ -29,6 +29,8 @@ import tomli_w
 
 from vpcctl.core.errors import InventoryError, LockError, ValidationError
 from vpcctl.core.model import (
+    DAEMON_PORT,
+    DEFAULT_GRACE,
     ROUTINGS,
     SCHEMA_VERSION,
     Container,
@@ -168,6 +170,12 @@ def parse(text: str, source: str = FILENAME) -> Inventory:
     return inv
 
 
+def _boolean(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{where}: expected true or false", "e.g. daemon = true")
+    return value
+
+
 def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     r = _Reader(source)
     r.keys(raw, "", ("version", "mesh"), ("hosts", "vpcs", "containers", "services"))
@@ -178,7 +186,10 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
             f"this vpcctl reads version {SCHEMA_VERSION}; upgrade vpcctl to read newer files",
         )
     m = r.table(raw["mesh"], "mesh")
-    r.keys(m, "mesh", ("name", "cidr"), ("port", "interface", "domain", "routing"))
+    r.keys(
+        m, "mesh", ("name", "cidr"),
+        ("port", "interface", "domain", "routing", "daemon", "daemon_port", "grace"),
+    )  # fmt: skip
     routing = m.get("routing", "ipip")
     if routing not in ROUTINGS:
         raise ValidationError(
@@ -192,6 +203,9 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         interface=parse_ifname(m.get("interface", "vpc0"), r.where("mesh.interface")),
         domain=parse_domain(m.get("domain", "vpc.internal"), r.where("mesh.domain")),
         routing=routing,
+        daemon=_boolean(m.get("daemon", False), r.where("mesh.daemon")),
+        daemon_port=parse_port(m.get("daemon_port", DAEMON_PORT), r.where("mesh.daemon_port")),
+        grace=parse_int(m.get("grace", DEFAULT_GRACE), r.where("mesh.grace"), 1, 3600),
     )
 
     hosts: dict[str, Host] = {}
@@ -522,6 +536,12 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
             "routing": m.routing,
         },
     }
+    if m.daemon:
+        out["mesh"]["daemon"] = True
+    if m.daemon_port != DAEMON_PORT:
+        out["mesh"]["daemon_port"] = m.daemon_port
+    if m.grace != DEFAULT_GRACE:
+        out["mesh"]["grace"] = m.grace
     hosts: dict[str, Any] = {}
     for name in sorted(inv.hosts):
         h = inv.hosts[name]

@@ -20,6 +20,7 @@ from vpcctl.core.model import (
     tunnel_name,
 )
 from vpcctl.core.spec import (
+    DaemonSpec,
     HostSpec,
     PeerSpec,
     RouteSpec,
@@ -73,6 +74,7 @@ class _Shared:
     vpcs: dict[str, tuple[VpcSpec, ...]]
     services: tuple[ServiceSpec, ...]
     zone: ZoneData
+    daemon: DaemonSpec
 
 
 def _shared(inv: Inventory) -> _Shared:
@@ -87,6 +89,7 @@ def _shared(inv: Inventory) -> _Shared:
     for name in order:
         h = inv.hosts[name]
         slices = tuple(h.slices[v] for v in vpc_names if v in h.slices)
+        by_vpc = tuple((v, h.slices[v]) for v in vpc_names if v in h.slices)
         if mesh.routing == "ipip":
             allowed: tuple[IPv4Network, ...] = (IPv4Interface(f"{h.address}/32").network,)
             routes[name] = tuple(
@@ -103,6 +106,7 @@ def _shared(inv: Inventory) -> _Shared:
                 endpoint=h.endpoint,
                 allowed_ips=allowed,
                 keepalive=0,
+                slices=by_vpc,
             )
             keepalive[name] = (
                 PeerSpec(
@@ -112,6 +116,7 @@ def _shared(inv: Inventory) -> _Shared:
                     endpoint=h.endpoint,
                     allowed_ips=allowed,
                     keepalive=KEEPALIVE_SECONDS,
+                    slices=by_vpc,
                 )
                 if h.endpoint is not None
                 else plain[name]
@@ -161,6 +166,7 @@ def _shared(inv: Inventory) -> _Shared:
         vpcs=vpcs,
         services=services,
         zone=zone_data(inv),
+        daemon=DaemonSpec(enabled=mesh.daemon, port=mesh.daemon_port, grace=mesh.grace),
     )
 
 
@@ -195,6 +201,7 @@ def _spec(inv: Inventory, shared: _Shared, host: str) -> HostSpec:
         vpcs=shared.vpcs[host],
         services=shared.services,
         dns=shared.zone,
+        daemon=shared.daemon,
     )
 
 

@@ -286,7 +286,7 @@ def _rec_json(r: Any) -> dict[str, Any]:
     add_help_option=False,
 )
 def agent(ctx: typer.Context) -> None:
-    """The host agent (keygen, apply, status, check, down), run on each host as root.
+    """The host agent (keygen, apply, status, check, down, run, table), run on each host as root.
 
     [bold]Example[/]
 

@@ -38,6 +38,11 @@ DEFAULT_INTERFACE = "vpc0"
 DEFAULT_DOMAIN = "vpc.internal"
 DEFAULT_SLICE_PREFIX = 24
 KEEPALIVE_SECONDS = 25
+# The agent daemon (`vpcctl agent run`, README "Mesh table"): the TCP port it serves this host's
+# endpoint set on (mesh address only, accepted only from the WireGuard interface), and how long a
+# peer that stopped answering keeps its records before they expire.
+DAEMON_PORT = 51821
+DEFAULT_GRACE = 5
 
 # MTU arithmetic (README "MTU"): a 1500-byte underlay carries WireGuard with at most 80 bytes of
 # overhead (IPv6 outer header 40 + UDP 8 + WireGuard 32), so the WireGuard interface gets 1420.
@@ -418,6 +423,9 @@ class Mesh:
     interface: str = DEFAULT_INTERFACE
     domain: str = DEFAULT_DOMAIN
     routing: Routing = "ipip"
+    daemon: bool = False  # `vpcctl agent apply` starts (and keeps) the agent daemon
+    daemon_port: int = DAEMON_PORT
+    grace: int = DEFAULT_GRACE  # seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from typing import Any
 
 from vpcctl.core.errors import SpecError, ValidationError
 from vpcctl.core.model import (
+    DAEMON_PORT,
+    DEFAULT_GRACE,
     PortSpec,
     Routing,
     Selector,
@@ -44,6 +46,19 @@ class PeerSpec:
     endpoint: str | None
     allowed_ips: tuple[IPv4Network, ...]
     keepalive: int
+    # (vpc, slice) pairs, sorted: the only addresses this peer may announce (the mesh table)
+    slices: tuple[tuple[str, IPv4Network], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSpec:
+    """The agent daemon (`vpcctl agent run`): whether `agent apply` keeps it running, the TCP port
+    every host serves its endpoint set on (its mesh address only), and the grace in seconds after
+    which an unreachable peer's records expire."""
+
+    enabled: bool = False
+    port: int = DAEMON_PORT
+    grace: int = DEFAULT_GRACE
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +132,7 @@ class HostSpec:
     vpcs: tuple[VpcSpec, ...]
     services: tuple[ServiceSpec, ...]
     dns: ZoneData
+    daemon: DaemonSpec = DaemonSpec()
     version: int = SPEC_VERSION
 
 
@@ -180,6 +196,7 @@ class Encoder:
             "endpoint": p.endpoint,
             "allowed_ips": [str(n) for n in p.allowed_ips],
             "keepalive": p.keepalive,
+            "slices": {vpc: str(net) for vpc, net in p.slices},
         }
 
     @staticmethod
@@ -235,6 +252,7 @@ class Encoder:
                 for v in s.services
             ],
             "dns": self._memo(s.dns, zone_to_dict),
+            "daemon": {"enabled": s.daemon.enabled, "port": s.daemon.port, "grace": s.daemon.grace},
         }
 
     def dumps(self, s: HostSpec, *, compact: bool = False) -> str:
@@ -357,6 +375,15 @@ def from_dict(raw: object, source: str = "spec") -> HostSpec:
                     for n in r.lst(r.get(p, "allowed_ips", k), f"{k}.allowed_ips")
                 ),
                 keepalive=parse_int(r.get(p, "keepalive", k), r.w(f"{k}.keepalive"), 0, 65535),
+                slices=tuple(
+                    sorted(
+                        (
+                            parse_label(vpc, r.w(f"{k}.slices"), "VPC name"),
+                            parse_network(net, r.w(f"{k}.slices.{vpc}")),
+                        )
+                        for vpc, net in r.obj(p.get("slices", {}), f"{k}.slices").items()
+                    )
+                ),
             )
         )
     routes = []
@@ -432,6 +459,18 @@ def from_dict(raw: object, source: str = "spec") -> HostSpec:
         vpcs=tuple(vpcs),
         services=tuple(services),
         dns=zone_from_dict(r.get(top, "dns", "dns"), source),
+        daemon=_daemon(r, top.get("daemon")),
+    )
+
+
+def _daemon(r: _R, raw: object) -> DaemonSpec:
+    if raw is None:
+        return DaemonSpec()
+    d = r.obj(raw, "daemon")
+    return DaemonSpec(
+        enabled=r.boolean(d.get("enabled", False), "daemon.enabled"),
+        port=parse_port(d.get("port", DAEMON_PORT), r.w("daemon.port")),
+        grace=parse_int(d.get("grace", DEFAULT_GRACE), r.w("daemon.grace"), 1, 3600),
     )
 
 

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 from vpcctl import __version__
 from vpcctl.core.errors import ApplyError, KeyFileError, VpcctlError
 from vpcctl.core.keys import PrivateKey, ensure_private, load_private
-from vpcctl.core.spec import HostSpec, to_json, zone_file_text
+from vpcctl.core.spec import HostSpec, to_json
+from vpcctl.host import live
 from vpcctl.host.changes import (
+    MANAGED,
     AddAddress,
     AddRoute,
     Change,
@@ -42,7 +44,9 @@ from vpcctl.host.changes import (
     SetListenPort,
     SetPeer,
     SetPrivateKey,
+    StartDaemon,
     StartResolver,
+    StopDaemon,
     StopResolver,
     WriteZone,
 )
@@ -140,6 +144,7 @@ def observe(system: System, spec: HostSpec | None, state: StateDir) -> Observed:
         zone_text=state.read(state.zone),
         endpoints=endpoints,
         resolver=system.resolver_running(state.resolver_pid),
+        daemon=system.resolver_running(state.daemon_pid),
     )
 
 
@@ -151,20 +156,35 @@ def desired_for(
 
     if spec is None:
         return Desired(spec=None)
-    zone, names = zone_file_text(spec.dns)
+    # the agent daemon's live table (none without a daemon): the same zone and service backends
+    # it keeps, so an apply never regresses them
+    running = live.read_live(state) if state is not None else ()
+    zone, names = live.zone_text(spec, running)
     resolver = None
+    daemon = None
     if state is not None and spec.vpcs:
         from vpcctl.dns.resolver import listen_addresses, resolver_command
 
         resolver = tuple(resolver_command(listen_addresses(spec), zone_file=state.zone))
+    if state is not None and spec.daemon.enabled:
+        daemon = daemon_command(state)
     return Desired(
         spec=spec,
         public_key=key.public_key() if key else None,
-        firewall=firewall.ruleset(spec),
+        firewall=firewall.ruleset(spec, live.backends(spec, running)),
         zone=zone,
         zone_names=names,
         resolver=resolver,
+        daemon=daemon,
     )
+
+
+def daemon_command(state: StateDir) -> tuple[str, ...]:
+    """The command line `agent apply` starts the agent daemon with."""
+    import sys
+
+    return (sys.executable, "-m", "vpcctl", "agent", "run", "--state-dir", str(state.path),
+            MANAGED)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +243,10 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
             system.start_resolver(argv, state.resolver_pid, state.resolver_log)
         case StopResolver():
             system.stop_resolver(state.resolver_pid)
+        case StartDaemon(argv=argv):
+            system.start_resolver(argv, state.daemon_pid, state.daemon_log)
+        case StopDaemon():
+            system.stop_resolver(state.daemon_pid)
         case _:
             raise ApplyError(f"unknown change {change!r}", "this is a bug in vpcctl")
 
@@ -334,7 +358,7 @@ def converge(
 def _write_zone_only(
     spec: HostSpec, spec_text: str, state: StateDir, progress: Callable[[Change], None] | None
 ) -> Result:
-    zone, names = zone_file_text(spec.dns)
+    zone, names = live.zone_text(spec, live.read_live(state))  # discovered names stay
     change = WriteZone(records=names, text=zone)
     if progress:
         progress(change)
@@ -448,6 +472,19 @@ def down(system: System, state: StateDir, mesh: str | None = None) -> Result:
     return Result(host="", plan=p, applied=len(p.changes))
 
 
+def mesh_status(system: System, state: StateDir) -> dict[str, Any]:
+    """The agent daemon's mesh table (its own set, and per peer: reachable, last seen, version,
+    record count), as the daemon last wrote it (every 2 s and on every change)."""
+    argv = system.resolver_running(state.daemon_pid)
+    if argv is None:
+        return {"running": False}
+    try:
+        data = json.loads(state.read(state.mesh_status) or "{}")
+    except ValueError:
+        data = {}
+    return {"running": True, "managed": MANAGED in argv, **data}
+
+
 def status(system: System, state: StateDir) -> dict[str, Any]:
     """The observed state, as JSON-ready data."""
     spec = state.applied_spec()
@@ -529,5 +566,6 @@ def status(system: System, state: StateDir) -> dict[str, Any]:
         ],
         "forwarding": system.forwarding(),
         "resolver": {"running": resolver is not None, "argv": list(resolver or ())},
+        "daemon": mesh_status(system, state),
         "firewall": {"table": "inet vpcctl", "present": system.nft_list() is not None},
     }

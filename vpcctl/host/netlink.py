@@ -861,3 +861,37 @@ __all__ = [
     "merge_wg_dump",
     "probe_wireguard_link",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# conntrack
+
+
+def delete_conntrack(pairs: Iterable[tuple[IPv4Address, IPv4Address]]) -> int:
+    """Delete the connection-tracking entries of connections DNAT-ed from a VIP to a backend
+    that left (original destination ``vip``, reply source ``backend``; any protocol, so UDP
+    flows move on too), like kube-proxy's conntrack cleanup. Returns how many were deleted."""
+    from pyroute2 import Conntrack
+
+    want = {(str(vip), str(backend)) for vip, backend in pairs}
+    if not want:
+        return 0
+    deleted = 0
+    try:
+        ct = Conntrack()
+    except (OSError, NetlinkError) as exc:
+        raise _kernel_error("open", "conntrack", exc) from None
+    try:
+        for entry in list(ct.dump_entries()):
+            if (entry.tuple_orig.daddr, entry.tuple_reply.saddr) in want:
+                try:
+                    ct.delete(entry)
+                    deleted += 1
+                except NetlinkError as exc:
+                    if _code(exc) != errno.ENOENT:  # gone already: fine
+                        raise _kernel_error("delete", "conntrack entry", exc) from None
+    except (OSError, NetlinkError) as exc:
+        raise _kernel_error("dump", "conntrack", exc) from None
+    finally:
+        ct.close()
+    return deleted

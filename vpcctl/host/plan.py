@@ -19,6 +19,7 @@ from ipaddress import IPv4Interface
 from vpcctl.core.errors import ApplyError
 from vpcctl.core.spec import HostSpec
 from vpcctl.host.changes import (
+    MANAGED,
     AddAddress,
     AddRoute,
     Change,
@@ -37,7 +38,9 @@ from vpcctl.host.changes import (
     SetListenPort,
     SetPeer,
     SetPrivateKey,
+    StartDaemon,
     StartResolver,
+    StopDaemon,
     StopResolver,
     WriteZone,
 )
@@ -77,6 +80,7 @@ class Observed:
     zone_text: str | None  # the zone file as it is on disk
     endpoints: Mapping[str, str] = field(default_factory=dict)  # spec endpoint -> IP:port
     resolver: tuple[str, ...] | None = None  # argv of the running resolver
+    daemon: tuple[str, ...] | None = None  # argv of the running agent daemon
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class Desired:
     zone: str = ""  # zone file text
     zone_names: int = 0
     resolver: tuple[str, ...] | None = None  # argv the resolver should run with (None: none)
+    daemon: tuple[str, ...] | None = None  # argv of the agent daemon (None: apply leaves it be)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +284,13 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     elif desired.resolver is None and observed.resolver is not None:
         changes.append(StopResolver())
 
+    # -- the agent daemon: kept running when the spec asks for it; one that apply did not start
+    # (systemd's, or by hand) is left alone unless the spec asks for it
+    if desired.daemon is not None and observed.daemon != desired.daemon:
+        changes.append(StartDaemon(desired.daemon))
+    elif desired.daemon is None and observed.daemon is not None and MANAGED in observed.daemon:
+        changes.append(StopDaemon())
+
     return Plan(tuple(deletes_first + changes))
 
 
@@ -298,4 +310,6 @@ def _plan_down(observed: Observed) -> Plan:
         changes.append(DeleteFirewall())
     if observed.resolver is not None:
         changes.append(StopResolver())
+    if observed.daemon is not None:
+        changes.insert(0, StopDaemon())  # first: it would rewrite what the others remove
     return Plan(tuple(changes))

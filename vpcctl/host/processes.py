@@ -66,7 +66,8 @@ def start(argv: Sequence[str], pidfile: Path, log: Path) -> int:
     if proc.poll() is not None:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
         raise KernelError(
-            f"the resolver exited at once ({proc.returncode}): {tail[0] if tail else ''}",
+            f"{Path(argv[-1] if argv else '?').name}: exited at once ({proc.returncode}): "
+            f"{tail[0] if tail else ''}",
             f"see {log}",
         )
     return proc.pid

@@ -5,6 +5,10 @@
 ``firewall.json``  digests of the nftables table as generated and as listed after loading
 ``zone.json``      the resolver's zone
 ``fingerprint``    a digest of the host's vpcctl state after the last apply (fingerprint.py)
+``live.json``      the agent daemon's merged live table (every reachable host's endpoints)
+``mesh.json``      the agent daemon's status (peers: reachable, last seen, version, records)
+``endpoints.json`` this host's endpoints for hosts without Docker (StaticDiscovery)
+``daemon.pid``     the agent daemon's pid (``daemon.log`` its log)
 ``spec.json``      the HostSpec `vpcctl up` pushed last (``agent apply --save``)
 ``.agent.lock``    held while an apply runs
 
@@ -67,6 +71,26 @@ class StateDir:
     @property
     def resolver_log(self) -> Path:
         return self.path / "resolver.log"
+
+    @property
+    def live(self) -> Path:
+        return self.path / "live.json"
+
+    @property
+    def mesh_status(self) -> Path:
+        return self.path / "mesh.json"
+
+    @property
+    def static_endpoints(self) -> Path:
+        return self.path / "endpoints.json"
+
+    @property
+    def daemon_pid(self) -> Path:
+        return self.path / "daemon.pid"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.path / "daemon.log"
 
     @property
     def fingerprint(self) -> Path:
@@ -148,6 +172,11 @@ def quick_files(spec: HostSpec, state: StateDir) -> list[Path]:
     return [state.key(spec.private_key_file), state.zone, state.firewall, state.resolver_pid]
 
 
+def pidfiles(state: StateDir) -> list[Path]:
+    """The processes the agent keeps running (the fast path notices one that died)."""
+    return [state.resolver_pid, state.daemon_pid]
+
+
 def host_as_recorded(spec: HostSpec, state: StateDir) -> bool:
     """The host's vpcctl state is exactly as the last apply left it (its fingerprint)."""
     seen = state.read(state.fingerprint)
@@ -155,16 +184,13 @@ def host_as_recorded(spec: HostSpec, state: StateDir) -> bool:
         return False
     from vpcctl.host import fingerprint
 
-    return (
-        fingerprint.fingerprint(spec, quick_files(spec, state), [state.resolver_pid])
-        == seen.strip()
-    )
+    return fingerprint.fingerprint(spec, quick_files(spec, state), pidfiles(state)) == seen.strip()
 
 
 def record_fingerprint(spec: HostSpec, state: StateDir) -> None:
     from vpcctl.host import fingerprint
 
-    fp = fingerprint.fingerprint(spec, quick_files(spec, state), [state.resolver_pid])
+    fp = fingerprint.fingerprint(spec, quick_files(spec, state), pidfiles(state))
     if fp is not None:
         state.write(state.fingerprint, fp + "\n")
 
