@@ -11,12 +11,18 @@ b. ``docker stop`` of the backend on h1 and ``docker run`` of a replacement on h
 c. the backend's HEALTHCHECK fails (a file is removed): it leaves every set but keeps its name;
    the file returns: so does the backend;
 d. h2's dockerd restarts: the backend comes back (restart policy), and the network, the rules
-   and traffic from the other host through the VIP recover.
+   and traffic from the other host through the VIP recover;
+e. the admin's `container ls --live` / `service ls --live` over real SSH show it all, and name
+   a host that cannot be asked.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +32,8 @@ import pytest
 
 from tests.lab.docker import IMAGE, Dockerd, DockerLab, image_tarball, require_docker
 from tests.lab.harness import Lab
-from tests.lab.mesh import Mesh, wait_ping
+from tests.lab.mesh import ROOT, Mesh, wait_ping
+from tests.lab.sshmesh import agent_command
 from vpcctl.admin import edits
 from vpcctl.core.model import parse_portspec
 
@@ -218,3 +225,54 @@ def test_d_dockerd_restarted_traffic_and_rules_recover(world: World) -> None:
     w.client("h1", "cli1")
     assert until(lambda: w.ask("h1", "cli1") == "db-b", 15) is not None
     assert until(lambda: w.getent("h1", "cli1", "db-b") == b, 10) is not None
+
+
+def test_e_container_and_service_ls_live_ask_the_hosts_over_ssh(world: World) -> None:
+    """The admin's view of running state: `vpcctl container ls --live` / `service ls --live`
+    from an admin namespace over real SSH (sshd in each host) to the agents' live tables."""
+    w, lab = world, world.mesh.lab
+    admin = lab.add_admin()
+    home = lab.workdir / "admin-home"
+    (home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.copy(lab.client_key(), home / ".ssh" / "id_ed25519")
+    (home / ".ssh" / "id_ed25519").chmod(0o600)
+    known = home / "known_hosts"
+    known.write_text(
+        "".join(lab.start_sshd(w.mesh.hosts[n]).known_hosts_line() + "\n" for n in w.d)
+    )
+    w.mesh.change(
+        lambda inv: replace(
+            inv, hosts={n: replace(h, agent=agent_command()) for n, h in inv.hosts.items()}
+        )
+    )
+
+    def vpcctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return lab.run(
+            admin,
+            [sys.executable, "-m", "vpcctl", "-i", str(w.mesh.path), *args, "--live",
+             "--known-hosts", str(known), "--connect-timeout", "5"],
+            env={"HOME": str(home), "PYTHONPATH": str(ROOT)}, check=False, timeout=120,
+        )  # fmt: skip
+
+    b = w.d["h2"].ip_of("db-b", "vpc-prod")
+    res = vpcctl("container", "ls", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {(r["name"], r["host"]): r for r in json.loads(res.stdout)}
+    assert rows[("db-b", "h2")] | {"labels": None} == {
+        "vpc": "prod", "name": "db-b", "host": "h2", "ip": b, "fqdn": "db-b.prod.vpc.internal",
+        "source": "discovered", "running": True, "ready": True, "labels": None, "note": None,
+    }  # fmt: skip
+    assert rows[("db-b", "h2")]["labels"]["app"] == "db"
+    assert rows[("cli1", "h1")]["source"] == "discovered"
+    res = vpcctl("service", "ls", "--json")
+    assert res.returncode == 0, res.stderr
+    (db,) = json.loads(res.stdout)
+    assert db["selector"] == {"app": "db"} and db["vip"] == w.vip
+    assert db["live_backends"] == [{"address": b, "name": "db-b", "host": "h2"}]
+    # one host cannot be asked: named, exit 4, and its containers still known from the peer
+    lab.stop_sshd(w.mesh.hosts["h1"])
+    res = vpcctl("container", "ls", "--json")
+    assert res.returncode == 4, (res.stdout, res.stderr)
+    assert "warning: h1 could not be asked" in res.stderr
+    rows = {(r["name"], r["host"]): r for r in json.loads(res.stdout)}
+    assert rows[("cli1", "h1")]["running"] is True and rows[("db-b", "h2")]["ready"] is True
