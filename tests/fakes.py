@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
 
 from vpcctl.core.errors import KernelError
 from vpcctl.core.keys import PrivateKey
@@ -39,7 +40,7 @@ class FakeSystem:
         self.fail_on: dict[str, str] = {}  # method name -> error message, fails once
         self.fail_always: dict[str, str] = {}  # method name -> error message, fails every time
         self._index = 10
-        self.resolver: tuple[str, ...] | None = None
+        self.procs: dict[str, tuple[str, ...]] = {}  # pid file name -> argv (resolver, daemon)
         self.ipip = ipip  # does the kernel have the ipip module?
         self.names = {"localhost": "127.0.0.1", **(names or {})}  # what getaddrinfo would say
 
@@ -76,7 +77,7 @@ class FakeSystem:
             for n, d in self.wg_.items()
         }
         return (dict(self.links_), sorted(map(str, self.routes_)), wg, self.nft, self.fwd,
-                self.resolver)  # fmt: skip
+                sorted(self.procs.items()))  # fmt: skip
 
     def add_foreign_link(self, name: str, kind: str | None = "dummy") -> None:
         self._index += 1
@@ -255,16 +256,20 @@ class FakeSystem:
             )
         return f"{self.names[host]}:{port}"
 
-    def resolver_running(self, pidfile: object) -> tuple[str, ...] | None:
-        return self.resolver
+    @property
+    def resolver(self) -> tuple[str, ...] | None:
+        return self.procs.get("resolver.pid")
 
-    def start_resolver(self, argv: tuple[str, ...], pidfile: object, log: object) -> None:
-        self._call("start_resolver")
-        self.resolver = argv
+    def resolver_running(self, pidfile: Path) -> tuple[str, ...] | None:
+        return self.procs.get(pidfile.name)
 
-    def stop_resolver(self, pidfile: object) -> None:
-        self._call("stop_resolver")
-        self.resolver = None
+    def start_resolver(self, argv: tuple[str, ...], pidfile: Path, log: object) -> None:
+        self._call("start_resolver" if pidfile.name == "resolver.pid" else "start_daemon")
+        self.procs[pidfile.name] = argv
+
+    def stop_resolver(self, pidfile: Path) -> None:
+        self._call("stop_resolver" if pidfile.name == "resolver.pid" else "stop_daemon")
+        self.procs.pop(pidfile.name, None)
 
     def close(self) -> None:
         pass

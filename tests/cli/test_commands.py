@@ -322,9 +322,9 @@ def test_container_add_ls_rm(runner: CliRunner, net: Path) -> None:
     )
     rows = ok(runner, "container", "ls", "--vpc", "prod", "--host", "nas").stdout.splitlines()
     assert [r.split() for r in rows] == [
-        ["VPC", "NAME", "HOST", "IP"],
-        ["prod", "api-1", "nas", "10.100.0.3"],
-        ["prod", "web-1", "nas", "10.100.0.2"],
+        ["VPC", "NAME", "HOST", "IP", "SOURCE"],
+        ["prod", "api-1", "nas", "10.100.0.3", "declared"],
+        ["prod", "web-1", "nas", "10.100.0.2", "declared"],
     ]
     data = json.loads(ok(runner, "container", "ls", "--json").stdout)
     assert [f"{c['vpc']}/{c['name']}" for c in data] == [
@@ -393,16 +393,17 @@ def test_service_add_ls_rm(runner: CliRunner, net: Path) -> None:
         "vip": "10.100.255.2",
         "ports": ["http=80/tcp", "443/tcp"],
         "backends": ["web-1"],
+        "selector": {},
         "fqdn": "web.prod.vpc.internal",
     }
     result = ok(runner, "service", "add", "prod/dns", "--port", "53/udp", "--vip", "10.100.255.53")
     assert "added service prod/dns: VIP 10.100.255.53 -> no backends yet" in result.stderr
     rows = ok(runner, "service", "ls", "--vpc", "prod").stdout.splitlines()
     assert [r.split() for r in rows] == [
-        ["VPC", "NAME", "VIP", "PORTS", "BACKENDS"],
-        ["prod", "db", "10.100.255.1", "postgres=5432/tcp", "9187/tcp", "db-1", "db-2"],
-        ["prod", "dns", "10.100.255.53", "53/udp", "-"],
-        ["prod", "web", "10.100.255.2", "http=80/tcp", "443/tcp", "web-1"],
+        ["VPC", "NAME", "VIP", "PORTS", "BACKENDS", "SELECTOR"],
+        ["prod", "db", "10.100.255.1", "postgres=5432/tcp", "9187/tcp", "db-1", "db-2", "-"],
+        ["prod", "dns", "10.100.255.53", "53/udp", "-", "-"],
+        ["prod", "web", "10.100.255.2", "http=80/tcp", "443/tcp", "web-1", "-"],
     ]
     data = json.loads(ok(runner, "service", "ls", "--json").stdout)
     assert [f"{s['vpc']}/{s['name']}" for s in data] == [
@@ -414,6 +415,126 @@ def test_service_add_ls_rm(runner: CliRunner, net: Path) -> None:
     result = ok(runner, "service", "rm", "web", "--vpc", "prod")
     assert result.stdout == "" and "removed service prod/web" in result.stderr
     assert "prod/web" not in inventory.load(net).services
+
+
+def test_service_add_with_selector(runner: CliRunner, net: Path) -> None:
+    before = net.read_text()
+    result = ok(
+        runner, "service", "add", "pg", "--vpc", "prod", "--port", "5432",
+        "--selector", "app=db", "--selector", "com.example.tier=primary", "--selector", "app=db",
+    )  # fmt: skip
+    assert (
+        "added service prod/pg: VIP 10.100.255.2 -> containers labelled "
+        "app=db,com.example.tier=primary" in result.stderr
+    )
+    text = net.read_text()
+    assert text.startswith(before.split("[services.")[0])
+    assert (
+        '[services."prod/pg"]\nvip = "10.100.255.2"\nports = [\n    "5432/tcp",\n]\n'
+        'backends = []\n\n[services."prod/pg".selector]\napp = "db"\n'
+        '"com.example.tier" = "primary"\n'
+    ) in text
+    svc = inventory.load(net).services["prod/pg"]
+    assert svc.selector == (("app", "db"), ("com.example.tier", "primary"))
+    assert inventory.dump(inventory.load(net)) == text
+    rows = [r.split() for r in ok(runner, "service", "ls", "--vpc", "prod").stdout.splitlines()]
+    assert [
+        "prod",
+        "pg",
+        "10.100.255.2",
+        "5432/tcp",
+        "-",
+        "app=db,com.example.tier=primary",
+    ] in rows
+    (entry,) = [
+        s for s in json.loads(ok(runner, "service", "ls", "--json").stdout) if s["name"] == "pg"
+    ]
+    assert entry["selector"] == {"app": "db", "com.example.tier": "primary"}
+    assert entry["backends"] == []
+    # declared backends and a selector together; the spec carries both
+    ok(runner, "service", "add", "both", "--vpc", "prod", "--port", "80",
+       "--backend", "web-1", "--selector", "app=web")  # fmt: skip
+    spec = from_json(ok(runner, "render", "nas", "--format", "json").stdout)
+    (both,) = [s for s in spec.services if s.name == "both"]
+    assert both.selector == (("app", "web"),) and [str(b) for b in both.backends] == ["10.100.0.2"]
+
+
+def test_container_and_service_ls_offline_show_declared_state_and_say_so(
+    runner: CliRunner, net: Path
+) -> None:
+    result = ok(runner, "container", "ls", "--json")
+    rows = json.loads(result.stdout)
+    assert {r["source"] for r in rows} == {"declared"}
+    assert rows[0] == {
+        "vpc": "prod", "name": "db-1", "host": "vps1", "ip": "10.100.1.2",
+        "fqdn": "db-1.prod.vpc.internal", "source": "declared", "running": None, "ready": None,
+        "labels": {}, "note": None,
+    }  # fmt: skip
+    assert "declared containers only (from the inventory); add --live to ask the hosts" in (
+        result.stderr
+    )
+    result = ok(runner, "service", "ls")
+    assert "declared backends only" in result.stderr and "LIVE BACKENDS" not in result.stdout
+
+
+def test_ls_live_names_every_host_it_could_not_ask(
+    runner: CliRunner, net: Path, tmp_path: Path
+) -> None:
+    """Real SSH attempts to loopback ports where nothing listens: refused at once."""
+    from dataclasses import replace as dc_replace
+
+    from vpcctl.core.model import SshTarget
+
+    def unreachable(inv: Any) -> Any:
+        hosts = {
+            n: dc_replace(h, ssh=SshTarget("127.0.0.1", "root", 1 + i))
+            for i, (n, h) in enumerate(sorted(inv.hosts.items()))
+        }
+        return dc_replace(inv, hosts=hosts)
+
+    inventory.update(net, unreachable)
+    known = str(tmp_path / "known_hosts")
+    for args in (["container", "ls"], ["service", "ls"]):
+        result = run(runner, *args, "--live", "--known-hosts", known, "--connect-timeout", "2")
+        assert result.exit_code == 4, (result.stdout, result.stderr)
+        for host in ("nas", "vps1", "vps2"):
+            assert f"warning: {host} could not be asked: " in result.stderr
+        assert "3 of 3 hosts could not be asked" in result.stderr
+        assert "prod" in result.stdout  # the declared rows are still printed
+    result = run(runner, "container", "ls", "--live", "--via", "nas", "--known-hosts", known,
+                 "--json")  # fmt: skip
+    assert result.exit_code == 4
+    assert "warning: nas could not be asked" in result.stderr and "vps1" not in result.stderr
+    assert {r["running"] for r in json.loads(result.stdout)} == {None}  # not known
+    refused(runner, net, "no host named 'nope'", "container", "ls", "--live", "--via", "nope")
+
+
+@pytest.mark.parametrize(
+    ("selector", "says"),
+    [
+        ("app", "is not KEY=VALUE"),
+        ("=db", "is not a valid label key"),
+        ("App=db", "is not a valid label key"),
+        ("app..x=db", "is not a valid label key"),
+        ("-app=db", "is not a valid label key"),
+        ("app.=db", "is not a valid label key"),
+        ("a b=c", "is not a valid label key"),
+        ("app=db\nx", "is not a valid label value"),
+        ("app=" + "v" * 256, "is not a valid label value"),
+        ("k" * 129 + "=v", "is not a valid label key"),
+    ],
+)
+def test_service_selector_refused(runner: CliRunner, net: Path, selector: str, says: str) -> None:
+    line = refused(runner, net, says, "service", "add", "x", "--vpc", "prod", "--port", "80",
+                   "--selector", selector)  # fmt: skip
+    assert line.startswith("error: --selector: ")
+
+
+def test_service_selector_with_two_values_of_one_key_is_refused(
+    runner: CliRunner, net: Path
+) -> None:
+    refused(runner, net, "label 'app' selected as both 'db' and 'web'", "service", "add", "x",
+            "--vpc", "prod", "--port", "80", "--selector", "app=db", "--selector", "app=web")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -732,3 +853,21 @@ def test_a_write_to_an_invalid_file_is_refused_and_changes_nothing(
     net.write_text(mutate(net.read_text()))
     line = refused(runner, net, says, "host", "add", "mini", "--ssh", "mini.lan")
     assert line.startswith(f"error: {net}: ") and line.isprintable()
+
+
+def test_mesh_set_the_agent_daemon(runner: CliRunner, net: Path) -> None:
+    result = ok(runner, "mesh", "set", "--daemon", "--grace", "8")
+    assert "daemon on, port 51821, grace 8 s" in result.stderr
+    m = inventory.load(net).mesh
+    assert (m.daemon, m.daemon_port, m.grace) == (True, 51821, 8)
+    assert "daemon = true" in net.read_text() and "grace = 8" in net.read_text()
+    ok(runner, "mesh", "set", "--no-daemon", "--daemon-port", "51900")
+    m = inventory.load(net).mesh
+    assert (m.daemon, m.daemon_port, m.grace) == (False, 51900, 8)
+    assert "daemon =" not in net.read_text()  # the default is not written
+
+
+@pytest.mark.parametrize(("args", "says"), [(["--grace", "0"], "--grace"),
+                                            (["--daemon-port", "70000"], "--daemon-port")])  # fmt: skip
+def test_mesh_set_refused(runner: CliRunner, net: Path, args: list[str], says: str) -> None:
+    refused(runner, net, says, "mesh", "set", *args)

@@ -40,10 +40,10 @@ from tests.dns_helpers import (
     query,
     write_zone,
 )
+from tests.paths import ROOT
 from vpcctl.dns import zone
 from vpcctl.dns.resolver import Config, Forward, Server, Tables, dispatch, zone_from_text
 
-ROOT = Path(__file__).resolve().parents[2]
 BULK_PACKETS = 100_000
 CLIENTS = (PROD_CLIENT, "127.101.1.2", HOST_CLIENT, "192.0.2.7", "10.90.0.1")
 NAMES = (

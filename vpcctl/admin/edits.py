@@ -19,6 +19,7 @@ from vpcctl.core.model import (
     Mesh,
     PortSpec,
     Routing,
+    Selector,
     Service,
     SshTarget,
     Vpc,
@@ -78,6 +79,24 @@ def add_host(
     inv = replace(inv, hosts={**inv.hosts, name: host})
     slices = {vpc: allocate.vpc_slice(inv, vpc) for vpc in sorted(inv.vpcs)}
     return replace(inv, hosts={**inv.hosts, name: replace(host, slices=slices)})
+
+
+def set_mesh(
+    inv: Inventory,
+    *,
+    daemon: bool | None = None,
+    daemon_port: int | None = None,
+    grace: int | None = None,
+) -> Inventory:
+    """The agent daemon's settings of the mesh (README "Mesh table")."""
+    mesh = inv.mesh
+    if daemon is not None:
+        mesh = replace(mesh, daemon=daemon)
+    if daemon_port is not None:
+        mesh = replace(mesh, daemon_port=daemon_port)
+    if grace is not None:
+        mesh = replace(mesh, grace=grace)
+    return replace(inv, mesh=mesh)
 
 
 def set_host(
@@ -240,6 +259,7 @@ def add_service(
     ports: tuple[PortSpec, ...],
     backends: tuple[str, ...],
     vip: IPv4Address | None = None,
+    selector: Selector = (),
 ) -> Inventory:
     if vpc not in inv.vpcs:
         raise _missing("VPC", vpc, "see `vpcctl vpc ls`")
@@ -262,7 +282,7 @@ def add_service(
                 f"add it with `vpcctl container add {b} --vpc {vpc} --host HOST` first",
             )
     addr = allocate.service_vip(inv, vpc, vip)
-    svc = Service(vpc=vpc, name=name, vip=addr, ports=ports, backends=backends)
+    svc = Service(vpc=vpc, name=name, vip=addr, ports=ports, backends=backends, selector=selector)
     return replace(inv, services={**inv.services, key: svc})
 
 

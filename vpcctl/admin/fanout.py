@@ -18,6 +18,7 @@ from typing import Any
 from vpcctl import __version__
 from vpcctl.admin.render import render_all
 from vpcctl.admin.transport import Completed, Transport
+from vpcctl.core.errors import AgentError as AgentError
 from vpcctl.core.errors import ExitCode, VpcctlError
 from vpcctl.core.model import Host, Inventory
 from vpcctl.core.spec import Encoder
@@ -25,10 +26,6 @@ from vpcctl.core.spec import Encoder
 FRESH_HANDSHAKE = 180.0  # seconds: WireGuard re-handshakes every 2 minutes on a live tunnel
 
 Connect = Callable[[Host], Transport]
-
-
-class AgentError(VpcctlError):
-    """The agent on a host is missing, of another version, or failed."""
 
 
 @dataclass
@@ -186,7 +183,7 @@ class Interrupted(VpcctlError):
         self.waiting = waiting
 
 
-def for_each(
+def for_each(  # noqa: C901
     hosts: Sequence[Host],
     connect: Connect,
     work: Callable[[Host, Transport], HostResult],
@@ -345,6 +342,28 @@ def status_one(host: Host, t: Transport) -> HostResult:
             "peers": peers,
         },
     )
+
+
+def table_one(host: Host, t: Transport) -> HostResult:
+    """The host's merged live table (`agent table --json`): every running container it knows.
+    ``data["table"]`` is the validated :class:`~vpcctl.admin.views.Table`."""
+    from vpcctl.admin.views import parse_table
+    from vpcctl.core.errors import ValidationError
+
+    done = t.run(agent_argv(host, "agent", "table", "--json"), timeout=60)
+    if done.rc == 2 and "invalid choice" in done.stderr:
+        raise AgentError(
+            f"{host.name}: its agent has no live table (vpcctl there predates `agent table`)",
+            f"run `vpcctl host bootstrap {host.name}` to install vpcctl {__version__} there",
+        )
+    raw = _json(host, done, "agent table")
+    try:
+        table = parse_table(host.name, raw)
+    except ValidationError as exc:
+        raise AgentError(
+            exc.message, "is that host's vpcctl the same version as this one?"
+        ) from None
+    return HostResult(host.name, ok=True, data={"table": table})
 
 
 def check_one(host: Host, t: Transport) -> HostResult:

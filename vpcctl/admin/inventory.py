@@ -12,13 +12,8 @@ write rewrites the file in canonical form (stable ordering, one table per object
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
 import os
-import re
 import tempfile
-import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Address, IPv4Network
@@ -27,8 +22,17 @@ from typing import Any
 
 import tomli_w
 
-from vpcctl.core.errors import InventoryError, LockError, ValidationError
+from vpcctl.core.errors import InventoryError, ValidationError
+from vpcctl.core.lock import lock_path as lock_path
+from vpcctl.core.lock import locked
 from vpcctl.core.model import (
+    DAEMON_PORT,
+    DEFAULT_DOMAIN,
+    DEFAULT_GRACE,
+    DEFAULT_INTERFACE,
+    DEFAULT_PORT,
+    DEFAULT_ROUTING,
+    DEFAULT_SLICE_PREFIX,
     ROUTINGS,
     SCHEMA_VERSION,
     Container,
@@ -38,12 +42,15 @@ from vpcctl.core.model import (
     Service,
     Vpc,
     gateway,
+    make_selector,
     parse_address,
     parse_domain,
     parse_endpoint,
     parse_ifname,
     parse_int,
     parse_label,
+    parse_label_key,
+    parse_label_value,
     parse_network,
     parse_port,
     parse_portspec,
@@ -51,6 +58,7 @@ from vpcctl.core.model import (
     parse_ssh,
     split_key,
 )
+from vpcctl.core.reader import Reader, toml_key
 
 FILENAME = "vpc.toml"
 ENV_VAR = "VPCCTL_INVENTORY"
@@ -91,63 +99,6 @@ def init_path(explicit: Path | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------
 # parsing (pure)
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _toml_key(name: str) -> str:
-    """``name`` as a TOML key: bare when it can be, else quoted with every control character
-    escaped, so that an error naming a hostile key stays on one line."""
-    return name if _BARE_KEY.fullmatch(name) else json.dumps(name)
-
-
-class _Reader:
-    """Walks the raw TOML dict, naming ``file: key`` in every error."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def where(self, key: str) -> str:
-        return f"{self.source}: {key}"
-
-    def table(self, value: object, key: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise ValidationError(
-                f"{self.where(key)}: expected a table, got {type(value).__name__}",
-                f"write it as [{key}] with key = value lines",
-            )
-        return value
-
-    def keys(
-        self,
-        table: Mapping[str, Any],
-        key: str,
-        required: tuple[str, ...],
-        optional: tuple[str, ...],
-    ) -> None:
-        for name in table:
-            if name not in required and name not in optional:
-                allowed = ", ".join(required + optional)
-                path = f"{key}.{_toml_key(name)}" if key else _toml_key(name)
-                raise ValidationError(
-                    f"{self.where(path)}: unknown key",
-                    f"allowed keys here: {allowed}",
-                )
-        for name in required:
-            if name not in table:
-                raise ValidationError(
-                    f"{self.where(key)}: missing key {name!r}", f"add {name} = ... to [{key}]"
-                )
-
-    def string(self, value: object, key: str) -> str:
-        if not isinstance(value, str):
-            raise ValidationError(
-                f"{self.where(key)}: expected a string, got {type(value).__name__}",
-                'quote it: key = "value"',
-            )
-        if any(ch in value for ch in "\n\r\0") or not value.isprintable():
-            raise ValidationError(f"{self.where(key)}: contains control characters", "remove them")
-        return value
-
 
 def parse(text: str, source: str = FILENAME) -> Inventory:
     """TOML text -> validated :class:`Inventory` (syntax, types, then cross-object checks)."""
@@ -165,8 +116,14 @@ def parse(text: str, source: str = FILENAME) -> Inventory:
     return inv
 
 
+def _boolean(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{where}: expected true or false", "e.g. daemon = true")
+    return value
+
+
 def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
-    r = _Reader(source)
+    r = Reader(source)
     r.keys(raw, "", ("version", "mesh"), ("hosts", "vpcs", "containers", "services"))
     version = raw["version"]
     if version != SCHEMA_VERSION:
@@ -174,9 +131,12 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
             f"{r.where('version')}: unsupported schema version {version!r}",
             f"this vpcctl reads version {SCHEMA_VERSION}; upgrade vpcctl to read newer files",
         )
-    m = r.table(raw["mesh"], "mesh")
-    r.keys(m, "mesh", ("name", "cidr"), ("port", "interface", "domain", "routing"))
-    routing = m.get("routing", "ipip")
+    m = r.mapping(raw["mesh"], "mesh")
+    r.keys(
+        m, "mesh", ("name", "cidr"),
+        ("port", "interface", "domain", "routing", "daemon", "daemon_port", "grace"),
+    )  # fmt: skip
+    routing = m.get("routing", DEFAULT_ROUTING)
     if routing not in ROUTINGS:
         raise ValidationError(
             f"{r.where('mesh.routing')}: {routing!r} is not a routing mode",
@@ -185,20 +145,23 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     mesh = Mesh(
         name=parse_label(m["name"], r.where("mesh.name"), "mesh name"),
         cidr=parse_network(m["cidr"], r.where("mesh.cidr")),
-        port=parse_port(m.get("port", 51820), r.where("mesh.port")),
-        interface=parse_ifname(m.get("interface", "vpc0"), r.where("mesh.interface")),
-        domain=parse_domain(m.get("domain", "vpc.internal"), r.where("mesh.domain")),
+        port=parse_port(m.get("port", DEFAULT_PORT), r.where("mesh.port")),
+        interface=parse_ifname(m.get("interface", DEFAULT_INTERFACE), r.where("mesh.interface")),
+        domain=parse_domain(m.get("domain", DEFAULT_DOMAIN), r.where("mesh.domain")),
         routing=routing,
+        daemon=_boolean(m.get("daemon", False), r.where("mesh.daemon")),
+        daemon_port=parse_port(m.get("daemon_port", DAEMON_PORT), r.where("mesh.daemon_port")),
+        grace=parse_int(m.get("grace", DEFAULT_GRACE), r.where("mesh.grace"), 1, 3600),
     )
 
     hosts: dict[str, Host] = {}
-    for name, value in r.table(raw.get("hosts", {}), "hosts").items():
-        key = f"hosts.{_toml_key(name)}"
-        t = r.table(value, key)
+    for name, value in r.mapping(raw.get("hosts", {}), "hosts").items():
+        key = f"hosts.{toml_key(name)}"
+        t = r.mapping(value, key)
         r.keys(t, key, ("ssh", "address"), ("endpoint", "public_key", "agent", "slices"))
         slices: dict[str, IPv4Network] = {}
-        for vpc, cidr in r.table(t.get("slices", {}), f"{key}.slices").items():
-            where = r.where(f"{key}.slices.{_toml_key(vpc)}")
+        for vpc, cidr in r.mapping(t.get("slices", {}), f"{key}.slices").items():
+            where = r.where(f"{key}.slices.{toml_key(vpc)}")
             slices[parse_label(vpc, where, "VPC name")] = parse_network(cidr, where)
         hosts[name] = Host(
             name=parse_label(name, r.where(key), "host name"),
@@ -219,25 +182,28 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
 
     vpcs: dict[str, Vpc] = {}
-    for name, value in r.table(raw.get("vpcs", {}), "vpcs").items():
-        key = f"vpcs.{_toml_key(name)}"
-        t = r.table(value, key)
+    for name, value in r.mapping(raw.get("vpcs", {}), "vpcs").items():
+        key = f"vpcs.{toml_key(name)}"
+        t = r.mapping(value, key)
         r.keys(t, key, ("cidr", "services"), ("slice_prefix",))
         cidr = parse_network(t["cidr"], r.where(f"{key}.cidr"))
         vpcs[name] = Vpc(
             name=parse_label(name, r.where(key), "VPC name"),
             cidr=cidr,
             slice_prefix=parse_int(
-                t.get("slice_prefix", 24), r.where(f"{key}.slice_prefix"), cidr.prefixlen + 1, 30
+                t.get("slice_prefix", DEFAULT_SLICE_PREFIX),
+                r.where(f"{key}.slice_prefix"),
+                cidr.prefixlen + 1,
+                30,
             ),
             services=parse_network(t["services"], r.where(f"{key}.services")),
         )
 
     containers: dict[str, Container] = {}
-    for name, value in r.table(raw.get("containers", {}), "containers").items():
-        key = f"containers.{_toml_key(name)}"
+    for name, value in r.mapping(raw.get("containers", {}), "containers").items():
+        key = f"containers.{toml_key(name)}"
         vpc, cname = split_key(name, r.where(key))
-        t = r.table(value, key)
+        t = r.mapping(value, key)
         r.keys(t, key, ("host", "ip"), ())
         containers[name] = Container(
             vpc=vpc,
@@ -247,12 +213,12 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
 
     services: dict[str, Service] = {}
-    for name, value in r.table(raw.get("services", {}), "services").items():
-        key = f"services.{_toml_key(name)}"
+    for name, value in r.mapping(raw.get("services", {}), "services").items():
+        key = f"services.{toml_key(name)}"
         vpc, sname = split_key(name, r.where(key))
-        t = r.table(value, key)
-        r.keys(t, key, ("vip", "ports", "backends"), ())
-        ports, backends = t["ports"], t["backends"]
+        t = r.mapping(value, key)
+        r.keys(t, key, ("vip", "ports"), ("backends", "selector"))
+        ports, backends = t["ports"], t.get("backends", [])
         if not isinstance(ports, list) or not ports:
             raise ValidationError(
                 f"{r.where(f'{key}.ports')}: expected a non-empty list",
@@ -270,6 +236,16 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
             ports=tuple(parse_portspec(p, r.where(f"{key}.ports")) for p in ports),
             backends=tuple(
                 parse_label(b, r.where(f"{key}.backends"), "container name") for b in backends
+            ),
+            selector=make_selector(
+                (
+                    (
+                        parse_label_key(k, r.where(f"{key}.selector")),
+                        parse_label_value(v, r.where(f"{key}.selector.{toml_key(k)}")),
+                    )
+                    for k, v in r.mapping(t.get("selector", {}), f"{key}.selector").items()
+                ),
+                r.where(f"{key}.selector"),
             ),
         )
     return Inventory(mesh=mesh, hosts=hosts, vpcs=vpcs, containers=containers, services=services)
@@ -294,6 +270,9 @@ def _overlaps(
             holder = (net, label)
 
 
+Bad = Callable[[str, str, str], None]  # (key, problem, hint): record one problem
+
+
 def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
     """Every cross-object problem: overlaps, duplicates, dangling references.
 
@@ -304,13 +283,23 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
     def bad(key: str, problem: str, hint: str) -> None:
         out.append(ValidationError(f"{source}: {key}: {problem}", hint))
 
+    for check in (_cidr_problems, _host_problems, _vpc_problems, _container_problems,
+                  _service_problems):  # fmt: skip
+        check(inv, bad)
+    return out
+
+
+def _cidr_problems(inv: Inventory, bad: Bad) -> None:
     mesh = inv.mesh
     nets = [(mesh.cidr, "mesh.cidr")] + [(v.cidr, f"vpcs.{v.name}.cidr") for v in inv.vpcs.values()]
     for a, b, na, nb in _overlaps(nets):
         bad(b, f"{nb} overlaps {a} ({na})", "every VPC and the mesh need CIDRs that do not overlap")
 
+
+def _host_problems(inv: Inventory, bad: Bad) -> None:
     by_address: dict[IPv4Address, str] = {}
     by_key: dict[str, str] = {}
+    mesh = inv.mesh
     first, last = mesh.cidr.network_address + 1, mesh.cidr.broadcast_address - 1
     for host in inv.hosts.values():
         key = f"hosts.{host.name}"
@@ -351,6 +340,8 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
                     "remove the slice or add the VPC",
                 )
 
+
+def _vpc_problems(inv: Inventory, bad: Bad) -> None:
     for vpc in inv.vpcs.values():
         key = f"vpcs.{vpc.name}"
         if not vpc.services.subnet_of(vpc.cidr):
@@ -390,6 +381,8 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
                 "duplicate slice (a merge?): remove the host and add it again",
             )
 
+
+def _container_problems(inv: Inventory, bad: Bad) -> None:
     seen_ip: dict[tuple[str, IPv4Address], str] = {}
     for c in inv.containers.values():
         key = f'containers."{c.key}"'
@@ -422,6 +415,8 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
         else:
             seen_ip[(c.vpc, c.ip)] = c.key
 
+
+def _service_problems(inv: Inventory, bad: Bad) -> None:
     seen_vip: dict[tuple[str, IPv4Address], str] = {}
     for svc in inv.services.values():
         key = f'services."{svc.key}"'
@@ -452,26 +447,49 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
             )
         else:
             seen_vip[(svc.vpc, svc.vip)] = svc.key
-        ports_seen: set[tuple[int, str]] = set()
-        names_seen: set[str] = set()
-        for p in svc.ports:
-            if (p.port, p.proto) in ports_seen:
-                bad(f"{key}.ports", f"port {p.port}/{p.proto} listed twice", "list each port once")
-            ports_seen.add((p.port, p.proto))
-            if p.name is not None:
-                if p.name in names_seen:
-                    bad(f"{key}.ports", f"port name {p.name!r} listed twice", "name each port once")
-                names_seen.add(p.name)
-        for b in svc.backends:
-            if f"{svc.vpc}/{b}" not in inv.containers:
-                bad(
-                    f"{key}.backends",
-                    f"no container {b!r} in VPC {svc.vpc}",
-                    f"add it with `vpcctl container add {b} --vpc {svc.vpc} --host HOST`, or remove the backend",
-                )
-        if len(set(svc.backends)) != len(svc.backends):
-            bad(f"{key}.backends", "a backend is listed twice", "list each backend once")
-    return out
+        _service_ports_and_backends(inv, svc, key, bad)
+
+
+def _service_ports_and_backends(inv: Inventory, svc: Service, key: str, bad: Bad) -> None:
+    ports_seen: set[tuple[int, str]] = set()
+    names_seen: set[str] = set()
+    for p in svc.ports:
+        if (p.port, p.proto) in ports_seen:
+            bad(f"{key}.ports", f"port {p.port}/{p.proto} listed twice", "list each port once")
+        ports_seen.add((p.port, p.proto))
+        if p.name is not None:
+            if p.name in names_seen:
+                bad(f"{key}.ports", f"port name {p.name!r} listed twice", "name each port once")
+            names_seen.add(p.name)
+    for b in svc.backends:
+        if f"{svc.vpc}/{b}" not in inv.containers:
+            bad(
+                f"{key}.backends",
+                f"no container {b!r} in VPC {svc.vpc}",
+                f"add it with `vpcctl container add {b} --vpc {svc.vpc} --host HOST`, or remove the backend",
+            )
+    if len(set(svc.backends)) != len(svc.backends):
+        bad(f"{key}.backends", "a backend is listed twice", "list each backend once")
+
+
+def check_file(
+    path: Path,
+) -> tuple[Inventory | None, list[ValidationError], list[str], bool]:
+    """`vpcctl check`: (the inventory if it could be read, every problem, every warning, whether
+    the file is in canonical form). A TOML syntax error raises, as :func:`parse` words it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InventoryError(f"{path}: cannot read ({exc})", "check the path") from None
+    try:
+        inv = from_dict(tomllib.loads(text), str(path))
+    except tomllib.TOMLDecodeError:
+        parse(text, str(path))  # raises the friendly error
+        raise
+    except ValidationError as exc:
+        return None, [exc], [], False
+    found = problems(inv, str(path))
+    return inv, found, warnings(inv), not found and dump(inv) == text
 
 
 def warnings(inv: Inventory) -> list[str]:
@@ -509,6 +527,12 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
             "routing": m.routing,
         },
     }
+    if m.daemon:
+        out["mesh"]["daemon"] = True
+    if m.daemon_port != DAEMON_PORT:
+        out["mesh"]["daemon_port"] = m.daemon_port
+    if m.grace != DEFAULT_GRACE:
+        out["mesh"]["grace"] = m.grace
     hosts: dict[str, Any] = {}
     for name in sorted(inv.hosts):
         h = inv.hosts[name]
@@ -539,6 +563,7 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
             "vip": str(s.vip),
             "ports": [str(p) for p in s.ports],
             "backends": list(s.backends),
+            **({"selector": dict(s.selector)} if s.selector else {}),
         }
         for key, s in sorted(inv.services.items(), key=lambda kv: (kv[1].vpc, kv[1].name))
     }
@@ -599,43 +624,6 @@ def write_atomic(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def lock_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.lock")
-
-
-@contextlib.contextmanager
-def locked(path: Path, wait: float = 30.0, what: str = "the inventory") -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (through a sidecar ``.vpc.toml.lock`` file, since the
-    inventory itself is replaced by rename). Waits up to ``wait`` seconds."""
-    lock = lock_path(path)
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise LockError(
-            f"{lock}: cannot open lock file ({exc})", "check directory permissions"
-        ) from None
-    try:
-        deadline = time.monotonic() + wait
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise LockError(
-                        f"{path}: another vpcctl is working on {what} (waited {wait:g} s)",
-                        "wait for it to finish, or raise --wait",
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
-        yield
-    finally:
-        os.close(fd)
 
 
 def ignore_lock_file(path: Path) -> Path | None:

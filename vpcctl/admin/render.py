@@ -11,6 +11,7 @@ from ipaddress import IPv4Interface, IPv4Network
 
 from vpcctl.core.errors import NotFoundError
 from vpcctl.core.model import (
+    DEFAULT_STATE_DIR,
     KEEPALIVE_SECONDS,
     VPC_MTU,
     WG_MTU,
@@ -20,6 +21,7 @@ from vpcctl.core.model import (
     tunnel_name,
 )
 from vpcctl.core.spec import (
+    DaemonSpec,
     HostSpec,
     PeerSpec,
     RouteSpec,
@@ -73,6 +75,7 @@ class _Shared:
     vpcs: dict[str, tuple[VpcSpec, ...]]
     services: tuple[ServiceSpec, ...]
     zone: ZoneData
+    daemon: DaemonSpec
 
 
 def _shared(inv: Inventory) -> _Shared:
@@ -87,6 +90,7 @@ def _shared(inv: Inventory) -> _Shared:
     for name in order:
         h = inv.hosts[name]
         slices = tuple(h.slices[v] for v in vpc_names if v in h.slices)
+        by_vpc = tuple((v, h.slices[v]) for v in vpc_names if v in h.slices)
         if mesh.routing == "ipip":
             allowed: tuple[IPv4Network, ...] = (IPv4Interface(f"{h.address}/32").network,)
             routes[name] = tuple(
@@ -103,6 +107,7 @@ def _shared(inv: Inventory) -> _Shared:
                 endpoint=h.endpoint,
                 allowed_ips=allowed,
                 keepalive=0,
+                slices=by_vpc,
             )
             keepalive[name] = (
                 PeerSpec(
@@ -112,6 +117,7 @@ def _shared(inv: Inventory) -> _Shared:
                     endpoint=h.endpoint,
                     allowed_ips=allowed,
                     keepalive=KEEPALIVE_SECONDS,
+                    slices=by_vpc,
                 )
                 if h.endpoint is not None
                 else plain[name]
@@ -139,6 +145,7 @@ def _shared(inv: Inventory) -> _Shared:
                 for b in s.backends
                 if f"{s.vpc}/{b}" in inv.containers
             ),
+            selector=s.selector,
         )
         for s in sorted(inv.services.values(), key=lambda s: (s.vpc, s.name))
     )
@@ -160,6 +167,7 @@ def _shared(inv: Inventory) -> _Shared:
         vpcs=vpcs,
         services=services,
         zone=zone_data(inv),
+        daemon=DaemonSpec(enabled=mesh.daemon, port=mesh.daemon_port, grace=mesh.grace),
     )
 
 
@@ -194,6 +202,7 @@ def _spec(inv: Inventory, shared: _Shared, host: str) -> HostSpec:
         vpcs=shared.vpcs[host],
         services=shared.services,
         dns=shared.zone,
+        daemon=shared.daemon,
     )
 
 
@@ -224,7 +233,7 @@ def wg_quick(spec: HostSpec, private_key: str | None = None) -> str:
     if private_key is not None:
         lines.append(f"PrivateKey = {private_key}")
     else:
-        lines.append(f"PostUp = wg set %i private-key /etc/vpcctl/{spec.private_key_file}")
+        lines.append(f"PostUp = wg set %i private-key {DEFAULT_STATE_DIR / spec.private_key_file}")
     if spec.routing == "ipip":
         lines.append("Table = off")
     for p in spec.peers:

@@ -13,7 +13,7 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vpcctl import __version__
 from vpcctl.core.errors import ExitCode, SpecError, VpcctlError
@@ -30,6 +30,12 @@ EPILOG = {
     "status": "Example:\n  vpcctl agent status --json",
     "check": "Example:\n  vpcctl agent check --json",
     "down": "Example:\n  vpcctl agent down",
+    "run": (
+        "Examples:\n  vpcctl agent run                    # in the foreground (systemd: "
+        "examples/systemd/vpcctl-agent.service)\n"
+        "  vpcctl agent run --state-dir /etc/vpcctl -v"
+    ),
+    "table": "Examples:\n  vpcctl agent table\n  vpcctl agent table --json",
 }
 
 
@@ -93,7 +99,15 @@ def parser() -> argparse.ArgumentParser:
     add("check", "Check that this host can run the agent: root, WireGuard (kernel or "
                  "wireguard-go), nftables.")  # fmt: skip
     add("down", "Remove everything vpcctl owns on this host (interface, tunnel, bridges, routes, "
-                "nftables table). Nothing else is touched; the key stays.")  # fmt: skip
+                "nftables table) and stop the agent daemon. Nothing else is touched; the key "
+                "stays.")  # fmt: skip
+    rp = add("run", "Run the agent daemon: discover this host's containers, serve them to the "
+                    "peers over the mesh, watch every peer's, keep the zone and the service "
+                    "backends current. Runs until SIGTERM/SIGINT.")  # fmt: skip
+    rp.add_argument("-v", "--verbose", action="store_true", help="log every change")
+    rp.add_argument("--managed", action="store_true", help=argparse.SUPPRESS)
+    add("table", "Print the merged live table: every running endpoint this host knows "
+                 "(its own and every reachable peer's), from the agent daemon.")  # fmt: skip
     return p
 
 
@@ -149,6 +163,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     quiet = args.json or args.dry_run
     progress = None if quiet else (lambda c: _info(f"  {c.describe()}"))
     result = converge(spec, state, dry_run=args.dry_run, progress=progress, backend=args.backend)
+    for line in [] if args.json else result.messages:
+        _info(line)
     if args.json:
         _json(result.to_json())
     elif result.plan.empty:
@@ -165,18 +181,22 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from vpcctl.host import docker
     from vpcctl.host.agent import status
     from vpcctl.host.kernel import LinuxSystem
     from vpcctl.host.state import StateDir
 
+    state = StateDir.default(args.state_dir)
     system = LinuxSystem()
     try:
-        data = status(system, StateDir.default(args.state_dir))
+        data = status(system, state)
     finally:
         system.close()
+    data["docker"] = docker.status(state.applied_spec())
     if args.json:
         _json(data)
         return 0
+    _print_mesh(data.get("daemon"))
     iface = data["interface"]
     if iface is None:
         _info("no vpcctl interface on this host (nothing applied yet?)")
@@ -192,7 +212,96 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{(f'{age:.0f}s ago' if age is not None else 'never'):>10}  "
             f"rx {p['rx_bytes']} tx {p['tx_bytes']}\n"
         )
+    sys.stdout.write(_docker_line(data["docker"]) + "\n")
     return 0
+
+
+def _print_mesh(m: dict[str, object] | None) -> None:
+    if not m:
+        return
+    if not m.get("running"):
+        _info("agent daemon: not running")
+        return
+    peers = m.get("peers") or []
+    assert isinstance(peers, list)
+    own = m.get("own") or []
+    assert isinstance(own, list)
+    sys.stdout.write(
+        f"agent daemon (pid {m.get('pid')}): version {m.get('version')}, "
+        f"{len(own)} own endpoints, grace {m.get('grace')} s\n"
+    )
+    for p in peers:
+        age = p.get("last_seen_age")
+        sys.stdout.write(
+            f"  mesh peer {p['name']:<16} {'reachable' if p['reachable'] else 'unreachable':<11} "
+            f"{'never' if age is None else f'{age:.1f}s ago':>10}  version {p['version'] or '-'}  "
+            f"{p['records']} records  {p['rejected']} rejected\n"
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from vpcctl.host.daemon import Daemon
+    from vpcctl.host.state import StateDir
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.managed else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    daemon = Daemon(StateDir.default(args.state_dir))
+
+    def stop(signum: int, frame: object) -> None:
+        daemon.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    daemon.run()
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from vpcctl.host import live
+    from vpcctl.host.state import StateDir
+
+    state = StateDir.default(args.state_dir)
+    endpoints = live.read_live(state)
+    if args.json:
+        _json({"daemon": bool(endpoints) or _daemon_running(state),
+               "endpoints": [live.endpoint_to_json(e) for e in endpoints]})  # fmt: skip
+        return 0
+    if not _daemon_running(state):
+        _info("the agent daemon is not running here (`vpcctl agent run`)")
+    for e in endpoints:
+        labels = ",".join(f"{k}={v}" for k, v in e.labels)
+        sys.stdout.write(f"{e.vpc:<12} {e.name:<24} {e.address!s:<16} {e.host:<16} "
+                         f"{'ready' if e.ready else 'not-ready':<9} {labels}\n")  # fmt: skip
+    return 0
+
+
+def _daemon_running(state: object) -> bool:
+    from vpcctl.host import processes
+    from vpcctl.host.state import StateDir
+
+    assert isinstance(state, StateDir)
+    return processes.running(state.daemon_pid) is not None
+
+
+def _docker_line(d: dict[str, Any]) -> str:
+    if not d.get("present"):
+        return "  docker: not running here"
+    if not d.get("reachable"):
+        return f"  docker: not reachable ({d.get('error')})"
+    dns = d.get("dns")
+    verdict = dns.get("containers_get_resolver") if isinstance(dns, dict) else None
+    text = {"all": "all containers get vpcctl's resolver",
+            "some": "some containers lack vpcctl's resolver (run them with --dns <gateway>)",
+            "none": "no container gets vpcctl's resolver (run them with --dns <gateway>)",
+            "no containers": "no containers on vpcctl's networks"}.get(str(verdict), "")  # fmt: skip
+    nets = d.get("networks") or []
+    return f"  docker {d.get('version')}: networks {', '.join(map(str, nets)) or '-'}; {text}"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -211,20 +320,31 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from vpcctl.host import docker
     from vpcctl.host.agent import down
     from vpcctl.host.kernel import LinuxSystem
     from vpcctl.host.state import StateDir
 
     state = StateDir.default(args.state_dir)
+    applied = state.applied_spec()
     system = LinuxSystem()
     try:
         with state.locked():
+            # Docker's networks first (they sit on the bridges about to go); only vpcctl's
+            dk = docker.remove_networks(applied.mesh if applied else None)
             result = down(system, state)
     finally:
         system.close()
     if args.json:
-        _json({"removed": result.plan.to_json()})
+        out: dict[str, object] = {"removed": result.plan.to_json()}
+        if dk.present:
+            out["docker"] = dk.to_json()
+        _json(out)
         return 0
+    for name in dk.removed:
+        _info(f"  remove Docker network {name}")
+    for p in dk.problems:
+        _info(f"  docker: warning: {p}")
     for line in result.plan.describe():
         _info(f"  {line}")
     _info(
@@ -241,6 +361,8 @@ COMMANDS = {
     "status": cmd_status,
     "check": cmd_check,
     "down": cmd_down,
+    "run": cmd_run,
+    "table": cmd_table,
 }
 
 

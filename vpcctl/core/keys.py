@@ -8,7 +8,6 @@ A host's private key is born on that host (``vpcctl agent keygen``) in a file cr
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import os
 import stat
@@ -40,13 +39,12 @@ class PrivateKey:
 
     @classmethod
     def from_base64(cls, text: str) -> PrivateKey:
+        from vpcctl.core.model import key_bytes
+
         try:
-            raw = base64.b64decode(text.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise KeyFileError("private key is not valid base64", "regenerate it") from None
-        if len(raw) != 32:
-            raise KeyFileError("private key is not 32 bytes", "regenerate it")
-        return cls(raw)
+            return cls(key_bytes(text))
+        except ValueError as exc:
+            raise KeyFileError(f"private key is {exc}", "regenerate it") from None
 
     def to_base64(self) -> str:
         return base64.b64encode(self.raw).decode("ascii")

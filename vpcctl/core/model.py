@@ -13,7 +13,7 @@ import base64
 import binascii
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import (
     AddressValueError,
@@ -23,6 +23,7 @@ from ipaddress import (
     IPv6Address,
     NetmaskValueError,
 )
+from pathlib import Path
 from typing import Literal
 
 from vpcctl.core.errors import ValidationError
@@ -37,7 +38,19 @@ DEFAULT_PORT = 51820
 DEFAULT_INTERFACE = "vpc0"
 DEFAULT_DOMAIN = "vpc.internal"
 DEFAULT_SLICE_PREFIX = 24
+DEFAULT_ROUTING: Routing = "ipip"
 KEEPALIVE_SECONDS = 25
+# The agent daemon (`vpcctl agent run`, README "Mesh table"): the TCP port it serves this host's
+# endpoint set on (mesh address only, accepted only from the WireGuard interface), and how long a
+# peer that stopped answering keeps its records before they expire.
+DAEMON_PORT = 51821
+DEFAULT_GRACE = 5
+
+# Each host keeps vpcctl's secrets and history in one state directory (host/state.py derives every
+# path from it); the resolver reads its zone from there too.
+DEFAULT_STATE_DIR = Path("/etc/vpcctl")
+STATE_DIR_ENV = "VPCCTL_STATE_DIR"
+ZONE_FILE = "zone.json"
 
 # MTU arithmetic (README "MTU"): a 1500-byte underlay carries WireGuard with at most 80 bytes of
 # overhead (IPv6 outer header 40 + UDP 8 + WireGuard 32), so the WireGuard interface gets 1420.
@@ -57,9 +70,52 @@ _HOSTNAME_RE = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
 )
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
+# Docker's label-key guideline: lower-case alphanumerics, '.' and '-', beginning and ending with
+# an alphanumeric, no two separators in a row ("com.example.app", "app", "tier").
+_LABEL_KEY_RE = re.compile(r"^[a-z0-9](?:[a-z0-9]|[.-](?=[a-z0-9]))*\Z")
+LABEL_KEY_MAX = 128
+LABEL_VALUE_MAX = 255
 _PORTSPEC_RE = re.compile(
     r"^(?:([a-z0-9](?:[a-z0-9-]{0,13}[a-z0-9])?)=)?([0-9]{1,5})(?:/(tcp|udp))?\Z"
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# the one reading of a key, an endpoint and an interface name; every side parses through these
+
+KEY_LEN = 32
+MAX_IFNAME_LEN = 15  # IFNAMSIZ - 1
+
+
+def key_bytes(text: str) -> bytes:
+    """The 32 bytes of a WireGuard key written in base64 (surrounding whitespace allowed).
+    ValueError "not valid base64" or "not 32 bytes"; the key itself is never in the message."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not valid base64") from None
+    if len(raw) != KEY_LEN:
+        raise ValueError(f"not {KEY_LEN} bytes")
+    return raw
+
+
+def split_endpoint(text: str) -> tuple[str, str]:
+    """``HOST:PORT`` -> (HOST, PORT text), split at the last colon; HOST keeps the brackets of
+    ``[IPv6]``. ValueError when there is no colon. Each caller checks the parts it accepts."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise ValueError("not HOST:PORT")
+    return host, port
+
+
+def ifname_problem(name: str) -> str | None:
+    """What makes ``name`` unusable as a Linux interface name, or None: 1 to 15 characters, not
+    "." or "..", no "/", ":", whitespace or unprintable characters."""
+    if not 0 < len(name) <= MAX_IFNAME_LEN or name in (".", ".."):
+        return f"must be 1..{MAX_IFNAME_LEN} chars"
+    if any(c in name for c in "/:") or any(c.isspace() for c in name) or not name.isprintable():
+        return "no '/', ':', whitespace or control characters"
+    return None
 
 
 def _is_number(text: str) -> bool:
@@ -109,7 +165,9 @@ def parse_domain(value: object, where: str) -> str:
 
 
 def parse_ifname(value: object, where: str) -> str:
-    if not isinstance(value, str) or not _IFNAME_RE.match(value):
+    """An interface name vpcctl creates: a Linux interface name (:func:`ifname_problem`) made of
+    the characters that are safe in every config file and command line (A-Z a-z 0-9 _ . -)."""
+    if not isinstance(value, str) or ifname_problem(value) or not _IFNAME_RE.match(value):
         raise _fail(
             where,
             f"{_shown(value)} is not a valid interface name",
@@ -198,7 +256,7 @@ def parse_endpoint(value: object, where: str) -> str:
     hint = 'use HOST:PORT, e.g. "203.0.113.10:51820" or "[2001:db8::1]:51820"'
     if not isinstance(value, str) or ":" not in value:
         raise _fail(where, f"{_shown(value)} is not a HOST:PORT endpoint", hint)
-    host, _, port_text = value.rpartition(":")
+    host, port_text = split_endpoint(value)
     if not _is_number(port_text) or not host:
         raise _fail(where, f"{_shown(value)} is not a HOST:PORT endpoint", hint)
     port = int(port_text)
@@ -270,10 +328,11 @@ def parse_public_key(value: object, where: str) -> str:
     if not isinstance(value, str) or len(value) != 44 or not value.endswith("="):
         raise _fail(where, f"{_shown(value)} is not a WireGuard public key", hint)
     try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise _fail(where, f"{_shown(value)} is not valid base64", hint) from None
-    if len(raw) != 32 or base64.b64encode(raw).decode() != value:
+        raw = key_bytes(value)
+    except ValueError as exc:
+        problem = "is not valid base64" if "base64" in str(exc) else "is not a WireGuard public key"
+        raise _fail(where, f"{_shown(value)} {problem}", hint) from None
+    if base64.b64encode(raw).decode() != value:
         raise _fail(where, f"{_shown(value)} is not a WireGuard public key", hint)
     return value
 
@@ -304,6 +363,75 @@ def parse_portspec(value: object, where: str) -> PortSpec:
     return PortSpec(port=port, proto="udp" if proto == "udp" else "tcp", name=name)
 
 
+Selector = tuple[tuple[str, str], ...]  # container label key = value pairs, sorted, keys unique
+
+
+def parse_label_key(value: object, where: str) -> str:
+    """A container label key as Docker's guideline has it: ``app``, ``com.example.tier``."""
+    if not isinstance(value, str) or len(value) > LABEL_KEY_MAX or not _LABEL_KEY_RE.match(value):
+        raise _fail(
+            where,
+            f"{_shown(value)} is not a valid label key",
+            "use lower-case a-z, 0-9, '.' and '-' (Docker's convention), starting and ending "
+            f"with a letter or digit, at most {LABEL_KEY_MAX} characters, e.g. app or com.example.tier",
+        )
+    return value
+
+
+def parse_label_value(value: object, where: str) -> str:
+    """A container label value: any printable text without control characters, at most 255."""
+    if not isinstance(value, str) or len(value) > LABEL_VALUE_MAX or not value.isprintable():
+        raise _fail(
+            where,
+            f"{_shown(value)} is not a valid label value",
+            f"use printable text without control characters, at most {LABEL_VALUE_MAX} characters",
+        )
+    return value
+
+
+def parse_selector_term(value: object, where: str) -> tuple[str, str]:
+    """``KEY=VALUE`` (as given to ``--selector``); the value may be empty or contain '='."""
+    if not isinstance(value, str) or "=" not in value:
+        raise _fail(
+            where,
+            f"{_shown(value)} is not KEY=VALUE",
+            "select containers by label, e.g. --selector app=db (repeat it to AND several)",
+        )
+    key, _, text = value.partition("=")
+    return parse_label_key(key, where), parse_label_value(text, where)
+
+
+def make_selector(terms: Iterable[tuple[str, str]], where: str) -> Selector:
+    """Validated terms -> a canonical selector (sorted by key). The terms are ANDed, so one key
+    with two different values could never match: that is refused; a repeated term is kept once."""
+    out: dict[str, str] = {}
+    for key, value in terms:
+        parse_label_key(key, where)
+        parse_label_value(value, where)
+        if key in out and out[key] != value:
+            raise _fail(
+                where,
+                f"label {key!r} selected as both {out[key]!r} and {value!r}",
+                "the terms of a selector are ANDed: give each label once",
+            )
+        out[key] = value
+    return tuple(sorted(out.items()))
+
+
+def selector_text(selector: Selector) -> str:
+    """``app=db,tier=primary`` (for tables and messages)."""
+    return ",".join(f"{k}={v}" for k, v in selector)
+
+
+def selects(selector: Selector, labels: Iterable[tuple[str, str]]) -> bool:
+    """Whether a container with ``labels`` matches: every term present with the same value. An
+    empty selector selects nothing (a service without a selector has only declared backends)."""
+    if not selector:
+        return False
+    have = dict(labels)
+    return all(have.get(k) == v for k, v in selector)
+
+
 # ---------------------------------------------------------------------------------------------
 # derived kernel object names
 
@@ -320,6 +448,11 @@ def _short_name(prefix: str, name: str) -> str:
 def bridge_name(vpc: str) -> str:
     """The Linux bridge of a VPC on every host, e.g. ``vb-prod``."""
     return _short_name("vb-", vpc)
+
+
+def docker_network_name(vpc: str) -> str:
+    """The Docker network of a VPC on every host that runs Docker, e.g. ``vpc-prod``."""
+    return f"vpc-{vpc}"
 
 
 def tunnel_name(interface: str) -> str:
@@ -339,6 +472,9 @@ class Mesh:
     interface: str = DEFAULT_INTERFACE
     domain: str = DEFAULT_DOMAIN
     routing: Routing = "ipip"
+    daemon: bool = False  # `vpcctl agent apply` starts (and keeps) the agent daemon
+    daemon_port: int = DAEMON_PORT
+    grace: int = DEFAULT_GRACE  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +519,7 @@ class Service:
     vip: IPv4Address
     ports: tuple[PortSpec, ...]
     backends: tuple[str, ...]  # container names in the same VPC
+    selector: Selector = ()  # running containers with these labels are backends too
 
     @property
     def key(self) -> str:
@@ -402,6 +539,18 @@ class Inventory:
 def gateway(slice_: IPv4Network) -> IPv4Interface:
     """The first usable address of a slice is its gateway, on the VPC bridge of that host."""
     return IPv4Interface(f"{slice_.network_address + 1}/{slice_.prefixlen}")
+
+
+def docker_range(slice_: IPv4Network) -> IPv4Network | None:
+    """The upper half of a slice: the addresses Docker allocates from (``--ip-range``).
+
+    Declared containers (``vpc.toml``) get addresses from the lower half only (after the
+    gateway), so an address Docker hands out can never collide with a declared one. None for
+    slices too small to split (/30 and longer)."""
+    if slice_.prefixlen >= 30:
+        return None
+    return IPv4Network((int(slice_.network_address) + (slice_.num_addresses // 2),
+                        slice_.prefixlen + 1))  # fmt: skip
 
 
 def split_key(key: str, where: str) -> tuple[str, str]:

@@ -56,11 +56,11 @@ from dnslib import (
 )
 
 from vpcctl.core.errors import SpecError, ValidationError, VpcctlError
-from vpcctl.core.model import parse_address, parse_int
+from vpcctl.core.model import DEFAULT_STATE_DIR, ZONE_FILE, parse_address, parse_int
 from vpcctl.core.spec import HostSpec, ZoneData, zone_from_dict
 from vpcctl.dns import zone as zone_mod
 
-DEFAULT_ZONE_FILE = Path("/etc/vpcctl/zone.json")
+DEFAULT_ZONE_FILE = DEFAULT_STATE_DIR / ZONE_FILE
 DEFAULT_LISTEN = ("127.0.0.1", 53)
 DNS_PORT = 53
 RESOLV_CONF = Path("/etc/resolv.conf")

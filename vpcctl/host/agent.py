@@ -22,28 +22,15 @@ from typing import TYPE_CHECKING, Any
 from vpcctl import __version__
 from vpcctl.core.errors import ApplyError, ExitCode, KeyFileError, VpcctlError
 from vpcctl.core.keys import PrivateKey, ensure_private, load_private
-from vpcctl.core.spec import HostSpec, to_json, zone_file_text
+from vpcctl.core.spec import HostSpec, to_json
+from vpcctl.host import changes as ch
+from vpcctl.host import live
 from vpcctl.host.changes import (
-    AddAddress,
-    AddRoute,
+    MANAGED,
     Change,
-    CreateBridge,
-    CreateTunnel,
-    CreateWireGuard,
-    DelAddress,
-    DeleteFirewall,
-    DeleteLink,
-    DelRoute,
-    LoadFirewall,
     Plan,
-    RemovePeer,
-    SetForwarding,
-    SetLink,
-    SetListenPort,
-    SetPeer,
-    SetPrivateKey,
-    StartResolver,
-    StopResolver,
+    StartDaemon,
+    StopDaemon,
     WriteZone,
 )
 from vpcctl.host.linktypes import ALIAS_PREFIX, RTPROT_VPCCTL
@@ -75,7 +62,8 @@ def keygen(state: StateDir) -> tuple[str, bool]:
 def check() -> dict[str, Any]:
     """Can this host run the agent: root, WireGuard (kernel or wireguard-go), nftables."""
     import os
-    import shutil
+
+    from vpcctl.core import run
 
     problems: list[dict[str, str]] = []
     root = os.geteuid() == 0
@@ -87,7 +75,7 @@ def check() -> dict[str, Any]:
         from vpcctl.host.wireguard import kernel_has_wireguard
 
         kernel = kernel_has_wireguard()
-    userspace = shutil.which("wireguard-go") is not None
+    userspace = run.which("wireguard-go") is not None
     if not kernel and not userspace:
         problems.append(
             {
@@ -95,14 +83,22 @@ def check() -> dict[str, Any]:
                 "hint": "modprobe wireguard (Linux >= 5.6), or apt-get install wireguard-go",
             }
         )
-    nft = shutil.which("nft") is not None
+    nft = run.which("nft") is not None
     if not nft:
         problems.append({"message": "nft not found", "hint": "apt-get install nftables"})
+    from vpcctl.host.dockersocket import docker_url, present
+
+    docker = present()
+    if docker and run.which("iptables") is None:
+        problems.append({"message": "dockerd runs here but iptables is missing: vpcctl cannot "
+                                    "let VPC traffic through Docker's FORWARD rules",
+                         "hint": "apt-get install iptables"})  # fmt: skip
     return {
         "version": __version__,
         "root": root,
         "wireguard": "kernel" if kernel else ("userspace" if userspace else None),
         "nftables": nft,
+        "docker": {"socket": docker_url(), "present": docker},
         "problems": problems,
     }
 
@@ -141,6 +137,7 @@ def observe(system: System, spec: HostSpec | None, state: StateDir) -> Observed:
         zone_text=state.read(state.zone),
         endpoints=endpoints,
         resolver=system.resolver_running(state.resolver_pid),
+        daemon=system.resolver_running(state.daemon_pid),
     )
 
 
@@ -152,59 +149,98 @@ def desired_for(
 
     if spec is None:
         return Desired(spec=None)
-    zone, names = zone_file_text(spec.dns)
+    # the agent daemon's live table (none without a daemon): the same zone and service backends
+    # it keeps, so an apply never regresses them
+    running = live.read_live(state) if state is not None else ()
+    zone, names = live.zone_text(spec, running)
     resolver = None
+    daemon = None
     if state is not None and spec.vpcs:
         from vpcctl.dns.resolver import listen_addresses, resolver_command
 
         resolver = tuple(resolver_command(listen_addresses(spec), zone_file=state.zone))
+    if state is not None and spec.daemon.enabled:
+        daemon = daemon_command(state)
     return Desired(
         spec=spec,
         public_key=key.public_key() if key else None,
-        firewall=firewall.ruleset(spec),
+        firewall=firewall.ruleset(spec, live.backends(spec, running)),
         zone=zone,
         zone_names=names,
         resolver=resolver,
+        daemon=daemon,
     )
+
+
+def daemon_command(state: StateDir) -> tuple[str, ...]:
+    """The command line `agent apply` starts the agent daemon with."""
+    import sys
+
+    return (sys.executable, "-m", "vpcctl", "agent", "run", "--state-dir", str(state.path),
+            MANAGED)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
 # apply
 
 
+_WIREGUARD = (ch.CreateWireGuard, ch.SetPrivateKey, ch.SetListenPort, ch.SetPeer, ch.RemovePeer)
+_STATE = (ch.LoadFirewall, ch.DeleteFirewall, ch.WriteZone, ch.StartResolver, ch.StopResolver,
+          ch.StartDaemon, ch.StopDaemon)  # fmt: skip
+
+
 def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | None) -> None:
+    if isinstance(change, _WIREGUARD):
+        _execute_wireguard(change, system, key)
+    elif isinstance(change, _STATE):
+        _execute_firewall_and_names(change, system, state)
+    else:
+        _execute_links_and_routes(change, system)
+
+
+def _execute_wireguard(change: Change, system: System, key: PrivateKey | None) -> None:
     match change:
-        case SetForwarding(on=on):
-            system.set_forwarding(on)
-        case CreateWireGuard(name=name, backend=backend, mtu=mtu, alias=alias):
+        case ch.CreateWireGuard(name=name, backend=backend, mtu=mtu, alias=alias):
             system.wg_create(name, backend, mtu, alias)
-        case SetPrivateKey(dev=dev):
+        case ch.SetPrivateKey(dev=dev):
             if key is None:
                 raise KeyFileError("no private key", "run `vpcctl agent keygen`")
             system.wg_set_device(dev, private_key=key.raw)
-        case SetListenPort(dev=dev, port=port):
+        case ch.SetListenPort(dev=dev, port=port):
             system.wg_set_device(dev, listen_port=port)
-        case SetPeer(dev=dev, update=update):
+        case ch.SetPeer(dev=dev, update=update):
             system.wg_update_peer(dev, update)
-        case RemovePeer(dev=dev, public_key=pk):
+        case ch.RemovePeer(dev=dev, public_key=pk):
             system.wg_remove_peer(dev, pk)
-        case CreateTunnel(name=name, local=local, mtu=mtu, alias=alias):
+
+
+def _execute_links_and_routes(change: Change, system: System) -> None:
+    match change:
+        case ch.SetForwarding(on=on):
+            system.set_forwarding(on)
+        case ch.CreateTunnel(name=name, local=local, mtu=mtu, alias=alias):
             system.add_ipip(name, local, mtu, alias)
-        case CreateBridge(name=name, mtu=mtu, alias=alias):
+        case ch.CreateBridge(name=name, mtu=mtu, alias=alias):
             system.add_bridge(name, mtu, alias)
-        case DeleteLink(name=name, kind=kind):
+        case ch.DeleteLink(name=name, kind=kind):
             system.delete_link(name, kind)
-        case SetLink(name=name, mtu=mtu, up=up):
+        case ch.SetLink(name=name, mtu=mtu, up=up):
             system.set_link(name, mtu=mtu, up=up)
-        case AddAddress(dev=dev, address=address):
+        case ch.AddAddress(dev=dev, address=address):
             system.add_address(dev, address)
-        case DelAddress(dev=dev, address=address):
+        case ch.DelAddress(dev=dev, address=address):
             system.del_address(dev, address)
-        case AddRoute(route=route):
+        case ch.AddRoute(route=route):
             system.add_route(route)
-        case DelRoute(route=route):
+        case ch.DelRoute(route=route):
             system.del_route(route)
-        case LoadFirewall(digest=digest, text=text):
+        case _:
+            raise ApplyError(f"unknown change {change!r}", "this is a bug in vpcctl")
+
+
+def _execute_firewall_and_names(change: Change, system: System, state: StateDir) -> None:
+    match change:
+        case ch.LoadFirewall(digest=digest, text=text):
             from vpcctl.host import firewall
 
             system.nft_load(text)
@@ -214,18 +250,20 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
                 json.dumps({"desired": digest, "listing": firewall.digest(listing or "")}, indent=2)
                 + "\n",
             )
-        case DeleteFirewall():
+        case ch.DeleteFirewall():
             system.nft_delete()
             with contextlib.suppress(FileNotFoundError):
                 state.firewall.unlink()
-        case WriteZone(text=text):
+        case ch.WriteZone(text=text):
             state.write(state.zone, text)
-        case StartResolver(argv=argv):
+        case ch.StartResolver(argv=argv):
             system.start_resolver(argv, state.resolver_pid, state.resolver_log)
-        case StopResolver():
+        case ch.StopResolver():
             system.stop_resolver(state.resolver_pid)
-        case _:
-            raise ApplyError(f"unknown change {change!r}", "this is a bug in vpcctl")
+        case StartDaemon(argv=argv):
+            system.start_resolver(argv, state.daemon_pid, state.daemon_log)
+        case StopDaemon():
+            system.stop_resolver(state.daemon_pid)
 
 
 @dataclass
@@ -238,9 +276,13 @@ class Result:
     rolled_back: bool = False
     messages: list[str] = field(default_factory=list)
     zone_only: bool = False  # the names-only fast path: only the zone file was written
+    docker: dict[str, Any] | None = None  # what the Docker step did (None: no Docker here)
 
     def to_json(self) -> dict[str, Any]:
-        return result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
+        out = result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
+        if self.docker is not None:
+            out["docker"] = self.docker
+        return out
 
 
 def _run(
@@ -284,6 +326,13 @@ def apply(
         if own:
             system.close()
     if own and not dry_run:
+        from vpcctl.host import docker
+
+        if docker.present():
+            # after the bridges exist with their gateways: Docker adopts them (README "Docker")
+            report = docker.ensure_networks(spec)
+            result.docker = report.to_json()
+            result.messages += report.lines()
         try:
             record_fingerprint(spec, state)
         except OSError:  # applied all the same; without a fingerprint the next apply looks closely
@@ -328,7 +377,7 @@ def converge(
 def _write_zone_only(
     spec: HostSpec, spec_text: str, state: StateDir, progress: Callable[[Change], None] | None
 ) -> Result:
-    zone, names = zone_file_text(spec.dns)
+    zone, names = live.zone_text(spec, live.read_live(state))  # discovered names stay
     change = WriteZone(records=names, text=zone)
     if progress:
         progress(change)
@@ -477,13 +526,26 @@ def down(system: System, state: StateDir, mesh: str | None = None) -> Result:
             tuple(
                 c
                 for c in p.changes
-                if not isinstance(c, DeleteLink) or observed.links[c.name].alias == mine
+                if not isinstance(c, ch.DeleteLink) or observed.links[c.name].alias == mine
             )
         )
     _run(p, system, state, None, None)
     with contextlib.suppress(FileNotFoundError):
         state.applied.unlink()
     return Result(host="", plan=p, applied=len(p.changes))
+
+
+def mesh_status(system: System, state: StateDir) -> dict[str, Any]:
+    """The agent daemon's mesh table (its own set, and per peer: reachable, last seen, version,
+    record count), as the daemon last wrote it (every 2 s and on every change)."""
+    argv = system.resolver_running(state.daemon_pid)
+    if argv is None:
+        return {"running": False}
+    try:
+        data = json.loads(state.read(state.mesh_status) or "{}")
+    except ValueError:
+        data = {}
+    return {"running": True, "managed": MANAGED in argv, **data}
 
 
 def status(system: System, state: StateDir) -> dict[str, Any]:
@@ -567,5 +629,6 @@ def status(system: System, state: StateDir) -> dict[str, Any]:
         ],
         "forwarding": system.forwarding(),
         "resolver": {"running": resolver is not None, "argv": list(resolver or ())},
+        "daemon": mesh_status(system, state),
         "firewall": {"table": "inet vpcctl", "present": system.nft_list() is not None},
     }

@@ -230,6 +230,23 @@ class StopResolver(Change):
         return "stop the resolver"
 
 
+MANAGED = "--managed"  # on the command line of an agent daemon that `agent apply` started
+
+
+@dataclass(frozen=True)
+class StartDaemon(Change):
+    argv: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "start the agent daemon (mesh table)"
+
+
+@dataclass(frozen=True)
+class StopDaemon(Change):
+    def describe(self) -> str:
+        return "stop the agent daemon"
+
+
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]

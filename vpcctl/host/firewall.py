@@ -4,9 +4,14 @@ One table, ``inet vpcctl``, replaced as a whole in one ``nft -f`` transaction (t
 the old table and defines the new one, so the kernel swaps them atomically):
 
 * VPC isolation: a packet from one VPC to another VPC is dropped (forward and input hooks);
-* service VIPs: ``VIP:port`` is DNAT-ed to the live backends, spread with ``numgen random``
-  (kube-proxy style), for clients of the service's own VPC (prerouting) and for the host itself
-  (output); a VIP:port that is not served is rejected;
+* service VIPs: ``VIP:port`` jumps to the service's own chain ``svc_<vpc>_<name>``, which DNATs
+  to the live backends, spread with ``numgen random`` (kube-proxy style), for clients of the
+  service's own VPC (prerouting) and for the host itself (output); a VIP:port that is not served
+  (no live backend) is rejected. The agent daemon replaces the backends of every changed service
+  in one ``nft -f`` transaction that flushes and refills only those chains
+  (:func:`backends_script`); the rest of the table is not touched;
+* the agent daemon's port (TCP, on the mesh address) is accepted only from the WireGuard
+  interface;
 * hairpin: a client whose chosen backend sits on the same bridge is SNAT-ed to the bridge's
   gateway, the one case where VPC traffic is rewritten (otherwise the backend would answer the
   client directly and the connection would break). No other VPC traffic is ever masqueraded.
@@ -15,20 +20,62 @@ the old table and defines the new one, so the kernel swaps them atomically):
 from __future__ import annotations
 
 import hashlib
-import shutil
-import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 
+from vpcctl.core import run
 from vpcctl.core.errors import KernelError
-from vpcctl.core.spec import HostSpec
+from vpcctl.core.spec import HostSpec, ServiceSpec
 
 TABLE_FAMILY = "inet"
 TABLE_NAME = "vpcctl"
 
+Backends = Mapping[tuple[str, str], tuple[IPv4Address, ...]]  # (vpc, service) -> live backends
 
-def ruleset(spec: HostSpec) -> str:
-    """The whole table as nft text. Deterministic: same spec, same bytes."""
+
+def service_chain(svc: ServiceSpec) -> str:
+    """The chain holding one service's DNAT (labels have no "_", so the name is unique)."""
+    return f"svc_{svc.vpc}_{svc.name}"
+
+
+def _dnat_rule(backends: Sequence[IPv4Address]) -> str | None:
+    ordered = sorted(set(backends))
+    if not ordered:
+        return None
+    if len(ordered) == 1:
+        return f"dnat ip to {ordered[0]}"
+    pairs = ", ".join(f"{i} : {b}" for i, b in enumerate(ordered))
+    return f"dnat ip to numgen random mod {len(ordered)} map {{ {pairs} }}"
+
+
+def _backends_of(
+    spec: HostSpec, backends: Backends | None
+) -> dict[tuple[str, str], tuple[IPv4Address, ...]]:
+    if backends is None:
+        return {(s.vpc, s.name): s.backends for s in spec.services}
+    return {(s.vpc, s.name): tuple(backends.get((s.vpc, s.name), ())) for s in spec.services}
+
+
+def backends_script(spec: HostSpec, backends: Backends) -> str:
+    """One transaction that replaces the backends of every service of ``spec`` (flush + refill of
+    the service chains only). Fails as a whole when the table is not loaded."""
+    lines = []
+    for svc in sorted(spec.services, key=lambda s: (s.vpc, s.name)):
+        chain = service_chain(svc)
+        lines.append(f"flush chain {TABLE_FAMILY} {TABLE_NAME} {chain}")
+        rule = _dnat_rule(backends.get((svc.vpc, svc.name), ()))
+        if rule is not None:
+            lines.append(f"add rule {TABLE_FAMILY} {TABLE_NAME} {chain} {rule}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def ruleset(spec: HostSpec, backends: Backends | None = None) -> str:
+    """The whole table as nft text. Deterministic: same spec (and backends), same bytes.
+
+    ``backends`` are the live backends by (vpc, service) (the agent daemon's mesh table); None
+    means the declared ones (``ServiceSpec.backends``)."""
+    live = _backends_of(spec, backends)
     vpc_cidrs = sorted({str(v.cidr) for v in spec.vpcs})
     lines = [f"table {TABLE_FAMILY} {TABLE_NAME} {{"]
     lines.append(f'\tcomment "managed by vpcctl (mesh {spec.mesh}, host {spec.host}); do not edit"')
@@ -64,6 +111,7 @@ def ruleset(spec: HostSpec) -> str:
         "\t}",
         "\tchain input {",
         "\t\ttype filter hook input priority filter; policy accept;",
+        f'\t\ttcp dport {spec.daemon.port} iifname != "{spec.interface}" drop',
         *isolation,
         "\t}",
         "\tchain output_filter {",
@@ -75,20 +123,14 @@ def ruleset(spec: HostSpec) -> str:
     dnat_out: list[str] = []
     cidr_of = {v.name: v.cidr for v in spec.vpcs}
     for svc in sorted(spec.services, key=lambda s: (s.vpc, s.name)):
-        if not svc.backends:
-            continue
-        backends = sorted(svc.backends)
-        if len(backends) == 1:
-            target = str(backends[0])
-        else:
-            pairs = ", ".join(f"{i} : {b}" for i, b in enumerate(backends))
-            target = f"numgen random mod {len(backends)} map {{ {pairs} }}"
+        chain = service_chain(svc)
+        rule = _dnat_rule(live[(svc.vpc, svc.name)])
+        lines += [f"\tchain {chain} {{", *([f"\t\t{rule}"] if rule else []), "\t}"]
         for port in sorted(svc.ports):
             match = f"ip daddr {svc.vip} {port.proto} dport {port.port}"
-            action = f"dnat ip to {target}"
             if svc.vpc in cidr_of:
-                dnat_pre.append(f"\t\tip saddr {cidr_of[svc.vpc]} {match} {action}")
-            dnat_out.append(f"\t\t{match} {action}")
+                dnat_pre.append(f"\t\tip saddr {cidr_of[svc.vpc]} {match} jump {chain}")
+            dnat_out.append(f"\t\t{match} jump {chain}")
     lines += [
         "\tchain prerouting {",
         "\t\ttype nat hook prerouting priority dstnat; policy accept;",
@@ -134,20 +176,13 @@ def delete_script() -> str:
 class Nft:
     binary: str = "nft"
 
-    def _run(
-        self, args: Sequence[str], stdin: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        exe = shutil.which(self.binary)
-        if exe is None:
-            raise KernelError("nft not found", "apt-get install nftables")
-        return subprocess.run(
-            [exe, *args], input=stdin, capture_output=True, text=True, check=False, timeout=30
-        )
+    def _run(self, args: Sequence[str], stdin: str | None = None) -> run.Done:
+        return run.run([self.binary, *args], input=stdin, hint="apt-get install nftables")
 
     def list_table(self) -> str | None:
         """Our table as nft lists it, or None when it does not exist."""
         done = self._run(["list", "table", TABLE_FAMILY, TABLE_NAME])
-        if done.returncode != 0:
+        if done.rc != 0:
             if "No such file" in done.stderr or "does not exist" in done.stderr:
                 return None
             raise KernelError(
@@ -159,17 +194,26 @@ class Nft:
     def load(self, table_text: str) -> None:
         script = load_script(table_text, self.list_table() is not None)
         done = self._run(["-f", "-"], stdin=script)
-        if done.returncode != 0:
+        if done.rc != 0:
             raise KernelError(
                 f"nft could not load the vpcctl table: {done.stderr.strip().splitlines()[0] if done.stderr.strip() else 'error'}",
                 "the kernel may lack nf_tables NAT support (modprobe nft_nat nft_chain_nat)",
+            )
+
+    def run_script(self, script: str) -> None:
+        """Run one nft transaction (all of it or nothing)."""
+        done = self._run(["-f", "-"], stdin=script)
+        if done.rc != 0:
+            raise KernelError(
+                f"nft transaction failed: {done.stderr.strip() or 'error'}",
+                "is the vpcctl table loaded (`vpcctl agent apply`)?",
             )
 
     def delete(self) -> None:
         if self.list_table() is None:
             return
         done = self._run(["-f", "-"], stdin=delete_script())
-        if done.returncode != 0:
+        if done.rc != 0:
             raise KernelError(
                 f"nft could not delete the vpcctl table: {done.stderr.strip()}",
                 "check `nft list ruleset`",

@@ -5,6 +5,10 @@
 ``firewall.json``  digests of the nftables table as generated and as listed after loading
 ``zone.json``      the resolver's zone
 ``fingerprint``    a digest of the host's vpcctl state after the last apply (fingerprint.py)
+``live.json``      the agent daemon's merged live table (every reachable host's endpoints)
+``mesh.json``      the agent daemon's status (peers: reachable, last seen, version, records)
+``endpoints.json`` this host's endpoints for hosts without Docker (StaticDiscovery)
+``daemon.pid``     the agent daemon's pid (``daemon.log`` its log)
 ``spec.json``      the HostSpec `vpcctl up` pushed last (``agent apply --save``)
 ``.agent.lock``    held while an apply runs
 
@@ -25,13 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from vpcctl.core.errors import ApplyError, SpecError, VpcctlError
 from vpcctl.core.keys import write_secret
+from vpcctl.core.model import DEFAULT_STATE_DIR, STATE_DIR_ENV, ZONE_FILE
 from vpcctl.core.spec import HostSpec, from_json
 
 if TYPE_CHECKING:
     from vpcctl.host.plan import FirewallRecord
 
-DEFAULT_STATE_DIR = Path("/etc/vpcctl")
-STATE_ENV = "VPCCTL_STATE_DIR"
 KEY_FILE = "private.key"
 
 
@@ -43,7 +46,7 @@ class StateDir:
     def default(cls, explicit: Path | None = None) -> StateDir:
         if explicit is not None:
             return cls(explicit)
-        env = os.environ.get(STATE_ENV)
+        env = os.environ.get(STATE_DIR_ENV)
         return cls(Path(env) if env else DEFAULT_STATE_DIR)
 
     def key(self, name: str = KEY_FILE) -> Path:
@@ -59,7 +62,7 @@ class StateDir:
 
     @property
     def zone(self) -> Path:
-        return self.path / "zone.json"
+        return self.path / ZONE_FILE
 
     @property
     def resolver_pid(self) -> Path:
@@ -68,6 +71,26 @@ class StateDir:
     @property
     def resolver_log(self) -> Path:
         return self.path / "resolver.log"
+
+    @property
+    def live(self) -> Path:
+        return self.path / "live.json"
+
+    @property
+    def mesh_status(self) -> Path:
+        return self.path / "mesh.json"
+
+    @property
+    def static_endpoints(self) -> Path:
+        return self.path / "endpoints.json"
+
+    @property
+    def daemon_pid(self) -> Path:
+        return self.path / "daemon.pid"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.path / "daemon.log"
 
     @property
     def fingerprint(self) -> Path:
@@ -122,7 +145,7 @@ class StateDir:
 
     @contextlib.contextmanager
     def locked(self, wait: float = 60.0) -> Iterator[None]:
-        from vpcctl.admin.inventory import locked
+        from vpcctl.core.lock import locked
 
         self.ensure()
         with locked(self.path / "agent", wait, what="this host (another agent apply runs)"):
@@ -166,6 +189,11 @@ def quick_files(spec: HostSpec, state: StateDir) -> list[Path]:
     return [state.key(spec.private_key_file), state.zone, state.firewall, state.resolver_pid]
 
 
+def pidfiles(state: StateDir) -> list[Path]:
+    """The processes the agent keeps running (the fast path notices one that died)."""
+    return [state.resolver_pid, state.daemon_pid]
+
+
 def host_as_recorded(spec: HostSpec, state: StateDir) -> bool:
     """The host's vpcctl state is exactly as the last apply left it (its fingerprint)."""
     seen = state.read(state.fingerprint)
@@ -173,16 +201,13 @@ def host_as_recorded(spec: HostSpec, state: StateDir) -> bool:
         return False
     from vpcctl.host import fingerprint
 
-    return (
-        fingerprint.fingerprint(spec, quick_files(spec, state), [state.resolver_pid])
-        == seen.strip()
-    )
+    return fingerprint.fingerprint(spec, quick_files(spec, state), pidfiles(state)) == seen.strip()
 
 
 def record_fingerprint(spec: HostSpec, state: StateDir) -> None:
     from vpcctl.host import fingerprint
 
-    fp = fingerprint.fingerprint(spec, quick_files(spec, state), [state.resolver_pid])
+    fp = fingerprint.fingerprint(spec, quick_files(spec, state), pidfiles(state))
     if fp is not None:
         state.write(state.fingerprint, fp + "\n")
 
