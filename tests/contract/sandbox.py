@@ -1,11 +1,10 @@
-"""Run a function in a forked child inside fresh network and mount namespaces (as root).
+"""Run a function inside a lab host (tests/lab/harness.py) from this very process.
 
-The child unshares its network and mount namespaces (it is single-threaded right after the
-fork, as the mount namespace needs), mounts a private tmpfs on /run (wireguard-go's UAPI
-sockets and vpcctl's logs stay out of the host's /run), brings ``lo`` up and calls ``fn``. When
-``fn`` returns or fails, every link it left is deleted and every process in its namespace is
-killed, so nothing outlives it; the child's namespace then disappears with the child. The
-parent gets ``None`` or the failure's traceback.
+A forked child joins the host's network and mount namespaces (``setns``; the child is
+single-threaded right after the fork, as joining a mount namespace needs) and calls ``fn``
+there: real netlink, nft, /proc/sys and wireguard-go against the host's private /run. The parent
+gets ``None`` or the failure's traceback. The Lab keeps the namespaces alive and, at close, kills
+whatever ``fn`` started in them (wireguard-go) and deletes them.
 """
 
 from __future__ import annotations
@@ -15,82 +14,42 @@ import ctypes
 import os
 import select
 import signal
-import subprocess
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
+
+from tests.lab.harness import LabHost
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
-MS_REC = 0x4000
-MS_PRIVATE = 0x40000
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_char_p]  # fmt: skip
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
+def _setns(path: str, nstype: int) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, nstype) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
-def _netns_inode(pid: int | str = "self") -> int:
-    return os.stat(f"/proc/{pid}/ns/net").st_ino
-
-
-def _enter_sandbox() -> None:
-    _check(_libc.unshare(CLONE_NEWNET | CLONE_NEWNS), "unshare")
-    _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
-    _check(_libc.mount(b"sandbox", b"/run", b"tmpfs", 0, b"mode=0755"), "mount tmpfs /run")
-    Path("/run/wireguard").mkdir(mode=0o755)
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=10)
-
-
-def _clean_sandbox() -> None:
-    """Delete every link but lo (wireguard-go exits with its tun), then kill what is left in
-    this network namespace (only processes this child started live in it)."""
-    done = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
-                          timeout=10, check=False)  # fmt: skip
-    for line in done.stdout.splitlines():
-        name = line.split(":")[1].strip().split("@")[0]
-        if name != "lo":
-            subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10,
-                           check=False)  # fmt: skip
-    mine, me = _netns_inode(), os.getpid()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        others = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != me:
-                with contextlib.suppress(OSError):
-                    if _netns_inode(entry) == mine:
-                        others.append(int(entry))
-        if not others:
-            return
-        for pid in others:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
-
-
-def run_in_sandbox(fn: Callable[[], None], timeout: float = 60.0) -> str | None:
-    """``fn()`` in a forked child in its own namespaces: None if it passed, else a traceback."""
+def run_in_host(host: LabHost, fn: Callable[[], None], timeout: float = 60.0) -> str | None:
+    """``fn()`` in a forked child inside ``host``: None if it passed, else a traceback."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         exit_code = 1
         try:
             os.close(read)
-            _enter_sandbox()
-            try:
-                fn()
-                exit_code = 0
-            finally:
-                _clean_sandbox()
+            _setns(f"/proc/{host.pid}/ns/net", CLONE_NEWNET)
+            _setns(f"/proc/{host.pid}/ns/mnt", CLONE_NEWNS)
+            os.chdir(host.dir)
+            fn()
+            exit_code = 0
         except BaseException:
             with contextlib.suppress(OSError):
                 os.write(write, traceback.format_exc().encode())
@@ -117,9 +76,8 @@ def run_in_sandbox(fn: Callable[[], None], timeout: float = 60.0) -> str | None:
                     break  # exited; something it started still holds the pipe
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                return f"the sandboxed child did not finish within {timeout:g} s"
-    text = b"".join(chunks).decode(errors="replace")
+                return f"the child in {host.name} did not finish within {timeout:g} s"
     code = os.waitstatus_to_exitcode(status)
     if code == 0:
         return None
-    return text or f"the sandboxed child exited with {code}"
+    return b"".join(chunks).decode(errors="replace") or f"the child exited with {code}"

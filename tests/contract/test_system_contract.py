@@ -1,5 +1,5 @@
 """One behaviour suite for the kernel port (vpcctl.host.kernel.System), run against the fake
-(tests/fakes.py) and against the real LinuxSystem in fresh network and mount namespaces (root;
+(tests/fakes.py) and against the real LinuxSystem inside a lab host (tests/lab/harness.py; root;
 the ``linux`` cases carry the lab mark and its gate: under CI=true they fail if they cannot run).
 
 Each ``case_*`` takes a System and a :class:`World` (how to make a foreign object, what the
@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from tests.builders import private_key
-from tests.contract.sandbox import run_in_sandbox
+from tests.contract.sandbox import run_in_host
 from tests.fakes import FakeSystem
+from tests.lab.conftest import require_lab
+from tests.lab.harness import Lab
 from vpcctl.core.errors import KernelError
 from vpcctl.host.firewall import TABLE_FAMILY, TABLE_NAME
 from vpcctl.host.kernel import LinuxSystem, System
@@ -226,7 +228,7 @@ def run_fake(case: Callable[[System, World], None], ipip: bool) -> None:
     case(fake, World(foreign=lambda name: fake.add_foreign_link(name, "bridge"), ipip=ipip))
 
 
-def run_linux(case: Callable[[System, World], None]) -> None:
+def run_linux(case: Callable[[System, World], None], workdir: Path) -> None:
     def foreign(name: str) -> None:
         subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True, timeout=10)
 
@@ -237,9 +239,10 @@ def run_linux(case: Callable[[System, World], None]) -> None:
         finally:
             system.close()
 
-    failure = run_in_sandbox(inside, timeout=60)
+    with Lab(workdir) as lab:
+        failure = run_in_host(lab.add_host("c1"), inside, timeout=60)
     if failure is not None:
-        pytest.fail(f"LinuxSystem in a fresh namespace:\n{failure}", pytrace=False)
+        pytest.fail(f"LinuxSystem in a lab host:\n{failure}", pytrace=False)
 
 
 SIDES = [
@@ -251,13 +254,11 @@ SIDES = [
 
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_system_contract(name: str, side: str) -> None:
+def test_system_contract(name: str, side: str, tmp_path: Path) -> None:
     case = CASES[name]
     if side == "linux":
-        from tests.lab.conftest import require_lab
-
         require_lab("nft")
-        run_linux(case)
+        run_linux(case, tmp_path / "lab")
     else:
         run_fake(case, ipip=side == "fake")
 

@@ -148,13 +148,19 @@ class LabContainer(LabNode):
         """``/etc/netns/<netns>``: files here are bind-mounted over /etc by ``ip netns exec``."""
         return Path("/etc/netns") / self.netns
 
-    def resolv_conf(self, nameserver: str) -> Path:
-        """Make processes run in this container see ``nameserver <nameserver>``."""
+    def resolv_conf(
+        self, nameserver: str, search: str | None = None, options: str | None = None
+    ) -> Path:
+        """Make processes run in this container see ``nameserver <nameserver>`` (and a
+        ``search`` list and ``options`` line when given)."""
         ns = _strip_prefix(nameserver)
         ipaddress.ip_address(ns)
         self.etc_dir.mkdir(parents=True, exist_ok=True)
         path = self.etc_dir / "resolv.conf"
-        path.write_text(f"nameserver {ns}\n")
+        text = f"nameserver {ns}\n"
+        text += f"search {search}\n" if search else ""
+        text += f"options {options}\n" if options else ""
+        path.write_text(text)
         return path
 
 
@@ -613,7 +619,8 @@ class Lab:
 
     @staticmethod
     def _env(env: Mapping[str, str] | None) -> dict[str, str]:
-        out = {"PATH": LAB_PATH, "HOME": os.environ.get("HOME", "/root"), "LC_ALL": "C.UTF-8"}
+        out = {"PATH": LAB_PATH, "HOME": os.environ.get("HOME", "/root"), "LC_ALL": "C.UTF-8",
+               "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
         if "PYTHONPATH" in os.environ:
             out["PYTHONPATH"] = os.environ["PYTHONPATH"]
         if env:
@@ -945,9 +952,14 @@ def ping(
         check=False,
         timeout=count * interval + 10,
     )
-    m = _PING_RE.search(res.stdout)
+    return ping_counts(res.stdout) if _PING_RE.search(res.stdout) else (0, 0)
+
+
+def ping_counts(output: str) -> tuple[int, int]:
+    """(sent, received) from ping's summary line (iputils and busybox)."""
+    m = _PING_RE.search(output)
     if m is None:
-        return (0, 0)
+        raise LabError(f"no ping summary in {output[-200:]!r}")
     return (int(m.group(1)), int(m.group(2)))
 
 

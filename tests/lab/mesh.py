@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.lab.harness import Lab, LabContainer, LabHost, LabNode, ping
+from tests.paths import ROOT
 from vpcctl.admin import edits, inventory
 from vpcctl.admin.render import render
 from vpcctl.core.model import Inventory, SshTarget
 from vpcctl.core.spec import HostSpec, to_json
 
-ROOT = Path(__file__).resolve().parents[2]
 ENV = {"PYTHONPATH": str(ROOT)}
 
 

@@ -8,18 +8,17 @@ import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from tests.lab.harness import Lab, LabHost, SshdInfo
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import ROOT
 
 
 def agent_command() -> str:
     """How hosts run vpcctl: the same interpreter and source tree (hosts share this machine's
     files; only /etc/vpcctl, /var/lib/vpcctl and the WireGuard socket dir are private)."""
-    return f"env PYTHONPATH={shlex.quote(str(ROOT))} {shlex.quote(sys.executable)} -m vpcctl"
+    return (f"env PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={shlex.quote(str(ROOT))} "
+            f"{shlex.quote(sys.executable)} -m vpcctl")  # fmt: skip
 
 
 class SshMesh:

@@ -1,6 +1,6 @@
 """The resolver in a namespace lab: real containers ask it with dig and getent.
 
-Topology (all names carry a random tag; everything is torn down, also on failure):
+Topology (all names carry the lab's random tag; the lab tears everything down, also on failure):
 
     host netns  ── bridge prod 10.100.1.1/24 ── prod container 10.100.1.2 (web-1)
                 ── bridge dev  10.101.1.1/24 ── dev container  10.101.1.2 (web-1 of dev)
@@ -8,9 +8,9 @@ Topology (all names carry a random tag; everything is torn down, also on failure
                    resolver on 10.100.1.1, 10.101.1.1, 127.0.0.1 (port 53)
                    fake upstream on 127.0.0.53:5300 (answers everything with 192.0.2.99)
 
-Containers get ``/etc/netns/<ns>/resolv.conf`` (nameserver = their gateway, search list of
-their VPC), which ``ip netns exec`` puts in place of /etc/resolv.conf: plain ``getent hosts``
-uses it. No lab namespace has a route out of the machine; nothing is ever forwarded to a real
+Built with the shared lab (tests/lab/harness.py): containers get a resolv.conf (nameserver =
+their gateway, search list of their VPC) that ``ip netns exec`` puts in place of
+/etc/resolv.conf: plain ``getent hosts`` uses it. No lab namespace has a route out of the machine; nothing is ever forwarded to a real
 resolver.
 """
 
@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -30,8 +28,10 @@ from pathlib import Path
 import pytest
 
 from tests.lab.conftest import require_lab
+from tests.lab.harness import Lab, LabContainer, LabNode
+from tests.paths import ROOT
+from tests.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ("ip", "dig", "getent")
 D = "vpc.internal"
 VIP = "10.100.255.1"
@@ -76,68 +76,38 @@ while True:
 """
 
 
-def run(*argv: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} -> {done.returncode}\n{done.stdout}{done.stderr}")
-    return done
-
-
 class DnsLab:
-    def __init__(self, workdir: Path) -> None:
-        tag = secrets.token_hex(3)
-        self.tag = tag
-        self.host = f"vdh{tag}"
-        self.prod = f"vdp{tag}"
-        self.dev = f"vdd{tag}"
-        self.out = f"vdo{tag}"
-        self.namespaces = [self.host, self.prod, self.dev, self.out]
-        self.dir = workdir
-        self.zone = workdir / "zone.json"
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.log = workdir / "resolver.log"
+    """The resolver's topology built with the shared lab (tests/lab/harness.py): one host
+    namespace with three bridges, a container on each, the resolver and a fake upstream."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.dir = lab.workdir / "dns"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.zone = self.dir / "zone.json"
+        self.log = self.dir / "resolver.log"
+        self.host = lab.add_host("dns")
+        self.prod: LabNode = self.host  # the containers, set by build()
+        self.dev: LabNode = self.host
+        self.out: LabNode = self.host
 
     # -- building
 
     def build(self) -> None:
-        for ns in self.namespaces:
-            run("ip", "netns", "add", ns)
-            run("ip", "-n", ns, "link", "set", "lo", "up")
-        h = self.host
-        for ns, bridge, gw, ip, search in (
-            (self.prod, "br-prod", "10.100.1.1", "10.100.1.2", f"prod.{D} {D}"),
-            (self.dev, "br-dev", "10.101.1.1", "10.101.1.2", f"dev.{D} {D}"),
-            (self.out, "br-out", "198.51.100.1", "198.51.100.2", None),
+        made: dict[str, LabContainer] = {}
+        for name, gw, ip, search in (
+            ("prod", "10.100.1.1", "10.100.1.2", f"prod.{D} {D}"),
+            ("dev", "10.101.1.1", "10.101.1.2", f"dev.{D} {D}"),
+            ("out", "198.51.100.1", "198.51.100.2", None),
         ):
-            run("ip", "-n", h, "link", "add", bridge, "type", "bridge")
-            run("ip", "-n", h, "addr", "add", f"{gw}/24", "dev", bridge)
-            run("ip", "-n", h, "link", "set", bridge, "up")
-            port = f"v{ns[2]}{self.tag}"
-            run(
-                "ip",
-                "-n",
-                h,
-                "link",
-                "add",
-                port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns,
-            )
-            run("ip", "-n", h, "link", "set", port, "master", bridge, "up")
-            run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
-            run("ip", "-n", ns, "link", "set", "eth0", "up")
-            run("ip", "-n", ns, "route", "add", "default", "via", gw)
-            etc = Path("/etc/netns") / ns
-            etc.mkdir(parents=True, exist_ok=True)
+            bridge = f"br-{name}"
+            self.lab.run(self.host, f"ip link add {bridge} type bridge && "
+                                    f"ip addr add {gw}/24 dev {bridge} && ip link set {bridge} up")  # fmt: skip
+            c = self.lab.add_container(self.host, name, bridge, f"{ip}/24", gw)
             # the outsider asks prod's gateway: reachable, but it is in no VPC
-            nameserver = gw if search else "10.100.1.1"
-            text = f"nameserver {nameserver}\n" + (f"search {search}\n" if search else "")
-            (etc / "resolv.conf").write_text(text + "options timeout:2 attempts:1\n")
+            c.resolv_conf(gw if search else "10.100.1.1", search, "timeout:2 attempts:1")
+            made[name] = c
+        self.prod, self.dev, self.out = made["prod"], made["dev"], made["out"]
         self.write_zone(ZONE)
 
     def write_zone(self, zone: object) -> None:
@@ -146,75 +116,60 @@ class DnsLab:
         os.replace(tmp, self.zone)
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {"PYTHONPATH": str(ROOT)}
         script = self.dir / "upstream.py"
         script.write_text(FAKE_UPSTREAM)
-        self.spawn(["ip", "netns", "exec", self.host, sys.executable, str(script)], env)
         argv = [sys.executable, "-m", "vpcctl", "dns", "serve", "--zone", str(self.zone)]
         for listen in ("10.100.1.1", "10.101.1.1", "127.0.0.1"):
             argv += ["--listen", listen]
         argv += ["--upstream", f"{UPSTREAM[0]}:{UPSTREAM[1]}"]
-        self.spawn(["ip", "netns", "exec", self.host, *argv], env)
-        deadline = time.monotonic() + 30
-        while "listening on" not in self.log.read_text():
-            assert all(p.poll() is None for p in self.procs), self.log.read_text()
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.1)
+        with self.log.open("a") as log:
+            procs = [
+                self.lab.popen(self.host, [sys.executable, str(script)], env=env, stdout=log,
+                               stderr=log),
+                self.lab.popen(self.host, argv, env=env, stdout=log, stderr=log),
+            ]  # fmt: skip
 
-    def spawn(self, argv: list[str], env: dict[str, str]) -> None:
-        with self.log.open("ab") as log:
-            self.procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=log))
+        def listening() -> bool:
+            assert all(p.poll() is None for p in procs), self.log.read_text()
+            return "listening on" in self.log.read_text()
+
+        wait_until(listening, timeout=30, what="the resolver listening")
 
     # -- asking
 
-    def in_ns(self, ns: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        return run("ip", "netns", "exec", ns, *argv, check=check)
+    def in_ns(self, who: LabNode, *argv: str) -> subprocess.CompletedProcess[str]:
+        return self.lab.run(who, list(argv), check=False, timeout=20)
 
-    def dig(self, ns: str, *args: str) -> str:
-        return self.in_ns(ns, "dig", "+time=2", "+tries=1", *args).stdout
+    def dig(self, who: LabNode, *args: str) -> str:
+        return self.in_ns(who, "dig", "+time=2", "+tries=1", *args).stdout
 
-    def short(self, ns: str, *args: str) -> list[str]:
-        return self.dig(ns, "+short", *args).split()
+    def short(self, who: LabNode, *args: str) -> list[str]:
+        return self.dig(who, "+short", *args).split()
 
-    def status(self, ns: str, *args: str) -> str:
-        out = self.dig(ns, *args)
+    def status(self, who: LabNode, *args: str) -> str:
+        out = self.dig(who, *args)
         marker = "status: "
         assert marker in out, out
         return out.split(marker, 1)[1].split(",", 1)[0]
 
-    def getent(self, ns: str, name: str) -> tuple[int, list[str]]:
-        done = self.in_ns(ns, "getent", "hosts", name)
+    def getent(self, who: LabNode, name: str) -> tuple[int, list[str]]:
+        done = self.in_ns(who, "getent", "hosts", name)
         return done.returncode, done.stdout.split()
-
-    # -- tearing down
-
-    def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        for ns in self.namespaces:
-            run("ip", "netns", "del", ns, check=False)
-            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
 
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[DnsLab]:
     require_lab(*TOOLS)
-    the_lab = DnsLab(tmp_path)
-    try:
-        the_lab.build()
-        the_lab.start()
-        yield the_lab
-    finally:
-        with contextlib.suppress(Exception):
-            print(the_lab.log.read_text())
-        the_lab.close()
+    with Lab(tmp_path / "lab") as base:
+        the_lab = DnsLab(base)
+        try:
+            the_lab.build()
+            the_lab.start()
+            yield the_lab
+        finally:
+            with contextlib.suppress(Exception):
+                print(the_lab.log.read_text())
 
 
 @pytest.mark.lab

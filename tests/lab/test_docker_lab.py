@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -204,6 +205,8 @@ def test_e_status_says_whether_containers_get_the_resolver(world: World) -> None
     assert prod["without"] == ["nodns-1"] and prod["with_resolver"] == 1
     text = world.mesh.agent(world.mesh.hosts["h1"], "status").stdout
     assert "docker 20." in text and "some containers lack vpcctl's resolver" in text
+    check = json.loads(world.mesh.agent(world.mesh.hosts["h1"], "check", "--json").stdout)
+    assert check["docker"]["present"] is True and not check["problems"], check
     world.d["h1"].cli("rm", "-f", "nodns-1")
 
 
@@ -307,6 +310,48 @@ def test_h_without_docker_the_agent_behaves_as_before(world: World) -> None:
         assert r["changed"] and "docker" not in r
         assert mesh.status("h1")["docker"] == {"present": False}
         assert "docker: not running here" in mesh.agent(mesh.hosts["h1"], "status").stdout
+        check = json.loads(mesh.agent(mesh.hosts["h1"], "check", "--json").stdout)
+        assert check["docker"]["present"] is False
         assert mesh.apply("h1")["up_to_date"]
     finally:
         mesh.env["h1"] = world.d["h1"].env
+
+
+_DAEMON_SIDE = """
+import json, sys, threading
+from vpcctl.core.spec import from_json
+from vpcctl.host.docker import discovery_for
+from vpcctl.host.state import StateDir
+
+spec = from_json(open(sys.argv[1]).read())
+found = discovery_for(spec, StateDir.default(None))
+assert found is not None
+found.run(lambda eps: print(json.dumps(sorted(e.name for e in eps)), flush=True),
+          threading.Event())
+"""
+
+
+def test_i_the_long_running_side_recreates_networks_on_a_fresh_dockerd(world: World) -> None:
+    """What `vpcctl agent run` does with discovery_for: no apply, a dockerd with a wiped data
+    root comes up, and the networks are back."""
+    mesh, d2 = world.mesh, world.d["h2"]
+    host = mesh.hosts["h2"]
+    assert d2.network("vpc-prod") is not None
+    out = host.dir / "discovery.out"
+    with open(out, "w") as f:
+        proc = mesh.lab.popen(
+            host, [sys.executable, "-c", _DAEMON_SIDE, str(mesh.spec_file("h2"))],
+            env={**ENV, **mesh.env["h2"]}, stdout=f, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        assert until(lambda: "db-1" in out.read_text(), 20), out.read_text()
+        d2.stop()
+        d2.purge()  # a fresh dockerd: no networks, no containers
+        d2.start()
+        assert until(lambda: d2.network("vpc-prod") is not None, 30), out.read_text()
+        net = d2.network("vpc-dev")
+        assert net is not None and net["Labels"]["io.vpcctl.host"] == "h2"
+        sets = [ln for ln in out.read_text().splitlines() if ln.startswith("[")]
+        assert sets[-1] == "[]", sets  # nothing runs on the fresh dockerd
+    finally:
+        mesh.lab.kill(proc)

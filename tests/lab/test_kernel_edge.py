@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -29,10 +28,11 @@ import pytest
 from nacl.public import PrivateKey
 
 from tests.lab.conftest import require_lab
+from tests.lab.harness import ping_counts
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.lab
 
-ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 TOOLS = ("ip", "unshare", "nsenter", "ping", "wireguard-go")
 
@@ -256,12 +256,6 @@ def _ping(box: Sandbox, dst: str, count: int, interval: float = 0.2) -> subproce
     )
 
 
-def _loss(output: str) -> tuple[int, int]:
-    m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", output)
-    assert m, output
-    return int(m.group(1)), int(m.group(2))
-
-
 def test_userspace_wireguard(pair: tuple[Sandbox, Sandbox], tmp_path: Path) -> None:
     a, b = pair
     log_dir = str(tmp_path / "logs")
@@ -308,7 +302,7 @@ def test_userspace_wireguard(pair: tuple[Sandbox, Sandbox], tmp_path: Path) -> N
     assert up_a["dev"]["peers"][pub_b]["last_handshake"] is None
 
     out = _ping(a, "10.90.0.2", 3).communicate(timeout=30)[0]
-    sent, received = _loss(out)
+    sent, received = ping_counts(out)
     assert received >= 2, out  # the first echo may wait for the handshake
 
     dev = a.call("wg_get", ifname="vpcwg0", log_dir=log_dir)
@@ -333,7 +327,7 @@ def test_userspace_wireguard(pair: tuple[Sandbox, Sandbox], tmp_path: Path) -> N
     peer_b2 = {**peer_b, "allowed_ips": ["10.90.0.2/32", "10.92.0.0/24"]}
     dev = a.call("wg_set_peer", ifname="vpcwg0", peer=peer_b2, log_dir=log_dir)
     out = ping.communicate(timeout=60)[0]
-    sent, received = _loss(out)
+    sent, received = ping_counts(out)
     assert sent == 40 and received == 40, out
     assert set(dev["peers"]) == {pub_b, pub_c}
     assert dev["peers"][pub_c]["allowed_ips"] == ["10.90.0.3/32", "10.91.0.0/24"]
@@ -348,7 +342,7 @@ def test_userspace_wireguard(pair: tuple[Sandbox, Sandbox], tmp_path: Path) -> N
     assert dev["peers"][pub_b]["last_handshake"] == hs0
     dev = a.call("wg_remove_peer", ifname="vpcwg0", public_key=pub_c, log_dir=log_dir)
     assert set(dev["peers"]) == {pub_b}  # removing twice is harmless
-    sent, received = _loss(_ping(a, "10.90.0.2", 3).communicate(timeout=30)[0])
+    sent, received = ping_counts(_ping(a, "10.90.0.2", 3).communicate(timeout=30)[0])
     assert received == sent
 
     gone = a.call("wg_delete", ifname="vpcwg0", log_dir=log_dir)

@@ -20,7 +20,8 @@ import pytest
 
 from tests.lab.conftest import require_lab
 from tests.lab.harness import LabHost
-from tests.lab.mesh import ROOT, Mesh, wait_ping
+from tests.lab.mesh import Mesh, wait_ping
+from tests.paths import ROOT
 from vpcctl.admin import edits
 from vpcctl.core.model import parse_portspec
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshMesh]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshMesh]:
     """a. init, join x4 over SSH, a VPC, containers, a service, up."""
     require_lab()
     with Lab(tmp_path_factory.mktemp("pushlab")) as lab:
@@ -35,6 +35,16 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshMesh]:
         assert [r["ok"] for r in results] == [True] * 4, results
         assert all(r["changed"] for r in results)
         yield m
+
+
+@pytest.fixture
+def net(built: SshMesh) -> SshMesh:
+    """The module's mesh, converged again before each test: no test relies on what another one
+    left behind (a host key changed, containers added), whatever order they run."""
+    res = built.vpcctl("up", "--json", check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert all(r["ok"] for r in json.loads(res.stdout)), res.stdout
+    return built
 
 
 def test_a_join_and_up_give_full_connectivity(net: SshMesh) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from vpcctl import __version__
 from vpcctl.admin.transport import Transport
 from vpcctl.core import run
-from vpcctl.core.errors import BootstrapError
+from vpcctl.core.errors import BootstrapError as BootstrapError
 
 REMOTE_DIR = "/var/lib/vpcctl/bootstrap"
 

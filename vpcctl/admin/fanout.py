@@ -18,7 +18,8 @@ from typing import Any
 from vpcctl import __version__
 from vpcctl.admin.render import render_all
 from vpcctl.admin.transport import Completed, Transport
-from vpcctl.core.errors import AgentError, ExitCode, VpcctlError
+from vpcctl.core.errors import AgentError as AgentError
+from vpcctl.core.errors import ExitCode, VpcctlError
 from vpcctl.core.model import Host, Inventory
 from vpcctl.core.spec import Encoder
 

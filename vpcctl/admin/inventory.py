@@ -12,9 +12,7 @@ write rewrites the file in canonical form (stable ordering, one table per object
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import tempfile
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +32,7 @@ from vpcctl.core.model import (
     DEFAULT_INTERFACE,
     DEFAULT_PORT,
     DEFAULT_ROUTING,
+    DEFAULT_SLICE_PREFIX,
     ROUTINGS,
     SCHEMA_VERSION,
     Container,
@@ -59,6 +58,7 @@ from vpcctl.core.model import (
     parse_ssh,
     split_key,
 )
+from vpcctl.core.reader import Reader, toml_key
 
 FILENAME = "vpc.toml"
 ENV_VAR = "VPCCTL_INVENTORY"
@@ -99,63 +99,6 @@ def init_path(explicit: Path | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------
 # parsing (pure)
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _toml_key(name: str) -> str:
-    """``name`` as a TOML key: bare when it can be, else quoted with every control character
-    escaped, so that an error naming a hostile key stays on one line."""
-    return name if _BARE_KEY.fullmatch(name) else json.dumps(name)
-
-
-class _Reader:
-    """Walks the raw TOML dict, naming ``file: key`` in every error."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def where(self, key: str) -> str:
-        return f"{self.source}: {key}"
-
-    def table(self, value: object, key: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise ValidationError(
-                f"{self.where(key)}: expected a table, got {type(value).__name__}",
-                f"write it as [{key}] with key = value lines",
-            )
-        return value
-
-    def keys(
-        self,
-        table: Mapping[str, Any],
-        key: str,
-        required: tuple[str, ...],
-        optional: tuple[str, ...],
-    ) -> None:
-        for name in table:
-            if name not in required and name not in optional:
-                allowed = ", ".join(required + optional)
-                path = f"{key}.{_toml_key(name)}" if key else _toml_key(name)
-                raise ValidationError(
-                    f"{self.where(path)}: unknown key",
-                    f"allowed keys here: {allowed}",
-                )
-        for name in required:
-            if name not in table:
-                raise ValidationError(
-                    f"{self.where(key)}: missing key {name!r}", f"add {name} = ... to [{key}]"
-                )
-
-    def string(self, value: object, key: str) -> str:
-        if not isinstance(value, str):
-            raise ValidationError(
-                f"{self.where(key)}: expected a string, got {type(value).__name__}",
-                'quote it: key = "value"',
-            )
-        if any(ch in value for ch in "\n\r\0") or not value.isprintable():
-            raise ValidationError(f"{self.where(key)}: contains control characters", "remove them")
-        return value
-
 
 def parse(text: str, source: str = FILENAME) -> Inventory:
     """TOML text -> validated :class:`Inventory` (syntax, types, then cross-object checks)."""
@@ -180,7 +123,7 @@ def _boolean(value: object, where: str) -> bool:
 
 
 def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
-    r = _Reader(source)
+    r = Reader(source)
     r.keys(raw, "", ("version", "mesh"), ("hosts", "vpcs", "containers", "services"))
     version = raw["version"]
     if version != SCHEMA_VERSION:
@@ -188,7 +131,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
             f"{r.where('version')}: unsupported schema version {version!r}",
             f"this vpcctl reads version {SCHEMA_VERSION}; upgrade vpcctl to read newer files",
         )
-    m = r.table(raw["mesh"], "mesh")
+    m = r.mapping(raw["mesh"], "mesh")
     r.keys(
         m, "mesh", ("name", "cidr"),
         ("port", "interface", "domain", "routing", "daemon", "daemon_port", "grace"),
@@ -212,13 +155,13 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     )
 
     hosts: dict[str, Host] = {}
-    for name, value in r.table(raw.get("hosts", {}), "hosts").items():
-        key = f"hosts.{_toml_key(name)}"
-        t = r.table(value, key)
+    for name, value in r.mapping(raw.get("hosts", {}), "hosts").items():
+        key = f"hosts.{toml_key(name)}"
+        t = r.mapping(value, key)
         r.keys(t, key, ("ssh", "address"), ("endpoint", "public_key", "agent", "slices"))
         slices: dict[str, IPv4Network] = {}
-        for vpc, cidr in r.table(t.get("slices", {}), f"{key}.slices").items():
-            where = r.where(f"{key}.slices.{_toml_key(vpc)}")
+        for vpc, cidr in r.mapping(t.get("slices", {}), f"{key}.slices").items():
+            where = r.where(f"{key}.slices.{toml_key(vpc)}")
             slices[parse_label(vpc, where, "VPC name")] = parse_network(cidr, where)
         hosts[name] = Host(
             name=parse_label(name, r.where(key), "host name"),
@@ -239,25 +182,28 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
 
     vpcs: dict[str, Vpc] = {}
-    for name, value in r.table(raw.get("vpcs", {}), "vpcs").items():
-        key = f"vpcs.{_toml_key(name)}"
-        t = r.table(value, key)
+    for name, value in r.mapping(raw.get("vpcs", {}), "vpcs").items():
+        key = f"vpcs.{toml_key(name)}"
+        t = r.mapping(value, key)
         r.keys(t, key, ("cidr", "services"), ("slice_prefix",))
         cidr = parse_network(t["cidr"], r.where(f"{key}.cidr"))
         vpcs[name] = Vpc(
             name=parse_label(name, r.where(key), "VPC name"),
             cidr=cidr,
             slice_prefix=parse_int(
-                t.get("slice_prefix", 24), r.where(f"{key}.slice_prefix"), cidr.prefixlen + 1, 30
+                t.get("slice_prefix", DEFAULT_SLICE_PREFIX),
+                r.where(f"{key}.slice_prefix"),
+                cidr.prefixlen + 1,
+                30,
             ),
             services=parse_network(t["services"], r.where(f"{key}.services")),
         )
 
     containers: dict[str, Container] = {}
-    for name, value in r.table(raw.get("containers", {}), "containers").items():
-        key = f"containers.{_toml_key(name)}"
+    for name, value in r.mapping(raw.get("containers", {}), "containers").items():
+        key = f"containers.{toml_key(name)}"
         vpc, cname = split_key(name, r.where(key))
-        t = r.table(value, key)
+        t = r.mapping(value, key)
         r.keys(t, key, ("host", "ip"), ())
         containers[name] = Container(
             vpc=vpc,
@@ -267,10 +213,10 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
 
     services: dict[str, Service] = {}
-    for name, value in r.table(raw.get("services", {}), "services").items():
-        key = f"services.{_toml_key(name)}"
+    for name, value in r.mapping(raw.get("services", {}), "services").items():
+        key = f"services.{toml_key(name)}"
         vpc, sname = split_key(name, r.where(key))
-        t = r.table(value, key)
+        t = r.mapping(value, key)
         r.keys(t, key, ("vip", "ports"), ("backends", "selector"))
         ports, backends = t["ports"], t.get("backends", [])
         if not isinstance(ports, list) or not ports:
@@ -295,9 +241,9 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
                 (
                     (
                         parse_label_key(k, r.where(f"{key}.selector")),
-                        parse_label_value(v, r.where(f"{key}.selector.{_toml_key(k)}")),
+                        parse_label_value(v, r.where(f"{key}.selector.{toml_key(k)}")),
                     )
-                    for k, v in r.table(t.get("selector", {}), f"{key}.selector").items()
+                    for k, v in r.mapping(t.get("selector", {}), f"{key}.selector").items()
                 ),
                 r.where(f"{key}.selector"),
             ),
@@ -524,6 +470,26 @@ def _service_ports_and_backends(inv: Inventory, svc: Service, key: str, bad: Bad
             )
     if len(set(svc.backends)) != len(svc.backends):
         bad(f"{key}.backends", "a backend is listed twice", "list each backend once")
+
+
+def check_file(
+    path: Path,
+) -> tuple[Inventory | None, list[ValidationError], list[str], bool]:
+    """`vpcctl check`: (the inventory if it could be read, every problem, every warning, whether
+    the file is in canonical form). A TOML syntax error raises, as :func:`parse` words it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InventoryError(f"{path}: cannot read ({exc})", "check the path") from None
+    try:
+        inv = from_dict(tomllib.loads(text), str(path))
+    except tomllib.TOMLDecodeError:
+        parse(text, str(path))  # raises the friendly error
+        raise
+    except ValidationError as exc:
+        return None, [exc], [], False
+    found = problems(inv, str(path))
+    return inv, found, warnings(inv), not found and dump(inv) == text
 
 
 def warnings(inv: Inventory) -> list[str]:

@@ -129,28 +129,10 @@ def check(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
       vpcctl check && git commit -am "add vps3"
     """
     from vpcctl.admin import inventory
-    from vpcctl.core.errors import ExitCode, ValidationError
+    from vpcctl.core.errors import ExitCode
 
     path = inventory_path(ctx)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        from vpcctl.core.errors import InventoryError
-
-        raise InventoryError(f"{path}: cannot read ({exc})", "check the path") from None
-    try:
-        import tomllib
-
-        raw = tomllib.loads(text)
-        inv = inventory.from_dict(raw, str(path))
-        problems = inventory.problems(inv, str(path))
-        notes = inventory.warnings(inv)
-    except tomllib.TOMLDecodeError:
-        inventory.parse(text, str(path))  # raises the friendly error
-        raise
-    except ValidationError as exc:
-        problems, notes = [exc], []
-    canonical = not problems and inventory.dump(inv) == text
+    inv, problems, notes, canonical = inventory.check_file(path)
     if as_json:
         print_json(
             {
@@ -165,7 +147,7 @@ def check(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
             sys.stderr.write(f"error: {p.message}\n" + (f"hint: {p.hint}\n" if p.hint else ""))
         for n in notes:
             warn(n)
-        if not problems:
+        if inv is not None and not problems:
             info(
                 f"{path}: ok ({len(inv.hosts)} hosts, {len(inv.vpcs)} VPCs, "
                 f"{len(inv.containers)} containers, {len(inv.services)} services)"
@@ -233,31 +215,16 @@ def resolve(
 
     from vpcctl.admin import inventory
     from vpcctl.admin.render import zone_data
-    from vpcctl.core.errors import ExitCode, NotFoundError
+    from vpcctl.core.errors import ExitCode
     from vpcctl.dns import zone
 
     inv = inventory.load(inventory_path(ctx))
-    client = IPv4Address("127.0.0.1")
-    if source is not None:
-        matches = [c for c in inv.containers.values() if source in (c.key, c.name)]
-        if len(matches) == 1:
-            client = matches[0].ip
-        elif source in inv.vpcs:
-            client = inv.vpcs[source].cidr.network_address + 1
-        elif len(matches) > 1:
-            raise NotFoundError(
-                f"--from {source!r} names containers in several VPCs", "write it as VPC/NAME"
-            )
-        else:
-            raise NotFoundError(
-                f"--from {source!r} is no container or VPC", "see `vpcctl container ls`"
-            )
+    client = _asker(inv, source)
     qt = qtype.upper()
     if qt == "PTR" and not name.endswith(".in-addr.arpa"):
         with contextlib.suppress(ValueError):
             name = zone.reverse_name(IPv4Address(name))
-    z = zone.build(zone_data(inv))
-    ans = zone.answer(z, name, qt, client)
+    ans = zone.answer(zone.build(zone_data(inv)), name, qt, client)
     if as_json:
         print_json(
             {
@@ -269,16 +236,40 @@ def resolve(
             }
         )
     else:
-        for r in ans.answers:
-            sys.stdout.write(r.text() + "\n")
-        if ans.rcode == "FORWARD":
-            info(f"{name}: not in the zone; the resolver forwards it upstream")
-        elif ans.rcode != "NOERROR":
-            info(f"{name}: {ans.rcode}")
-        elif not ans.answers:
-            info(f"{name}: exists, but has no {qt} record")
+        _print_answer(name, qt, ans)
     if ans.rcode in ("NXDOMAIN", "REFUSED"):
         raise typer.Exit(int(ExitCode.ERROR))
+
+
+def _asker(inv: Any, source: str | None) -> Any:
+    """The address a question comes from: loopback, a container (VPC/NAME or NAME), or a VPC."""
+    from ipaddress import IPv4Address
+
+    from vpcctl.core.errors import NotFoundError
+
+    if source is None:
+        return IPv4Address("127.0.0.1")
+    matches = [c for c in inv.containers.values() if source in (c.key, c.name)]
+    if len(matches) == 1:
+        return matches[0].ip
+    if source in inv.vpcs:
+        return inv.vpcs[source].cidr.network_address + 1
+    if len(matches) > 1:
+        raise NotFoundError(
+            f"--from {source!r} names containers in several VPCs", "write it as VPC/NAME"
+        )
+    raise NotFoundError(f"--from {source!r} is no container or VPC", "see `vpcctl container ls`")
+
+
+def _print_answer(name: str, qt: str, ans: Any) -> None:
+    for r in ans.answers:
+        sys.stdout.write(r.text() + "\n")
+    if ans.rcode == "FORWARD":
+        info(f"{name}: not in the zone; the resolver forwards it upstream")
+    elif ans.rcode != "NOERROR":
+        info(f"{name}: {ans.rcode}")
+    elif not ans.answers:
+        info(f"{name}: exists, but has no {qt} record")
 
 
 def _rec_json(r: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ did not check). Schema: README "HostSpec".
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
@@ -34,6 +33,7 @@ from vpcctl.core.model import (
     parse_portspec,
     parse_public_key,
 )
+from vpcctl.core.reader import Reader
 
 SPEC_VERSION = 1
 
@@ -272,47 +272,6 @@ def to_json(spec: HostSpec) -> str:
 # from JSON (validating)
 
 
-class _R:
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def w(self, key: str) -> str:
-        return f"{self.source}: {key}"
-
-    def obj(self, value: object, key: str) -> Mapping[str, Any]:
-        if not isinstance(value, dict):
-            raise SpecError(f"{self.w(key)}: expected an object", "render it with `vpcctl render`")
-        return value
-
-    def lst(self, value: object, key: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise SpecError(f"{self.w(key)}: expected a list", "render it with `vpcctl render`")
-        return value
-
-    def get(self, m: Mapping[str, Any], name: str, key: str) -> Any:
-        if name not in m:
-            raise SpecError(f"{self.w(key)}: missing {name!r}", "render it with `vpcctl render`")
-        return m[name]
-
-    def boolean(self, value: object, key: str) -> bool:
-        if not isinstance(value, bool):
-            raise SpecError(
-                f"{self.w(key)}: expected true or false", "render it with `vpcctl render`"
-            )
-        return value
-
-    def iface(self, value: object, key: str) -> IPv4Interface:
-        if not isinstance(value, str) or "/" not in value:
-            raise SpecError(
-                f"{self.w(key)}: expected ADDRESS/PREFIX", "render it with `vpcctl render`"
-            )
-        addr, _, prefix = value.partition("/")
-        parse_address(addr, self.w(key))
-        if not (prefix.isascii() and prefix.isdigit()) or not 0 <= int(prefix) <= 32:
-            raise SpecError(f"{self.w(key)}: bad prefix length", "render it with `vpcctl render`")
-        return IPv4Interface(value)
-
-
 def from_json(text: str | bytes, source: str = "spec") -> HostSpec:
     try:
         raw = json.loads(text)
@@ -328,60 +287,61 @@ def from_json(text: str | bytes, source: str = "spec") -> HostSpec:
 
 
 def from_dict(raw: object, source: str = "spec") -> HostSpec:
-    r = _R(source)
-    top = r.obj(raw, "(top)")
+    r = Reader(source, error=SpecError, hint="render it with `vpcctl render`", fmt="json")
+    top = r.mapping(raw, "(top)")
     version = r.get(top, "version", "version")
     if version != SPEC_VERSION:
         raise SpecError(
-            f"{r.w('version')}: unsupported HostSpec version {version!r}",
+            f"{r.where('version')}: unsupported HostSpec version {version!r}",
             "use the same vpcctl version on the admin machine and on the host",
         )
-    iface = r.obj(r.get(top, "interface", "interface"), "interface")
+    iface = r.mapping(r.get(top, "interface", "interface"), "interface")
     key_file = r.get(iface, "private_key_file", "interface.private_key_file")
     if not isinstance(key_file, str) or not key_file or "/" in key_file or key_file.startswith("."):
         raise SpecError(
-            f"{r.w('interface.private_key_file')}: must be a plain file name", "e.g. private.key"
+            f"{r.where('interface.private_key_file')}: must be a plain file name",
+            "e.g. private.key",
         )
     routing = r.get(top, "routing", "routing")
     if routing not in ("ipip", "wireguard"):
         raise SpecError(
-            f"{r.w('routing')}: {routing!r} is not a routing mode", 'use "ipip" or "wireguard"'
+            f"{r.where('routing')}: {routing!r} is not a routing mode", 'use "ipip" or "wireguard"'
         )
     pub = iface.get("public_key")
     tunnel_raw = top.get("tunnel")
     tunnel = None
     if tunnel_raw is not None:
-        t = r.obj(tunnel_raw, "tunnel")
+        t = r.mapping(tunnel_raw, "tunnel")
         tunnel = TunnelSpec(
-            name=parse_ifname(r.get(t, "name", "tunnel.name"), r.w("tunnel.name")),
-            local=parse_address(r.get(t, "local", "tunnel.local"), r.w("tunnel.local")),
-            mtu=parse_int(r.get(t, "mtu", "tunnel.mtu"), r.w("tunnel.mtu"), 576, 9000),
+            name=parse_ifname(r.get(t, "name", "tunnel.name"), r.where("tunnel.name")),
+            local=parse_address(r.get(t, "local", "tunnel.local"), r.where("tunnel.local")),
+            mtu=parse_int(r.get(t, "mtu", "tunnel.mtu"), r.where("tunnel.mtu"), 576, 9000),
         )
     peers = []
     for i, p in enumerate(r.lst(r.get(top, "peers", "peers"), "peers")):
         k = f"peers[{i}]"
-        p = r.obj(p, k)
+        p = r.mapping(p, k)
         endpoint = p.get("endpoint")
         peers.append(
             PeerSpec(
-                name=parse_label(r.get(p, "name", k), r.w(f"{k}.name")),
-                public_key=parse_public_key(r.get(p, "public_key", k), r.w(f"{k}.public_key")),
-                address=parse_address(r.get(p, "address", k), r.w(f"{k}.address")),
+                name=parse_label(r.get(p, "name", k), r.where(f"{k}.name")),
+                public_key=parse_public_key(r.get(p, "public_key", k), r.where(f"{k}.public_key")),
+                address=parse_address(r.get(p, "address", k), r.where(f"{k}.address")),
                 endpoint=None
                 if endpoint is None
-                else parse_endpoint(endpoint, r.w(f"{k}.endpoint")),
+                else parse_endpoint(endpoint, r.where(f"{k}.endpoint")),
                 allowed_ips=tuple(
-                    parse_network(n, r.w(f"{k}.allowed_ips"))
+                    parse_network(n, r.where(f"{k}.allowed_ips"))
                     for n in r.lst(r.get(p, "allowed_ips", k), f"{k}.allowed_ips")
                 ),
-                keepalive=parse_int(r.get(p, "keepalive", k), r.w(f"{k}.keepalive"), 0, 65535),
+                keepalive=parse_int(r.get(p, "keepalive", k), r.where(f"{k}.keepalive"), 0, 65535),
                 slices=tuple(
                     sorted(
                         (
-                            parse_label(vpc, r.w(f"{k}.slices"), "VPC name"),
-                            parse_network(net, r.w(f"{k}.slices.{vpc}")),
+                            parse_label(vpc, r.where(f"{k}.slices"), "VPC name"),
+                            parse_network(net, r.where(f"{k}.slices.{vpc}")),
                         )
-                        for vpc, net in r.obj(p.get("slices", {}), f"{k}.slices").items()
+                        for vpc, net in r.mapping(p.get("slices", {}), f"{k}.slices").items()
                     )
                 ),
             )
@@ -389,68 +349,68 @@ def from_dict(raw: object, source: str = "spec") -> HostSpec:
     routes = []
     for i, rt in enumerate(r.lst(r.get(top, "routes", "routes"), "routes")):
         k = f"routes[{i}]"
-        rt = r.obj(rt, k)
+        rt = r.mapping(rt, k)
         via = rt.get("via")
         routes.append(
             RouteSpec(
-                dst=parse_network(r.get(rt, "dst", k), r.w(f"{k}.dst")),
-                dev=parse_ifname(r.get(rt, "dev", k), r.w(f"{k}.dev")),
-                via=None if via is None else parse_address(via, r.w(f"{k}.via")),
+                dst=parse_network(r.get(rt, "dst", k), r.where(f"{k}.dst")),
+                dev=parse_ifname(r.get(rt, "dev", k), r.where(f"{k}.dev")),
+                via=None if via is None else parse_address(via, r.where(f"{k}.via")),
                 onlink=r.boolean(rt.get("onlink", False), f"{k}.onlink"),
             )
         )
     vpcs = []
     for i, v in enumerate(r.lst(r.get(top, "vpcs", "vpcs"), "vpcs")):
         k = f"vpcs[{i}]"
-        v = r.obj(v, k)
+        v = r.mapping(v, k)
         vpcs.append(
             VpcSpec(
-                name=parse_label(r.get(v, "name", k), r.w(f"{k}.name")),
-                cidr=parse_network(r.get(v, "cidr", k), r.w(f"{k}.cidr")),
-                slice=parse_network(r.get(v, "slice", k), r.w(f"{k}.slice")),
+                name=parse_label(r.get(v, "name", k), r.where(f"{k}.name")),
+                cidr=parse_network(r.get(v, "cidr", k), r.where(f"{k}.cidr")),
+                slice=parse_network(r.get(v, "slice", k), r.where(f"{k}.slice")),
                 gateway=r.iface(r.get(v, "gateway", k), f"{k}.gateway"),
-                bridge=parse_ifname(r.get(v, "bridge", k), r.w(f"{k}.bridge")),
-                mtu=parse_int(r.get(v, "mtu", k), r.w(f"{k}.mtu"), 576, 9000),
+                bridge=parse_ifname(r.get(v, "bridge", k), r.where(f"{k}.bridge")),
+                mtu=parse_int(r.get(v, "mtu", k), r.where(f"{k}.mtu"), 576, 9000),
             )
         )
     services = []
     for i, sv in enumerate(r.lst(r.get(top, "services", "services"), "services")):
         k = f"services[{i}]"
-        sv = r.obj(sv, k)
+        sv = r.mapping(sv, k)
         services.append(
             ServiceSpec(
-                vpc=parse_label(r.get(sv, "vpc", k), r.w(f"{k}.vpc")),
-                name=parse_label(r.get(sv, "name", k), r.w(f"{k}.name")),
-                vip=parse_address(r.get(sv, "vip", k), r.w(f"{k}.vip")),
+                vpc=parse_label(r.get(sv, "vpc", k), r.where(f"{k}.vpc")),
+                name=parse_label(r.get(sv, "name", k), r.where(f"{k}.name")),
+                vip=parse_address(r.get(sv, "vip", k), r.where(f"{k}.vip")),
                 ports=tuple(
-                    parse_portspec(x, r.w(f"{k}.ports"))
+                    parse_portspec(x, r.where(f"{k}.ports"))
                     for x in r.lst(r.get(sv, "ports", k), f"{k}.ports")
                 ),
                 backends=tuple(
-                    parse_address(x, r.w(f"{k}.backends"))
+                    parse_address(x, r.where(f"{k}.backends"))
                     for x in r.lst(r.get(sv, "backends", k), f"{k}.backends")
                 ),
                 selector=make_selector(
                     (
                         (
-                            parse_label_key(key, r.w(f"{k}.selector")),
-                            parse_label_value(value, r.w(f"{k}.selector.{key}")),
+                            parse_label_key(key, r.where(f"{k}.selector")),
+                            parse_label_value(value, r.where(f"{k}.selector.{key}")),
                         )
-                        for key, value in r.obj(sv.get("selector", {}), f"{k}.selector").items()
+                        for key, value in r.mapping(sv.get("selector", {}), f"{k}.selector").items()
                     ),
-                    r.w(f"{k}.selector"),
+                    r.where(f"{k}.selector"),
                 ),
             )
         )
     return HostSpec(
         version=version,
-        mesh=parse_label(r.get(top, "mesh", "mesh"), r.w("mesh")),
-        host=parse_label(r.get(top, "host", "host"), r.w("host")),
-        interface=parse_ifname(r.get(iface, "name", "interface.name"), r.w("interface.name")),
+        mesh=parse_label(r.get(top, "mesh", "mesh"), r.where("mesh")),
+        host=parse_label(r.get(top, "host", "host"), r.where("host")),
+        interface=parse_ifname(r.get(iface, "name", "interface.name"), r.where("interface.name")),
         address=r.iface(r.get(iface, "address", "interface.address"), "interface.address"),
-        port=parse_port(r.get(iface, "port", "interface.port"), r.w("interface.port")),
-        mtu=parse_int(r.get(iface, "mtu", "interface.mtu"), r.w("interface.mtu"), 576, 9000),
-        public_key=None if pub is None else parse_public_key(pub, r.w("interface.public_key")),
+        port=parse_port(r.get(iface, "port", "interface.port"), r.where("interface.port")),
+        mtu=parse_int(r.get(iface, "mtu", "interface.mtu"), r.where("interface.mtu"), 576, 9000),
+        public_key=None if pub is None else parse_public_key(pub, r.where("interface.public_key")),
         private_key_file=key_file,
         routing=routing,
         tunnel=tunnel,
@@ -463,47 +423,47 @@ def from_dict(raw: object, source: str = "spec") -> HostSpec:
     )
 
 
-def _daemon(r: _R, raw: object) -> DaemonSpec:
+def _daemon(r: Reader, raw: object) -> DaemonSpec:
     if raw is None:
         return DaemonSpec()
-    d = r.obj(raw, "daemon")
+    d = r.mapping(raw, "daemon")
     return DaemonSpec(
         enabled=r.boolean(d.get("enabled", False), "daemon.enabled"),
-        port=parse_port(d.get("port", DAEMON_PORT), r.w("daemon.port")),
-        grace=parse_int(d.get("grace", DEFAULT_GRACE), r.w("daemon.grace"), 1, 3600),
+        port=parse_port(d.get("port", DAEMON_PORT), r.where("daemon.port")),
+        grace=parse_int(d.get("grace", DEFAULT_GRACE), r.where("daemon.grace"), 1, 3600),
     )
 
 
 def zone_from_dict(raw: object, source: str = "zone") -> ZoneData:
-    r = _R(source)
-    d = r.obj(raw, "dns")
-    hosts = r.obj(r.get(d, "hosts", "dns"), "dns.hosts")
+    r = Reader(source, error=SpecError, hint="render it with `vpcctl render`", fmt="json")
+    d = r.mapping(raw, "dns")
+    hosts = r.mapping(r.get(d, "hosts", "dns"), "dns.hosts")
     vpcs = []
     for i, v in enumerate(r.lst(r.get(d, "vpcs", "dns"), "dns.vpcs")):
         k = f"dns.vpcs[{i}]"
-        v = r.obj(v, k)
-        containers = r.obj(r.get(v, "containers", k), f"{k}.containers")
-        svcs = r.obj(r.get(v, "services", k), f"{k}.services")
+        v = r.mapping(v, k)
+        containers = r.mapping(r.get(v, "containers", k), f"{k}.containers")
+        svcs = r.mapping(r.get(v, "services", k), f"{k}.services")
         vpcs.append(
             ZoneVpc(
-                name=parse_label(r.get(v, "name", k), r.w(f"{k}.name")),
-                cidr=parse_network(r.get(v, "cidr", k), r.w(f"{k}.cidr")),
+                name=parse_label(r.get(v, "name", k), r.where(f"{k}.name")),
+                cidr=parse_network(r.get(v, "cidr", k), r.where(f"{k}.cidr")),
                 containers=tuple(
                     (
-                        parse_label(n, r.w(f"{k}.containers")),
-                        parse_address(ip, r.w(f"{k}.containers.{n}")),
+                        parse_label(n, r.where(f"{k}.containers")),
+                        parse_address(ip, r.where(f"{k}.containers.{n}")),
                     )
                     for n, ip in containers.items()
                 ),
                 services=tuple(
                     (
-                        parse_label(n, r.w(f"{k}.services")),
+                        parse_label(n, r.where(f"{k}.services")),
                         parse_address(
-                            r.get(r.obj(s, f"{k}.services.{n}"), "vip", f"{k}.services.{n}"),
-                            r.w(f"{k}.services.{n}.vip"),
+                            r.get(r.mapping(s, f"{k}.services.{n}"), "vip", f"{k}.services.{n}"),
+                            r.where(f"{k}.services.{n}.vip"),
                         ),
                         tuple(
-                            parse_portspec(x, r.w(f"{k}.services.{n}.ports"))
+                            parse_portspec(x, r.where(f"{k}.services.{n}.ports"))
                             for x in r.lst(s.get("ports", []), f"{k}.services.{n}.ports")
                         ),
                     )
@@ -512,11 +472,11 @@ def zone_from_dict(raw: object, source: str = "zone") -> ZoneData:
             )
         )
     return ZoneData(
-        domain=parse_domain(r.get(d, "domain", "dns"), r.w("dns.domain")),
-        ttl=parse_int(r.get(d, "ttl", "dns"), r.w("dns.ttl"), 0, 86400),
-        mesh_cidr=parse_network(r.get(d, "mesh_cidr", "dns"), r.w("dns.mesh_cidr")),
+        domain=parse_domain(r.get(d, "domain", "dns"), r.where("dns.domain")),
+        ttl=parse_int(r.get(d, "ttl", "dns"), r.where("dns.ttl"), 0, 86400),
+        mesh_cidr=parse_network(r.get(d, "mesh_cidr", "dns"), r.where("dns.mesh_cidr")),
         hosts=tuple(
-            (parse_label(n, r.w("dns.hosts")), parse_address(ip, r.w(f"dns.hosts.{n}")))
+            (parse_label(n, r.where("dns.hosts")), parse_address(ip, r.where(f"dns.hosts.{n}")))
             for n, ip in hosts.items()
         ),
         vpcs=tuple(vpcs),

@@ -23,31 +23,14 @@ from vpcctl import __version__
 from vpcctl.core.errors import ApplyError, KeyFileError, VpcctlError
 from vpcctl.core.keys import PrivateKey, ensure_private, load_private
 from vpcctl.core.spec import HostSpec, to_json
+from vpcctl.host import changes as ch
 from vpcctl.host import live
 from vpcctl.host.changes import (
     MANAGED,
-    AddAddress,
-    AddRoute,
     Change,
-    CreateBridge,
-    CreateTunnel,
-    CreateWireGuard,
-    DelAddress,
-    DeleteFirewall,
-    DeleteLink,
-    DelRoute,
-    LoadFirewall,
     Plan,
-    RemovePeer,
-    SetForwarding,
-    SetLink,
-    SetListenPort,
-    SetPeer,
-    SetPrivateKey,
     StartDaemon,
-    StartResolver,
     StopDaemon,
-    StopResolver,
     WriteZone,
 )
 from vpcctl.host.linktypes import ALIAS_PREFIX, RTPROT_VPCCTL
@@ -103,11 +86,19 @@ def check() -> dict[str, Any]:
     nft = run.which("nft") is not None
     if not nft:
         problems.append({"message": "nft not found", "hint": "apt-get install nftables"})
+    from vpcctl.host.dockersocket import docker_url, present
+
+    docker = present()
+    if docker and run.which("iptables") is None:
+        problems.append({"message": "dockerd runs here but iptables is missing: vpcctl cannot "
+                                    "let VPC traffic through Docker's FORWARD rules",
+                         "hint": "apt-get install iptables"})  # fmt: skip
     return {
         "version": __version__,
         "root": root,
         "wireguard": "kernel" if kernel else ("userspace" if userspace else None),
         "nftables": nft,
+        "docker": {"socket": docker_url(), "present": docker},
         "problems": problems,
     }
 
@@ -193,9 +184,9 @@ def daemon_command(state: StateDir) -> tuple[str, ...]:
 # apply
 
 
-_WIREGUARD = (CreateWireGuard, SetPrivateKey, SetListenPort, SetPeer, RemovePeer)
-_STATE = (LoadFirewall, DeleteFirewall, WriteZone, StartResolver, StopResolver, StartDaemon,
-          StopDaemon)  # fmt: skip
+_WIREGUARD = (ch.CreateWireGuard, ch.SetPrivateKey, ch.SetListenPort, ch.SetPeer, ch.RemovePeer)
+_STATE = (ch.LoadFirewall, ch.DeleteFirewall, ch.WriteZone, ch.StartResolver, ch.StopResolver,
+          ch.StartDaemon, ch.StopDaemon)  # fmt: skip
 
 
 def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | None) -> None:
@@ -209,39 +200,39 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
 
 def _execute_wireguard(change: Change, system: System, key: PrivateKey | None) -> None:
     match change:
-        case CreateWireGuard(name=name, backend=backend, mtu=mtu, alias=alias):
+        case ch.CreateWireGuard(name=name, backend=backend, mtu=mtu, alias=alias):
             system.wg_create(name, backend, mtu, alias)
-        case SetPrivateKey(dev=dev):
+        case ch.SetPrivateKey(dev=dev):
             if key is None:
                 raise KeyFileError("no private key", "run `vpcctl agent keygen`")
             system.wg_set_device(dev, private_key=key.raw)
-        case SetListenPort(dev=dev, port=port):
+        case ch.SetListenPort(dev=dev, port=port):
             system.wg_set_device(dev, listen_port=port)
-        case SetPeer(dev=dev, update=update):
+        case ch.SetPeer(dev=dev, update=update):
             system.wg_update_peer(dev, update)
-        case RemovePeer(dev=dev, public_key=pk):
+        case ch.RemovePeer(dev=dev, public_key=pk):
             system.wg_remove_peer(dev, pk)
 
 
 def _execute_links_and_routes(change: Change, system: System) -> None:
     match change:
-        case SetForwarding(on=on):
+        case ch.SetForwarding(on=on):
             system.set_forwarding(on)
-        case CreateTunnel(name=name, local=local, mtu=mtu, alias=alias):
+        case ch.CreateTunnel(name=name, local=local, mtu=mtu, alias=alias):
             system.add_ipip(name, local, mtu, alias)
-        case CreateBridge(name=name, mtu=mtu, alias=alias):
+        case ch.CreateBridge(name=name, mtu=mtu, alias=alias):
             system.add_bridge(name, mtu, alias)
-        case DeleteLink(name=name, kind=kind):
+        case ch.DeleteLink(name=name, kind=kind):
             system.delete_link(name, kind)
-        case SetLink(name=name, mtu=mtu, up=up):
+        case ch.SetLink(name=name, mtu=mtu, up=up):
             system.set_link(name, mtu=mtu, up=up)
-        case AddAddress(dev=dev, address=address):
+        case ch.AddAddress(dev=dev, address=address):
             system.add_address(dev, address)
-        case DelAddress(dev=dev, address=address):
+        case ch.DelAddress(dev=dev, address=address):
             system.del_address(dev, address)
-        case AddRoute(route=route):
+        case ch.AddRoute(route=route):
             system.add_route(route)
-        case DelRoute(route=route):
+        case ch.DelRoute(route=route):
             system.del_route(route)
         case _:
             raise ApplyError(f"unknown change {change!r}", "this is a bug in vpcctl")
@@ -249,7 +240,7 @@ def _execute_links_and_routes(change: Change, system: System) -> None:
 
 def _execute_firewall_and_names(change: Change, system: System, state: StateDir) -> None:
     match change:
-        case LoadFirewall(digest=digest, text=text):
+        case ch.LoadFirewall(digest=digest, text=text):
             from vpcctl.host import firewall
 
             system.nft_load(text)
@@ -259,15 +250,15 @@ def _execute_firewall_and_names(change: Change, system: System, state: StateDir)
                 json.dumps({"desired": digest, "listing": firewall.digest(listing or "")}, indent=2)
                 + "\n",
             )
-        case DeleteFirewall():
+        case ch.DeleteFirewall():
             system.nft_delete()
             with contextlib.suppress(FileNotFoundError):
                 state.firewall.unlink()
-        case WriteZone(text=text):
+        case ch.WriteZone(text=text):
             state.write(state.zone, text)
-        case StartResolver(argv=argv):
+        case ch.StartResolver(argv=argv):
             system.start_resolver(argv, state.resolver_pid, state.resolver_log)
-        case StopResolver():
+        case ch.StopResolver():
             system.stop_resolver(state.resolver_pid)
         case StartDaemon(argv=argv):
             system.start_resolver(argv, state.daemon_pid, state.daemon_log)
@@ -520,7 +511,7 @@ def down(system: System, state: StateDir, mesh: str | None = None) -> Result:
             tuple(
                 c
                 for c in p.changes
-                if not isinstance(c, DeleteLink) or observed.links[c.name].alias == mine
+                if not isinstance(c, ch.DeleteLink) or observed.links[c.name].alias == mine
             )
         )
     _run(p, system, state, None, None)

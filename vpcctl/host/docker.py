@@ -27,7 +27,6 @@ the event stream, and relists in full on start, on every reconnect and periodica
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -42,12 +41,16 @@ from vpcctl.core.errors import ValidationError
 from vpcctl.core.model import docker_network_name, docker_range, parse_label
 from vpcctl.core.spec import HostSpec, VpcSpec
 from vpcctl.host.discovery import Publish
+from vpcctl.host.dockersocket import DEFAULT_URL as DEFAULT_URL
+from vpcctl.host.dockersocket import docker_url as docker_url
+from vpcctl.host.dockersocket import present as present
+from vpcctl.host.dockersocket import socket_path as socket_path
+from vpcctl.host.dockersocket import socket_stamp as socket_stamp
 
 LABEL_MESH = "io.vpcctl.mesh"
 LABEL_VPC = "io.vpcctl.vpc"
 LABEL_HOST = "io.vpcctl.host"
 LABEL_NAME = "io.vpcctl.name"  # a container label overriding the announced name
-DEFAULT_URL = "unix:///var/run/docker.sock"
 DAEMON_JSON = Path("/etc/docker/daemon.json")
 
 OPT_BRIDGE = "com.docker.network.bridge.name"
@@ -58,40 +61,6 @@ OPT_TRUSTED = "com.docker.network.bridge.trusted_host_interfaces"
 
 #: container labels left out of an endpoint (image metadata, not selectors)
 _SKIP_LABEL_PREFIXES = ("org.opencontainers.", "org.label-schema.")
-
-
-def docker_url(env: Mapping[str, str] | None = None) -> str:
-    """Where dockerd listens: ``$DOCKER_HOST`` (Docker's own convention), else the default."""
-    env = os.environ if env is None else env
-    return env.get("DOCKER_HOST") or DEFAULT_URL
-
-
-def socket_path(url: str | None = None) -> Path | None:
-    """The unix socket of ``url`` (None for tcp:// daemons)."""
-    url = url or docker_url()
-    if url.startswith("unix://"):
-        return Path(url[len("unix://") :])
-    return None
-
-
-def socket_stamp(url: str | None = None) -> list[object] | None:
-    """A cheap token that changes whenever dockerd (re)creates its socket (inode and ctime), or
-    None without one. Part of the agent's fingerprint: a started or restarted dockerd makes the
-    next apply take the full path, which (re)creates the networks."""
-    path = socket_path(url)
-    if path is None:
-        return None
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return [st.st_ino, st.st_ctime_ns]
-
-
-def present(url: str | None = None) -> bool:
-    """Docker seems to run here (its socket exists); no import, no connection."""
-    path = socket_path(url)
-    return path.exists() if path is not None else True
 
 
 # ---------------------------------------------------------------------------------------------

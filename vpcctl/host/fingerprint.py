@@ -149,7 +149,7 @@ def fingerprint(
         except OSError:
             files.append(None)
     from vpcctl.host import processes
-    from vpcctl.host.docker import socket_stamp
+    from vpcctl.host.dockersocket import socket_stamp
 
     procs = [processes.running(p) for p in pidfiles or []]
     # a dockerd started or restarted since (a new socket) takes the full path: its networks
