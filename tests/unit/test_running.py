@@ -434,3 +434,42 @@ def test_merge_zone_properties(running: list[Endpoint], seed: int) -> None:
 def test_service_spec_default_selector_is_empty() -> None:
     s = ServiceSpec(vpc="prod", name="x", vip=ip("10.100.255.9"), ports=(), backends=())
     assert s.selector == ()
+
+
+@given(
+    terms=st.lists(
+        st.tuples(
+            st.one_of(st.sampled_from(("app", "com.example.tier", "a-b.c")), st.text(max_size=12)),
+            st.text(max_size=20),
+        ),
+        max_size=4,
+    )
+)
+@SETTINGS
+def test_any_selector_is_refused_or_survives_the_inventory_and_the_spec(
+    terms: list[tuple[str, str]],
+) -> None:
+    """Whatever text is given: a clear ValidationError, or a selector that round-trips through
+    vpc.toml and the HostSpec unchanged and never adds a line of its own to either."""
+    from vpcctl.admin import inventory
+    from vpcctl.core.errors import ValidationError
+    from vpcctl.core.model import parse_selector_term
+
+    try:
+        sel = make_selector(
+            (parse_selector_term(f"{k}={v}", "--selector") for k, v in terms), "--selector"
+        )
+    except ValidationError as exc:
+        assert exc.message.startswith("--selector: ") and exc.message.isprintable()
+        return
+    inv = edits.add_service(BASE, "x", "prod", (PortSpec(80),), (), selector=sel)
+    text = inventory.dump(inv)
+    back = inventory.parse(text)
+    assert back.services["prod/x"].selector == sel
+    block = text.split('[services."prod/x".selector]\n', 1)[1].split("\n\n")[0] if sel else ""
+    assert len(block.splitlines()) == len(sel)  # one line per term: nothing injected
+    spec = render(back, "nas")
+    assert from_json(to_json(spec)) == spec
+
+
+BASE = homelab()

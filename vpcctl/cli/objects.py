@@ -524,10 +524,11 @@ def container_ls(
 ) -> None:
     """List containers: declared ones, and with --live the running ones the hosts discovered.
 
-    SOURCE says where a row comes from: "declared" (vpc.toml) or "discovered" (running in
-    Docker on a VPC network, announced by its host). READY is the container's health (a
-    HEALTHCHECK still starting or unhealthy = no). A host that cannot be asked is named on
-    stderr and the exit code is 4.
+    SOURCE says where a row comes from: "declared" (vpc.toml) or
+    "discovered" (running in Docker on a VPC network, announced by its
+    host). READY is the container's health (a HEALTHCHECK still starting
+    or unhealthy = no). A host that cannot be asked is named on stderr and
+    the exit code is 4.
 
     [bold]Examples[/]
 
@@ -607,10 +608,11 @@ def service_add(
 ) -> None:
     """Add a service: a stable VIP DNAT-ed to its backends wherever they run.
 
-    Backends are the declared containers given with --backend, plus every running container
-    of the VPC, on any host, whose labels match all --selector terms and that is ready (not
-    unhealthy or still starting by its Docker HEALTHCHECK; no HEALTHCHECK counts as ready).
-    The VIP never changes while backends come and go.
+    Backends are the declared containers given with --backend, plus every
+    running container of the VPC, on any host, whose labels match all
+    --selector terms and that is ready (not unhealthy or still starting by
+    its Docker HEALTHCHECK; no HEALTHCHECK counts as ready). The VIP never
+    changes while backends come and go.
 
     [bold]Examples[/]
 
@@ -693,9 +695,11 @@ def service_ls(
     known_hosts: Path | None = KNOWN_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """List services; with --live, also each service's live backends: its declared backends and
-    the ready running containers its selector picks, wherever they run (what every host's DNAT
-    set for the VIP converges to).
+    """List services; with --live, also each service's live backends.
+
+    Live backends are the declared backends and the ready running
+    containers the selector picks, wherever they run: what every host's
+    DNAT set for the VIP converges to.
 
     [bold]Examples[/]
 
