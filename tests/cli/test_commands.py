@@ -720,6 +720,7 @@ def test_every_command_is_covered() -> None:
         "host add", "host bootstrap", "host ls", "host rm", "host set",
         "init",
         "join",
+        "mesh set",
         "plan",
         "render",
         "resolve",

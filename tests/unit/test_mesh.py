@@ -256,3 +256,25 @@ def test_apply_starts_the_daemon_when_asked_and_stops_only_its_own(tmp_path: Pat
     assert apply(render(inv, "vps1"), sysm, state).plan.empty
     gone = down(sysm, state)  # ... but `agent down` stops it
     assert gone.plan.changes[0] == StopDaemon() and "daemon.pid" not in sysm.procs
+
+
+def test_agent_table_reads_the_live_table_only_while_a_daemon_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from vpcctl.cli.agent import run
+    from vpcctl.host import live
+
+    state = StateDir(tmp_path / "state")
+    e = Endpoint("vps2", "prod", "db-1", IPv4Address("10.100.2.7"), (("app", "db"),), True)
+    state.write(state.live, live.live_text((e,)))
+    assert run(["table", "--json", "--state-dir", str(state.path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"daemon": False, "endpoints": []}  # stale file
+    state.write(state.daemon_pid, f"{os.getpid()}\n")  # a live process holds the pid file
+    assert live.read_live(state) == (e,)
+    assert run(["table", "--json", "--state-dir", str(state.path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["daemon"] is True and out["endpoints"] == [live.endpoint_to_json(e)]
+    assert run(["table", "--state-dir", str(state.path)]) == 0
+    assert "db-1" in capsys.readouterr().out
