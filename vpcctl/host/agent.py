@@ -23,17 +23,9 @@ from vpcctl import __version__
 from vpcctl.core.errors import ApplyError, ExitCode, KeyFileError, VpcctlError
 from vpcctl.core.keys import PrivateKey, ensure_private, load_private
 from vpcctl.core.spec import HostSpec, to_json
-from vpcctl.host import changes as ch
 from vpcctl.host import live
-from vpcctl.host.changes import (
-    MANAGED,
-    Change,
-    Plan,
-    StartDaemon,
-    StopDaemon,
-    WriteZone,
-)
 from vpcctl.host.linktypes import ALIAS_PREFIX, RTPROT_VPCCTL
+from vpcctl.host.plans import MANAGED, Change, Plan
 from vpcctl.host.state import (
     StateDir,
     as_error,
@@ -184,21 +176,23 @@ def daemon_command(state: StateDir) -> tuple[str, ...]:
 # apply
 
 
-_WIREGUARD = (ch.CreateWireGuard, ch.SetPrivateKey, ch.SetListenPort, ch.SetPeer, ch.RemovePeer)
-_STATE = (ch.LoadFirewall, ch.DeleteFirewall, ch.WriteZone, ch.StartResolver, ch.StopResolver,
-          ch.StartDaemon, ch.StopDaemon)  # fmt: skip
-
-
 def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | None) -> None:
-    if isinstance(change, _WIREGUARD):
+    from vpcctl.host import changes as ch
+
+    wireguard = (ch.CreateWireGuard, ch.SetPrivateKey, ch.SetListenPort, ch.SetPeer, ch.RemovePeer)
+    files = (ch.LoadFirewall, ch.DeleteFirewall, ch.WriteZone, ch.StartResolver, ch.StopResolver,
+             ch.StartDaemon, ch.StopDaemon)  # fmt: skip
+    if isinstance(change, wireguard):
         _execute_wireguard(change, system, key)
-    elif isinstance(change, _STATE):
+    elif isinstance(change, files):
         _execute_firewall_and_names(change, system, state)
     else:
         _execute_links_and_routes(change, system)
 
 
 def _execute_wireguard(change: Change, system: System, key: PrivateKey | None) -> None:
+    from vpcctl.host import changes as ch
+
     match change:
         case ch.CreateWireGuard(name=name, backend=backend, mtu=mtu, alias=alias):
             system.wg_create(name, backend, mtu, alias)
@@ -215,6 +209,8 @@ def _execute_wireguard(change: Change, system: System, key: PrivateKey | None) -
 
 
 def _execute_links_and_routes(change: Change, system: System) -> None:
+    from vpcctl.host import changes as ch
+
     match change:
         case ch.SetForwarding(on=on):
             system.set_forwarding(on)
@@ -239,6 +235,8 @@ def _execute_links_and_routes(change: Change, system: System) -> None:
 
 
 def _execute_firewall_and_names(change: Change, system: System, state: StateDir) -> None:
+    from vpcctl.host import changes as ch
+
     match change:
         case ch.LoadFirewall(digest=digest, text=text):
             from vpcctl.host import firewall
@@ -260,9 +258,9 @@ def _execute_firewall_and_names(change: Change, system: System, state: StateDir)
             system.start_resolver(argv, state.resolver_pid, state.resolver_log)
         case ch.StopResolver():
             system.stop_resolver(state.resolver_pid)
-        case StartDaemon(argv=argv):
+        case ch.StartDaemon(argv=argv):
             system.start_resolver(argv, state.daemon_pid, state.daemon_log)
-        case StopDaemon():
+        case ch.StopDaemon():
             system.stop_resolver(state.daemon_pid)
 
 
@@ -377,6 +375,8 @@ def converge(
 def _write_zone_only(
     spec: HostSpec, spec_text: str, state: StateDir, progress: Callable[[Change], None] | None
 ) -> Result:
+    from vpcctl.host.changes import WriteZone
+
     zone, names = live.zone_text(spec, live.read_live(state))  # discovered names stay
     change = WriteZone(records=names, text=zone)
     if progress:
@@ -516,6 +516,7 @@ def _key_for(spec: HostSpec, state: StateDir) -> PrivateKey:
 
 def down(system: System, state: StateDir, mesh: str | None = None) -> Result:
     """Remove everything vpcctl owns on this host (links, routes, firewall table)."""
+    from vpcctl.host.changes import DeleteLink
     from vpcctl.host.plan import Desired, alias_for, plan
 
     observed = observe(system, None, state)
@@ -526,7 +527,7 @@ def down(system: System, state: StateDir, mesh: str | None = None) -> Result:
             tuple(
                 c
                 for c in p.changes
-                if not isinstance(c, ch.DeleteLink) or observed.links[c.name].alias == mine
+                if not isinstance(c, DeleteLink) or observed.links[c.name].alias == mine
             )
         )
     _run(p, system, state, None, None)

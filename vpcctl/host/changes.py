@@ -1,38 +1,18 @@
-"""The typed changes a plan is made of, and the Plan itself: pure values.
-
-Kept apart from the planner (plan.py) and light to import: the agent's fast paths (nothing changed,
-only names changed) answer with a Plan without loading the planner or the kernel adapters.
-"""
+"""The typed changes a plan is made of: pure values (their base and the Plan are in plans.py)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING, Any
+
+from vpcctl.host.plans import MANAGED as MANAGED
+from vpcctl.host.plans import Change as Change
+from vpcctl.host.plans import Plan as Plan
 
 if TYPE_CHECKING:
     from vpcctl.host.linktypes import Route
     from vpcctl.host.wgtypes import PeerUpdate
-
-
-@dataclass(frozen=True)
-class Change:
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def to_json(self) -> dict[str, Any]:
-        data = {k: _jsonable(v) for k, v in asdict(self).items()}
-        return {"op": type(self).__name__, **data, "text": self.describe()}
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, IPv4Address | IPv4Network | IPv4Interface):
-        return str(value)
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
 
 
 @dataclass(frozen=True)
@@ -230,9 +210,6 @@ class StopResolver(Change):
         return "stop the resolver"
 
 
-MANAGED = "--managed"  # on the command line of an agent daemon that `agent apply` started
-
-
 @dataclass(frozen=True)
 class StartDaemon(Change):
     argv: tuple[str, ...]
@@ -245,18 +222,3 @@ class StartDaemon(Change):
 class StopDaemon(Change):
     def describe(self) -> str:
         return "stop the agent daemon"
-
-
-@dataclass(frozen=True)
-class Plan:
-    changes: tuple[Change, ...]
-
-    @property
-    def empty(self) -> bool:
-        return not self.changes
-
-    def describe(self) -> list[str]:
-        return [c.describe() for c in self.changes]
-
-    def to_json(self) -> list[dict[str, Any]]:
-        return [c.to_json() for c in self.changes]
