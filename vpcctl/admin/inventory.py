@@ -27,6 +27,7 @@ from typing import Any
 
 import tomli_w
 
+from vpcctl.admin import limits
 from vpcctl.core.errors import InventoryError, LockError, ValidationError
 from vpcctl.core.model import (
     ROUTINGS,
@@ -48,6 +49,7 @@ from vpcctl.core.model import (
     parse_port,
     parse_portspec,
     parse_public_key,
+    parse_range,
     parse_ssh,
     split_key,
 )
@@ -169,7 +171,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     r = _Reader(source)
     r.keys(raw, "", ("version", "mesh"), ("hosts", "vpcs", "containers", "services"))
     version = raw["version"]
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # True == 1 == 1.0 in Python
         raise ValidationError(
             f"{r.where('version')}: unsupported schema version {version!r}",
             f"this vpcctl reads version {SCHEMA_VERSION}; upgrade vpcctl to read newer files",
@@ -184,7 +186,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
     mesh = Mesh(
         name=parse_label(m["name"], r.where("mesh.name"), "mesh name"),
-        cidr=parse_network(m["cidr"], r.where("mesh.cidr")),
+        cidr=parse_range(m["cidr"], r.where("mesh.cidr")),
         port=parse_port(m.get("port", 51820), r.where("mesh.port")),
         interface=parse_ifname(m.get("interface", "vpc0"), r.where("mesh.interface")),
         domain=parse_domain(m.get("domain", "vpc.internal"), r.where("mesh.domain")),
@@ -223,14 +225,14 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         key = f"vpcs.{_toml_key(name)}"
         t = r.table(value, key)
         r.keys(t, key, ("cidr", "services"), ("slice_prefix",))
-        cidr = parse_network(t["cidr"], r.where(f"{key}.cidr"))
+        cidr = parse_range(t["cidr"], r.where(f"{key}.cidr"))
         vpcs[name] = Vpc(
             name=parse_label(name, r.where(key), "VPC name"),
             cidr=cidr,
             slice_prefix=parse_int(
                 t.get("slice_prefix", 24), r.where(f"{key}.slice_prefix"), cidr.prefixlen + 1, 30
             ),
-            services=parse_network(t["services"], r.where(f"{key}.services")),
+            services=parse_range(t["services"], r.where(f"{key}.services")),
         )
 
     containers: dict[str, Container] = {}
@@ -471,6 +473,7 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
                 )
         if len(set(svc.backends)) != len(svc.backends):
             bad(f"{key}.backends", "a backend is listed twice", "list each backend once")
+    out.extend(limits.problems(inv, source))
     return out
 
 
@@ -482,6 +485,11 @@ def warnings(inv: Inventory) -> list[str]:
         out.append(
             f"hosts {', '.join(nat)} are all behind NAT (no endpoint): they cannot reach each other "
             "directly; give one of them a public endpoint"
+        )
+    for key, net in limits.public_ranges(inv):
+        out.append(
+            f"{key} {net} is a public range: addresses there on the internet become unreachable "
+            "from the mesh; prefer a private range (10/8, 172.16/12, 192.168/16)"
         )
     missing = sorted(h.name for h in inv.hosts.values() if h.public_key is None)
     if missing:

@@ -85,8 +85,8 @@ def init(
         parse_domain,
         parse_ifname,
         parse_label,
-        parse_network,
         parse_port,
+        parse_range,
     )
 
     if routing not in ROUTINGS:
@@ -95,7 +95,7 @@ def init(
         )
     inv = edits.new(
         parse_label(name, "NAME", "mesh name"),
-        parse_network(mesh_cidr, "--mesh-cidr"),
+        parse_range(mesh_cidr, "--mesh-cidr"),
         port=parse_port(port, "--port"),
         interface=parse_ifname(interface, "--interface"),
         domain=parse_domain(domain, "--domain"),
