@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.lab.harness import Lab  # noqa: E402
-from vpcctl import ops  # noqa: E402
+from vpcctl.admin import edits as ops  # noqa: E402
 from vpcctl.admin.render import render, wg_quick  # noqa: E402
 from vpcctl.core.keys import PrivateKey  # noqa: E402
 from vpcctl.core.model import SshTarget  # noqa: E402

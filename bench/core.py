@@ -23,7 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vpcctl import inventory, ops  # noqa: E402
+from vpcctl.admin import edits as ops  # noqa: E402
+from vpcctl.admin import inventory  # noqa: E402
 from vpcctl.admin.render import render_all  # noqa: E402
 from vpcctl.core.keys import PrivateKey  # noqa: E402
 from vpcctl.core.model import Host, SshTarget  # noqa: E402

@@ -1,6 +1,11 @@
 """A fake System (the agent's kernel adapter) for fast tests and failure injection.
 
-It implements the same protocol as vpcctl.host.kernel.LinuxSystem, in memory."""
+It implements the same protocol as vpcctl.host.kernel.LinuxSystem, in memory, and fails where
+the kernel fails, with the same error type (KernelError): creating a link whose name is taken,
+changing or addressing a link that does not exist, a route through a missing device, a WireGuard
+call on a missing device, an ipip tunnel on a kernel without ipip (``ipip=False``), an endpoint
+name that does not resolve. tests/lab/test_system_contract.py runs one behaviour suite against
+this fake and against LinuxSystem in a network namespace, so the two cannot drift apart."""
 
 from __future__ import annotations
 
@@ -10,11 +15,20 @@ from ipaddress import IPv4Address, IPv4Interface
 from vpcctl.core.errors import KernelError
 from vpcctl.core.keys import PrivateKey
 from vpcctl.host.linktypes import Link, Route
+from vpcctl.host.netlink import HINT_IPIP
 from vpcctl.host.wgtypes import PeerUpdate, WgDevice, WgPeer
+
+WG_KIND = {"kernel": "wireguard", "userspace": "tun"}
 
 
 class FakeSystem:
-    def __init__(self, backend: str = "userspace") -> None:
+    def __init__(
+        self,
+        backend: str = "userspace",
+        *,
+        ipip: bool = True,
+        names: dict[str, str] | None = None,
+    ) -> None:
         self.backend = backend
         self.links_: dict[str, Link] = {}
         self.routes_: list[Route] = []
@@ -26,6 +40,8 @@ class FakeSystem:
         self.fail_always: dict[str, str] = {}  # method name -> error message, fails every time
         self._index = 10
         self.resolver: tuple[str, ...] | None = None
+        self.ipip = ipip  # does the kernel have the ipip module?
+        self.names = {"localhost": "127.0.0.1", **(names or {})}  # what getaddrinfo would say
 
     # helpers -------------------------------------------------------------------------------
     def _call(self, name: str, *args: object) -> None:
@@ -34,6 +50,25 @@ class FakeSystem:
             raise KernelError(self.fail_always[name], "injected failure")
         if name in self.fail_on:
             raise KernelError(self.fail_on.pop(name), "injected failure")
+
+    def _taken(self, name: str, kind: str) -> None:
+        if name in self.links_:
+            raise KernelError(
+                f"create {kind} link {name}: File exists (errno 17)",
+                f"a link named {name} exists and is not owned by vpcctl",
+            )
+
+    def _link(self, op: str, name: str) -> Link:
+        link = self.links_.get(name)
+        if link is None:
+            raise KernelError(f"{op} {name}: no such interface", f"no interface named {name}")
+        return link
+
+    def _wg(self, name: str) -> dict[str, object]:
+        device = self.wg_.get(name)
+        if device is None or name not in self.links_:
+            raise KernelError(f"WireGuard interface {name} does not exist", "re-run the apply")
+        return device
 
     def snapshot(self) -> tuple[object, ...]:
         wg = {
@@ -52,14 +87,19 @@ class FakeSystem:
         return dict(self.links_)
 
     def routes(self) -> list[Route]:
-        return list(self.routes_)
+        """Sorted like the real dump (netlink.Netlink.routes)."""
+        return sorted(self.routes_, key=lambda r: (r.dst, r.dev, r.via or IPv4Address(0)))
 
     def detect_backend(self) -> str:
         return self.backend
 
     def wg_get(self, name: str, kind: str | None) -> WgDevice | None:
+        """Like the kernel: the link kind says which backend to ask; any other kind is none."""
+        if kind not in WG_KIND.values():
+            return None
         d = self.wg_.get(name)
-        if d is None:
+        link = self.links_.get(name)
+        if d is None or link is None or link.kind != kind:
             return None
         key = d["key"]
         return WgDevice(
@@ -67,13 +107,18 @@ class FakeSystem:
             public_key=PrivateKey(key).public_key() if isinstance(key, bytes) else None,
             listen_port=int(d["port"]),  # type: ignore[call-overload]
             peers=dict(d["peers"]),  # type: ignore[call-overload]
-            backend=self.backend,
+            backend="kernel" if kind == "wireguard" else "userspace",
         )
 
     def wg_create(self, name: str, backend: str, mtu: int, alias: str) -> None:
         self._call("wg_create")
+        kind = WG_KIND[backend]
+        if name in self.links_:
+            raise KernelError(
+                f"create WireGuard device {name}: name taken",
+                f"a link named {name} exists and is not owned by vpcctl",
+            )
         self._index += 1
-        kind = "wireguard" if backend == "kernel" else "tun"
         self.links_[name] = Link(name, self._index, kind, mtu, False, alias, None, ())
         self.wg_[name] = {"key": None, "port": 0, "peers": {}}
 
@@ -81,14 +126,15 @@ class FakeSystem:
         self, name: str, *, private_key: bytes | None = None, listen_port: int | None = None
     ) -> None:
         self._call("wg_set_device")
+        device = self._wg(name)
         if private_key is not None:
-            self.wg_[name]["key"] = private_key
+            device["key"] = private_key
         if listen_port is not None:
-            self.wg_[name]["port"] = listen_port
+            device["port"] = listen_port
 
     def wg_update_peer(self, name: str, update: PeerUpdate) -> None:
         self._call("wg_set_peer")
-        peers = self.wg_[name]["peers"]
+        peers = self._wg(name)["peers"]
         assert isinstance(peers, dict)
         old = peers.get(update.public_key)
         if old is None and not update.create:
@@ -99,7 +145,7 @@ class FakeSystem:
         peers[update.public_key] = WgPeer(
             update.public_key,
             update.endpoint if update.endpoint is not None else (old.endpoint if old else None),
-            tuple(ips),
+            tuple(sorted(ips)),
             update.keepalive if update.keepalive is not None else (old.keepalive if old else 0),
             None,
             0,
@@ -108,53 +154,67 @@ class FakeSystem:
 
     def wg_remove_peer(self, name: str, public_key: str) -> None:
         self._call("wg_remove_peer")
-        peers = self.wg_[name]["peers"]
+        peers = self._wg(name)["peers"]
         assert isinstance(peers, dict)
         peers.pop(public_key, None)
 
     def add_bridge(self, name: str, mtu: int, alias: str) -> None:
         self._call("add_bridge")
-        if name in self.links_:
-            raise KernelError(f"{name} exists", None)
+        self._taken(name, "bridge")
         self._index += 1
         self.links_[name] = Link(name, self._index, "bridge", mtu, False, alias, None, ())
 
     def add_ipip(self, name: str, local: object, mtu: int, alias: str) -> None:
         self._call("add_ipip")
         assert isinstance(local, IPv4Address)
+        if not self.ipip:
+            raise KernelError(
+                f"create ipip link {name}: Operation not supported (errno 95)", HINT_IPIP
+            )
+        self._taken(name, "ipip")
         self._index += 1
         self.links_[name] = Link(name, self._index, "ipip", mtu, False, alias, None, (), local)
 
     def delete_link(self, name: str, kind: str | None) -> None:
         self._call("delete_link")
+        link = self.links_.get(name)
+        if kind == "tun" and link is not None and link.kind != "tun":
+            raise KernelError(
+                f"delete WireGuard device {name}: it is a {link.kind or 'plain'} link",
+                f"a link named {name} exists and is not owned by vpcctl",
+            )
         self.links_.pop(name, None)
         self.wg_.pop(name, None)
         self.routes_ = [r for r in self.routes_ if r.dev != name]
 
     def set_link(self, name: str, *, mtu: int | None = None, up: bool | None = None) -> None:
         self._call("set_link")
-        link = self.links_[name]
+        link = self._link("set link", name)
         self.links_[name] = replace(
             link, mtu=link.mtu if mtu is None else mtu, up=link.up if up is None else up
         )
 
     def add_address(self, name: str, address: IPv4Interface) -> None:
         self._call("add_address")
-        link = self.links_[name]
+        link = self._link("add address", name)
         self.links_[name] = replace(link, addresses=tuple(sorted({*link.addresses, address})))
 
     def del_address(self, name: str, address: IPv4Interface) -> None:
         self._call("del_address")
-        link = self.links_[name]
+        link = self.links_.get(name)
+        if link is None:
+            return  # like the kernel: an address of a missing link is already gone
         self.links_[name] = replace(
             link, addresses=tuple(a for a in link.addresses if a != address)
         )
 
     def add_route(self, route: Route) -> None:
         self._call("add_route")
-        if route.dev not in self.links_:
-            raise KernelError(f"no device {route.dev}", None)
-        self.routes_ = [r for r in self.routes_ if r.dst != route.dst] + [route]
+        self._link("add route", route.dev)
+        # NLM_F_REPLACE: one route per destination and table
+        self.routes_ = [r for r in self.routes_ if (r.dst, r.table) != (route.dst, route.table)] + [
+            route
+        ]
 
     def del_route(self, route: Route) -> None:
         self._call("del_route")
@@ -179,7 +239,21 @@ class FakeSystem:
         self.nft = None
 
     def resolve_endpoint(self, endpoint: str) -> str:
-        return endpoint
+        """An IPv4 address passes; a name is looked up in ``names`` (as getaddrinfo would)."""
+        host, _, port = endpoint.rpartition(":")
+        if host.startswith("["):
+            return endpoint
+        try:
+            IPv4Address(host)
+            return endpoint
+        except ValueError:
+            pass
+        if host not in self.names:
+            raise KernelError(
+                f"cannot resolve endpoint {endpoint}: [Errno -2] Name or service not known",
+                "check the name or use an IP address",
+            )
+        return f"{self.names[host]}:{port}"
 
     def resolver_running(self, pidfile: object) -> tuple[str, ...] | None:
         return self.resolver

@@ -393,16 +393,17 @@ def test_service_add_ls_rm(runner: CliRunner, net: Path) -> None:
         "vip": "10.100.255.2",
         "ports": ["http=80/tcp", "443/tcp"],
         "backends": ["web-1"],
+        "selector": {},
         "fqdn": "web.prod.vpc.internal",
     }
     result = ok(runner, "service", "add", "prod/dns", "--port", "53/udp", "--vip", "10.100.255.53")
     assert "added service prod/dns: VIP 10.100.255.53 -> no backends yet" in result.stderr
     rows = ok(runner, "service", "ls", "--vpc", "prod").stdout.splitlines()
     assert [r.split() for r in rows] == [
-        ["VPC", "NAME", "VIP", "PORTS", "BACKENDS"],
-        ["prod", "db", "10.100.255.1", "postgres=5432/tcp", "9187/tcp", "db-1", "db-2"],
-        ["prod", "dns", "10.100.255.53", "53/udp", "-"],
-        ["prod", "web", "10.100.255.2", "http=80/tcp", "443/tcp", "web-1"],
+        ["VPC", "NAME", "VIP", "PORTS", "BACKENDS", "SELECTOR"],
+        ["prod", "db", "10.100.255.1", "postgres=5432/tcp", "9187/tcp", "db-1", "db-2", "-"],
+        ["prod", "dns", "10.100.255.53", "53/udp", "-", "-"],
+        ["prod", "web", "10.100.255.2", "http=80/tcp", "443/tcp", "web-1", "-"],
     ]
     data = json.loads(ok(runner, "service", "ls", "--json").stdout)
     assert [f"{s['vpc']}/{s['name']}" for s in data] == [
@@ -414,6 +415,76 @@ def test_service_add_ls_rm(runner: CliRunner, net: Path) -> None:
     result = ok(runner, "service", "rm", "web", "--vpc", "prod")
     assert result.stdout == "" and "removed service prod/web" in result.stderr
     assert "prod/web" not in inventory.load(net).services
+
+
+def test_service_add_with_selector(runner: CliRunner, net: Path) -> None:
+    before = net.read_text()
+    result = ok(
+        runner, "service", "add", "pg", "--vpc", "prod", "--port", "5432",
+        "--selector", "app=db", "--selector", "com.example.tier=primary", "--selector", "app=db",
+    )  # fmt: skip
+    assert (
+        "added service prod/pg: VIP 10.100.255.2 -> containers labelled "
+        "app=db,com.example.tier=primary" in result.stderr
+    )
+    text = net.read_text()
+    assert text.startswith(before.split("[services.")[0])
+    assert (
+        '[services."prod/pg"]\nvip = "10.100.255.2"\nports = [\n    "5432/tcp",\n]\n'
+        'backends = []\n\n[services."prod/pg".selector]\napp = "db"\n'
+        '"com.example.tier" = "primary"\n'
+    ) in text
+    svc = inventory.load(net).services["prod/pg"]
+    assert svc.selector == (("app", "db"), ("com.example.tier", "primary"))
+    assert inventory.dump(inventory.load(net)) == text
+    rows = [r.split() for r in ok(runner, "service", "ls", "--vpc", "prod").stdout.splitlines()]
+    assert [
+        "prod",
+        "pg",
+        "10.100.255.2",
+        "5432/tcp",
+        "-",
+        "app=db,com.example.tier=primary",
+    ] in rows
+    (entry,) = [
+        s for s in json.loads(ok(runner, "service", "ls", "--json").stdout) if s["name"] == "pg"
+    ]
+    assert entry["selector"] == {"app": "db", "com.example.tier": "primary"}
+    assert entry["backends"] == []
+    # declared backends and a selector together; the spec carries both
+    ok(runner, "service", "add", "both", "--vpc", "prod", "--port", "80",
+       "--backend", "web-1", "--selector", "app=web")  # fmt: skip
+    spec = from_json(ok(runner, "render", "nas", "--format", "json").stdout)
+    (both,) = [s for s in spec.services if s.name == "both"]
+    assert both.selector == (("app", "web"),) and [str(b) for b in both.backends] == ["10.100.0.2"]
+
+
+@pytest.mark.parametrize(
+    ("selector", "says"),
+    [
+        ("app", "is not KEY=VALUE"),
+        ("=db", "is not a valid label key"),
+        ("App=db", "is not a valid label key"),
+        ("app..x=db", "is not a valid label key"),
+        ("-app=db", "is not a valid label key"),
+        ("app.=db", "is not a valid label key"),
+        ("a b=c", "is not a valid label key"),
+        ("app=db\nx", "is not a valid label value"),
+        ("app=" + "v" * 256, "is not a valid label value"),
+        ("k" * 129 + "=v", "is not a valid label key"),
+    ],
+)
+def test_service_selector_refused(runner: CliRunner, net: Path, selector: str, says: str) -> None:
+    line = refused(runner, net, says, "service", "add", "x", "--vpc", "prod", "--port", "80",
+                   "--selector", selector)  # fmt: skip
+    assert line.startswith("error: --selector: ")
+
+
+def test_service_selector_with_two_values_of_one_key_is_refused(
+    runner: CliRunner, net: Path
+) -> None:
+    refused(runner, net, "label 'app' selected as both 'db' and 'web'", "service", "add", "x",
+            "--vpc", "prod", "--port", "80", "--selector", "app=db", "--selector", "app=web")  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -106,12 +106,16 @@ class Mesh:
         return {name: self.apply(name) for name in self.hosts}
 
     def status(self, name: str) -> dict[str, Any]:
-        return json.loads(self.agent(self.hosts[name], "status", "--json").stdout)
+        data: dict[str, Any] = json.loads(self.agent(self.hosts[name], "status", "--json").stdout)
+        return data
 
     def snapshot(self, name: str) -> dict[str, str]:
         """Everything networking on a host, minus counters and timers."""
         host = self.hosts[name]
-        run = lambda cmd: self.lab.run(host, cmd, check=False).stdout  # noqa: E731
+
+        def run(cmd: str) -> str:
+            return self.lab.run(host, cmd, check=False).stdout
+
         links = json.loads(run("ip -j -d link show") or "[]")
         for link in links:
             for k in ("stats64", "stats", "operstate", "linkmode", "carrier_changes",

@@ -132,6 +132,29 @@ backends = ["cache-1"]
     assert inventory.dump(inv) == text
 
 
+def test_selector_inline_or_as_a_table_reads_the_same_and_dumps_canonically(text: str) -> None:
+    cache = 'backends = [\n    "cache-1",\n]\n'
+    assert text.endswith(cache)
+    inline = text + 'selector = { role = "cache", app = "redis" }\n'
+    as_table = text + '\n[services."staging/cache".selector]\nrole = "cache"\napp = "redis"\n'
+    no_backends = inline.replace(cache, "")
+    for hand in (inline, as_table):
+        inv = inventory.parse(hand)
+        svc = inv.services["staging/cache"]
+        assert svc.selector == (("app", "redis"), ("role", "cache"))
+        assert svc.backends == ("cache-1",)
+        canonical = inventory.dump(inv)
+        assert inventory.dump(inventory.parse(canonical)) == canonical
+        assert canonical.endswith(
+            '[services."staging/cache".selector]\napp = "redis"\nrole = "cache"\n'
+        )
+    inv = inventory.parse(no_backends)
+    assert inv.services["staging/cache"].backends == ()
+    assert 'backends = []\n\n[services."staging/cache".selector]' in inventory.dump(inv)
+    # a service without a selector is written exactly as before selectors existed
+    assert "selector" not in text
+
+
 def test_changing_one_host_changes_only_its_lines(text: str) -> None:
     inv = homelab()
     changed = inventory.dump(edits.set_host(inv, "vps1", endpoint="192.0.2.7:51820"))
@@ -180,6 +203,8 @@ def _swap(text: str, old: str, new: str) -> str:
 def _dup_table(text: str) -> str:
     return text + '\n[containers."prod/db-1"]\nhost = "vps1"\nip = "10.100.1.9"\n'
 
+
+_DB_BACKENDS = 'backends = [\n    "db-1",\n    "db-2",\n]'
 
 CASES = [
     # unknown keys
@@ -374,6 +399,32 @@ CASES = [
         "duplicated table from a merge",
         _dup_table,
         "Cannot declare",
+    ),
+    # selectors
+    (
+        "selector not a table",
+        lambda t: _swap(t, _DB_BACKENDS, _DB_BACKENDS + '\nselector = "app=db"'),
+        'services."prod/db".selector: expected a table',
+    ),
+    (
+        "selector key in upper case",
+        lambda t: _swap(t, _DB_BACKENDS, _DB_BACKENDS + '\nselector = { App = "db" }'),
+        """services."prod/db".selector: 'App' is not a valid label key""",
+    ),
+    (
+        "selector key with a newline",
+        lambda t: _swap(t, _DB_BACKENDS, _DB_BACKENDS + '\nselector = { "a\\nb" = "db" }'),
+        """services."prod/db".selector: 'a\\nb' is not a valid label key""",
+    ),
+    (
+        "selector value with a newline",
+        lambda t: _swap(t, _DB_BACKENDS, _DB_BACKENDS + '\nselector = { app = "d\\nb" }'),
+        """services."prod/db".selector.app: 'd\\nb' is not a valid label value""",
+    ),
+    (
+        "selector value not a string",
+        lambda t: _swap(t, _DB_BACKENDS, _DB_BACKENDS + "\nselector = { app = 5 }"),
+        'services."prod/db".selector.app: 5 is not a valid label value',
     ),
 ]
 

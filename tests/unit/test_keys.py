@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -106,7 +107,7 @@ def test_bad_private_keys_are_refused() -> None:
 
 
 @pytest.fixture
-def no_umask():
+def no_umask() -> Iterator[None]:
     old = os.umask(0)
     try:
         yield

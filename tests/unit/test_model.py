@@ -267,7 +267,8 @@ def _check_public_key(v: str) -> None:
 
 def _check_portspec(v: PortSpec) -> None:
     assert isinstance(v, PortSpec) and v.proto in ("tcp", "udp") and 1 <= v.port <= 65535
-    assert v.name is None or _check_label(v.name) is None
+    if v.name is not None:
+        _check_label(v.name)
     assert PORTSPEC_RE.fullmatch(str(v)), str(v)
 
 

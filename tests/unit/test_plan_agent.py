@@ -13,12 +13,11 @@ import pytest
 from tests.fakes import FakeSystem
 from vpcctl.admin import edits
 from vpcctl.admin.render import render
-from vpcctl.core.errors import ApplyError
+from vpcctl.core.errors import ApplyError, KernelError
 from vpcctl.core.keys import PrivateKey
 from vpcctl.core.model import Inventory, SshTarget, parse_portspec
-from vpcctl.host.agent import StateDir, apply, down, keygen
-from vpcctl.host.linktypes import Route
-from vpcctl.host.plan import (
+from vpcctl.host.agent import apply, down, keygen
+from vpcctl.host.changes import (
     AddAddress,
     AddRoute,
     CreateBridge,
@@ -33,6 +32,8 @@ from vpcctl.host.plan import (
     SetPrivateKey,
     WriteZone,
 )
+from vpcctl.host.linktypes import Route
+from vpcctl.host.state import StateDir
 
 
 def _inv(routing: str = "ipip", hosts: int = 3, keys: dict[str, str] | None = None) -> Inventory:
@@ -200,13 +201,13 @@ def test_a_removed_vpc_removes_its_bridge_and_routes(state: StateDir) -> None:
     inv = _keyed(state)
     sysm = FakeSystem(backend="kernel")
     apply(render(inv, "h1"), sysm, state)
+    dev = inv.vpcs["dev"].cidr
+    assert any(r.dst.subnet_of(dev) for r in sysm.routes_)  # so that the check below can fail
     inv2 = edits.rm_vpc(inv, "dev")
     p = apply(render(inv2, "h1"), sysm, state).plan
-    assert DeleteLink("vb-dev", "bridge") in p.changes  # type: ignore[comparison-overlap]
+    assert DeleteLink("vb-dev", "bridge") in p.changes
     assert "vb-dev" not in sysm.links_
-    assert all(r.dst not in inv.vpcs["dev"].cidr for r in sysm.routes_) or all(
-        not r.dst.subnet_of(inv.vpcs["dev"].cidr) for r in sysm.routes_
-    )
+    assert not any(r.dst.subnet_of(dev) for r in sysm.routes_), sysm.routes_
     assert apply(render(inv2, "h1"), sysm, state).plan.empty
 
 
@@ -293,3 +294,42 @@ def test_a_foreign_route_to_a_slice_is_a_conflict(state: StateDir) -> None:
     with pytest.raises(ApplyError, match="vpcctl does not own"):
         apply(render(inv, "h1"), sysm, state)
     assert sysm.calls == []
+
+
+def test_a_kernel_refusal_mid_apply_is_rolled_back_too(state: StateDir) -> None:
+    """Not an injected failure: the fake kernel refuses like the real one (no ipip module), with
+    a KernelError, and apply restores the previous state and passes the kernel's hint on."""
+    sysm = FakeSystem(backend="kernel", ipip=False)
+    public = keygen(state)[0]
+    inv_a = _inv("wireguard", 3, {"h1": public})
+    apply(render(inv_a, "h1"), sysm, state)
+    good = sysm.snapshot()
+    with pytest.raises(ApplyError) as info:
+        apply(render(_inv("ipip", 3, {"h1": public}), "h1"), sysm, state)
+    assert "Operation not supported" in info.value.message
+    assert "restored the previously applied state" in info.value.message
+    assert info.value.hint is not None and "ipip" in info.value.hint
+    assert sysm.snapshot()[1:] == good[1:]
+    assert sysm.snapshot()[0].keys() == good[0].keys()  # type: ignore[attr-defined]
+    assert apply(render(inv_a, "h1"), sysm, state, dry_run=True).plan.empty
+
+
+def test_an_endpoint_name_is_resolved_and_an_unknown_one_refused(state: StateDir) -> None:
+    public = keygen(state)[0]
+    inv = edits.add_host(
+        _inv("wireguard", 3, {"h1": public}),
+        "h9",
+        SshTarget("192.0.2.9"),
+        endpoint="peer.example:51820",
+        public_key=PrivateKey.generate().public_key(),
+    )
+    sysm = FakeSystem(backend="kernel", names={"peer.example": "192.0.2.9"})
+    apply(render(inv, "h1"), sysm, state)
+    peers = sysm.wg_["vpc0"]["peers"]
+    assert isinstance(peers, dict)
+    assert {p.endpoint for p in peers.values()} >= {"192.0.2.9:51820"}
+    unresolved = FakeSystem(backend="kernel")
+    with pytest.raises(KernelError, match=r"cannot resolve endpoint peer\.example:51820") as info:
+        apply(render(inv, "h1"), unresolved, state)
+    assert info.value.hint == "check the name or use an IP address"
+    assert unresolved.calls == []  # refused while observing, before any change

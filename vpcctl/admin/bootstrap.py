@@ -23,7 +23,7 @@ class BootstrapError(VpcctlError):
 
 
 def source_root() -> Path | None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").is_file() else None
 
 

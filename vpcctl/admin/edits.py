@@ -19,6 +19,7 @@ from vpcctl.core.model import (
     Mesh,
     PortSpec,
     Routing,
+    Selector,
     Service,
     SshTarget,
     Vpc,
@@ -87,6 +88,7 @@ def set_host(
     public_key: str | None = None,
     endpoint: str | None = None,
     clear_endpoint: bool = False,
+    agent: str | None = None,
 ) -> Inventory:
     host = inv.hosts.get(name)
     if host is None:
@@ -105,6 +107,8 @@ def set_host(
         host = replace(host, endpoint=endpoint)
     if clear_endpoint:
         host = replace(host, endpoint=None)
+    if agent is not None:
+        host = replace(host, agent=agent)
     return replace(inv, hosts={**inv.hosts, name: host})
 
 
@@ -237,6 +241,7 @@ def add_service(
     ports: tuple[PortSpec, ...],
     backends: tuple[str, ...],
     vip: IPv4Address | None = None,
+    selector: Selector = (),
 ) -> Inventory:
     if vpc not in inv.vpcs:
         raise _missing("VPC", vpc, "see `vpcctl vpc ls`")
@@ -259,7 +264,7 @@ def add_service(
                 f"add it with `vpcctl container add {b} --vpc {vpc} --host HOST` first",
             )
     addr = allocate.service_vip(inv, vpc, vip)
-    svc = Service(vpc=vpc, name=name, vip=addr, ports=ports, backends=backends)
+    svc = Service(vpc=vpc, name=name, vip=addr, ports=ports, backends=backends, selector=selector)
     return replace(inv, services={**inv.services, key: svc})
 
 

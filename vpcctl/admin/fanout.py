@@ -21,7 +21,6 @@ from vpcctl.core.errors import VpcctlError
 from vpcctl.core.model import Host, Inventory
 from vpcctl.core.spec import Encoder
 
-SPEC_PATH = "/etc/vpcctl/spec.json"
 FRESH_HANDSHAKE = 180.0  # seconds: WireGuard re-handshakes every 2 minutes on a live tunnel
 
 Connect = Callable[[Host], Transport]
@@ -170,7 +169,7 @@ def _agent_apply(host: Host, t: Transport, spec_text: str, *extra: str) -> Any:
 
 
 def up_one(host: Host, t: Transport, spec_text: str) -> HostResult:
-    data = _agent_apply(host, t, spec_text, "--save", SPEC_PATH)
+    data = _agent_apply(host, t, spec_text, "--save")  # spec.json in the agent's state directory
     return HostResult(
         host.name,
         ok=True,

@@ -39,12 +39,15 @@ from vpcctl.core.model import (
     Service,
     Vpc,
     gateway,
+    make_selector,
     parse_address,
     parse_domain,
     parse_endpoint,
     parse_ifname,
     parse_int,
     parse_label,
+    parse_label_key,
+    parse_label_value,
     parse_network,
     parse_port,
     parse_portspec,
@@ -151,16 +154,24 @@ class _Reader:
         return value
 
 
-def parse(text: str, source: str = FILENAME) -> Inventory:
-    """TOML text -> validated :class:`Inventory` (syntax, types, then cross-object checks)."""
+def parse_toml(text: str, source: str = FILENAME) -> dict[str, Any]:
+    """TOML text -> the raw dict, every syntax problem as one :class:`InventoryError`."""
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         hint = "fix the TOML syntax at that line"
         if "twice" in str(exc):
             hint = "a git merge may have added the same table twice: keep one (then `vpcctl check`)"
         raise InventoryError(f"{source}: {exc}", hint) from None
-    inv = from_dict(raw, source)
+    except RecursionError:
+        raise InventoryError(
+            f"{source}: nested too deeply to read", "an inventory never nests more than 3 levels"
+        ) from None
+
+
+def parse(text: str, source: str = FILENAME) -> Inventory:
+    """TOML text -> validated :class:`Inventory` (syntax, types, then cross-object checks)."""
+    inv = from_dict(parse_toml(text, source), source)
     found = problems(inv, source)
     if found:
         raise found[0]
@@ -253,8 +264,8 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         key = f"services.{_toml_key(name)}"
         vpc, sname = split_key(name, r.where(key))
         t = r.table(value, key)
-        r.keys(t, key, ("vip", "ports", "backends"), ())
-        ports, backends = t["ports"], t["backends"]
+        r.keys(t, key, ("vip", "ports"), ("backends", "selector"))
+        ports, backends = t["ports"], t.get("backends", [])
         if not isinstance(ports, list) or not ports:
             raise ValidationError(
                 f"{r.where(f'{key}.ports')}: expected a non-empty list",
@@ -272,6 +283,16 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
             ports=tuple(parse_portspec(p, r.where(f"{key}.ports")) for p in ports),
             backends=tuple(
                 parse_label(b, r.where(f"{key}.backends"), "container name") for b in backends
+            ),
+            selector=make_selector(
+                (
+                    (
+                        parse_label_key(k, r.where(f"{key}.selector")),
+                        parse_label_value(v, r.where(f"{key}.selector.{_toml_key(k)}")),
+                    )
+                    for k, v in r.table(t.get("selector", {}), f"{key}.selector").items()
+                ),
+                r.where(f"{key}.selector"),
             ),
         )
     return Inventory(mesh=mesh, hosts=hosts, vpcs=vpcs, containers=containers, services=services)
@@ -547,6 +568,7 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
             "vip": str(s.vip),
             "ports": [str(p) for p in s.ports],
             "backends": list(s.backends),
+            **({"selector": dict(s.selector)} if s.selector else {}),
         }
         for key, s in sorted(inv.services.items(), key=lambda kv: (kv[1].vpc, kv[1].name))
     }
@@ -570,23 +592,71 @@ def dump(inv: Inventory) -> str:
 # disk I/O
 
 
-def load(path: Path) -> Inventory:
+def read_text(path: Path) -> str:
+    """The inventory's text; every way reading can fail is one :class:`InventoryError`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InventoryError(
             f"{path}: no such file", "run `vpcctl init NAME` first, or pass -i PATH"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise InventoryError(
+            f"{path}: is a directory", f"pass the file, e.g. -i {path / FILENAME}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise InventoryError(
+            f"{path}: not UTF-8 text (byte {exc.start})",
+            "the inventory is UTF-8 TOML: restore it from git (`git checkout -- FILE`)",
+        ) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise InventoryError(
             f"{path}: cannot read ({exc})", "check the path and its permissions"
         ) from None
-    return parse(text, str(path))
+
+
+def load(path: Path) -> Inventory:
+    return parse(read_text(path), str(path))
+
+
+def target(path: Path) -> Path:
+    """Where writes go: a symlinked inventory is written through to the file it points to (the
+    link stays a link), and the lock and temp files sit beside that file."""
+    try:
+        return Path(os.path.realpath(path)) if path.is_symlink() else path
+    except (OSError, ValueError):
+        return path
+
+
+def temp_pattern(path: Path) -> str:
+    """The glob of :func:`write_atomic`'s temp files (``.vpc.toml.*.tmp``), for .gitignore."""
+    return f".{path.name}.*.tmp"
+
+
+def _clean_stale_temps(path: Path, directory: Path) -> None:
+    """Temp files a writer killed mid-way left behind (we hold the lock: nobody else writes)."""
+    with contextlib.suppress(OSError):
+        for stale in directory.glob(temp_pattern(path)):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same directory, fsync, rename over, fsync the directory."""
+    """Temp file in the same directory, fsync, rename over, fsync the directory. Call it under
+    :func:`locked`: it also removes temp files an earlier, killed writer left behind."""
+    path = target(path)
     directory = path.parent if str(path.parent) else Path(".")
+    try:
+        _write_atomic(path, directory, text)
+    except OSError as exc:
+        raise InventoryError(
+            f"{path}: cannot write ({exc.strerror or exc})",
+            f"check that {directory} is writable and has free space; the file is unchanged",
+        ) from None
+
+
+def _write_atomic(path: Path, directory: Path, text: str) -> None:
+    _clean_stale_temps(path, directory)
     mode = 0o644
     with contextlib.suppress(FileNotFoundError):
         mode = path.stat().st_mode & 0o777
@@ -610,6 +680,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def lock_path(path: Path) -> Path:
+    path = target(path)
     return path.with_name(f".{path.name}.lock")
 
 
@@ -622,8 +693,11 @@ def locked(path: Path, wait: float = 30.0, what: str = "the inventory") -> Itera
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise LockError(
-            f"{lock}: cannot open lock file ({exc})", "check directory permissions"
+            f"{lock}: cannot open lock file ({exc.strerror or exc})",
+            "check that the directory exists and is writable",
         ) from None
+    except ValueError as exc:  # a NUL byte in the path
+        raise LockError(f"{lock}: cannot open lock file ({exc})", "check the path") from None
     try:
         deadline = time.monotonic() + wait
         delay = 0.005
@@ -647,28 +721,39 @@ def locked(path: Path, wait: float = 30.0, what: str = "the inventory") -> Itera
 
 
 def ignore_lock_file(path: Path) -> Path | None:
-    """In a git work tree, list the lock file in the directory's .gitignore (once)."""
+    """In a git work tree, list the lock file and the temp files of an interrupted write in the
+    directory's .gitignore (once). Returns the .gitignore it changed, if any; a .gitignore that
+    cannot be read or written is an :class:`InventoryError` (the inventory itself is fine)."""
+    path = target(path)
     directory = path.resolve().parent
     if not any((d / ".git").exists() for d in (directory, *directory.parents)):
         return None
     gitignore = directory / ".gitignore"
-    name = lock_path(path).name
+    wanted = [lock_path(path).name, temp_pattern(path)]
     try:
-        lines = gitignore.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        lines = []
-    if name in lines:
-        return None
-    with open(gitignore, "a", encoding="utf-8") as handle:
-        if lines and not gitignore.read_text(encoding="utf-8").endswith("\n"):
-            handle.write("\n")
-        handle.write(f"{name}\n")
+        try:
+            text = gitignore.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        lines = text.splitlines()
+        missing = [name for name in wanted if name not in lines]
+        if not missing:
+            return None
+        with open(gitignore, "a", encoding="utf-8") as handle:
+            if text and not text.endswith("\n"):
+                handle.write("\n")
+            handle.write("".join(f"{name}\n" for name in missing))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(
+            f"{gitignore}: cannot add {', '.join(wanted)} ({exc})",
+            f"add those lines to a .gitignore yourself; {path} was created",
+        ) from None
     return gitignore
 
 
 def update(path: Path, change: Callable[[Inventory], Inventory], wait: float = 30.0) -> Inventory:
     """Load under the lock, apply a pure change, validate, write atomically. All or nothing."""
-    with locked(path, wait):
+    with locked(target(path), wait):
         before = load(path)
         after = change(before)
         found = problems(after, str(path))
@@ -680,11 +765,22 @@ def update(path: Path, change: Callable[[Inventory], Inventory], wait: float = 3
 
 
 def create(path: Path, inv: Inventory) -> None:
+    if "\0" in str(path):
+        raise InventoryError(f"{path!r}: a path cannot hold a NUL byte", "check the path")
+    if path.is_dir():
+        raise InventoryError(
+            f"{path}: is a directory", f"pass a file name, e.g. -i {path / FILENAME}"
+        )
     if path.exists():
         raise InventoryError(
             f"{path}: already exists", "use the existing inventory, or pick another path with -i"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        raise InventoryError(
+            f"{path.parent}: cannot create the directory ({exc})", "check the path"
+        ) from None
     with locked(path, 5.0):
         if path.exists():
             raise InventoryError(f"{path}: already exists", "use the existing inventory")

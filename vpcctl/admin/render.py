@@ -138,6 +138,7 @@ def _shared(inv: Inventory) -> _Shared:
                 for b in s.backends
                 if f"{s.vpc}/{b}" in inv.containers
             ),
+            selector=s.selector,
         )
         for s in sorted(inv.services.values(), key=lambda s: (s.vpc, s.name))
     )

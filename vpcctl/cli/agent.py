@@ -12,9 +12,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vpcctl import __version__
 from vpcctl.core.errors import ExitCode, SpecError, VpcctlError
+
+if TYPE_CHECKING:
+    from vpcctl.core.spec import HostSpec
 
 EPILOG = {
     "keygen": "Example:\n  vpcctl agent keygen\n  vpcctl agent keygen --json",
@@ -72,7 +76,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--backend", choices=("kernel", "userspace"), help="force the WireGuard backend"
     )
-    ap.add_argument("--save", metavar="PATH", help="also store the spec there (atomically, 0600)")
+    ap.add_argument(
+        "--save",
+        metavar="PATH",
+        nargs="?",
+        const="",
+        help="also store the spec (atomically, 0600) at PATH; without PATH as spec.json in the "
+        "state directory",
+    )
     ap.add_argument(
         "--expect-version", metavar="V", help="refuse to do anything unless this agent is version V"
     )
@@ -110,20 +121,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
-    import time
+def _spec(args: argparse.Namespace) -> tuple[str, HostSpec]:
+    """The HostSpec to apply (its text as given, and the parsed value), after the version guard."""
+    from vpcctl.core.spec import from_json
 
-    from vpcctl.core.spec import from_json, to_json, zone_file_text
-    from vpcctl.host.state import (
-        StateDir,
-        host_as_recorded,
-        only_names_changed,
-        record_fingerprint,
-        result_json,
-        unchanged,
-    )
-
-    started = time.monotonic()
     if args.expect_version and args.expect_version != __version__:
         raise VpcctlError(
             f"agent is vpcctl {__version__}, the admin runs vpcctl {args.expect_version}; "
@@ -133,44 +134,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
     text, source = _read_spec(args.spec)
     if not text.strip():
         raise SpecError(f"{source}: empty HostSpec", "pass the output of `vpcctl render HOST`")
-    spec = from_json(text, source)
+    return text, from_json(text, source)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from vpcctl.host.agent import converge
+    from vpcctl.host.state import StateDir
+
+    text, spec = _spec(args)
     state = StateDir.default(args.state_dir)
-    if args.save:
-        from vpcctl.core.keys import write_secret
-
-        write_secret(Path(args.save), text.encode())
-    canonical = to_json(spec)
-    if not args.dry_run and unchanged(spec, canonical, state):
-        # the no-change fast path: nothing heavier than spec.py and quick.py was imported
-        if args.json:
-            _json(result_json(spec.host, [], 0, False, time.monotonic() - started))
-        else:
-            _info(f"{spec.host}: up to date")
-        return 0
-    if not args.dry_run and only_names_changed(canonical, state):
-        with state.locked():
-            if host_as_recorded(spec, state):
-                # a container came or went: only the zone file changes (the resolver reloads it)
-                zone, names = zone_file_text(spec.dns)
-                change = {"op": "WriteZone", "records": names,
-                          "text": f"write resolver zone ({names} names)"}  # fmt: skip
-                state.write(state.zone, zone)
-                state.write(state.applied, canonical)
-                record_fingerprint(spec, state)
-                if args.json:
-                    _json(result_json(spec.host, [change], 1, False, time.monotonic() - started))
-                else:
-                    _info(f"  {change['text']}")
-                    _info(f"{spec.host}: applied 1 change in {time.monotonic() - started:.2f} s")
-                return 0
-    from vpcctl.host.agent import apply
-
-    progress = None if args.json or args.dry_run else (lambda c: _info(f"  {c.describe()}"))
-    if args.dry_run:
-        result = apply(spec, None, state, dry_run=True, backend=args.backend)
-    else:
-        with state.locked():
-            result = apply(spec, None, state, progress=progress, backend=args.backend)
+    if args.save is not None:
+        state.save_spec(text, Path(args.save) if args.save else None)
+    quiet = args.json or args.dry_run
+    progress = None if quiet else (lambda c: _info(f"  {c.describe()}"))
+    result = converge(spec, state, dry_run=args.dry_run, progress=progress, backend=args.backend)
     if args.json:
         _json(result.to_json())
     elif result.plan.empty:
@@ -180,7 +157,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
             sys.stdout.write(line + "\n")
         _info(f"{spec.host}: {len(result.plan.changes)} changes planned (dry run)")
     else:
-        _info(f"{spec.host}: applied {result.applied} changes in {result.seconds:.2f} s")
+        n = result.applied
+        _info(f"{spec.host}: applied {n} change{'' if result.zone_only else 's'} in "
+              f"{result.seconds:.2f} s")  # fmt: skip
     return 0
 
 
@@ -216,37 +195,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    import os
-    import shutil
+    from vpcctl.host.agent import check
 
-    problems: list[dict[str, str]] = []
-    root = os.geteuid() == 0
-    if not root:
-        problems.append({"message": "the agent must run as root",
-                         "hint": "log in as root or give the login passwordless sudo"})  # fmt: skip
-    kernel = False
-    if root:
-        from vpcctl.host.wireguard import kernel_has_wireguard
-
-        kernel = kernel_has_wireguard()
-    userspace = shutil.which("wireguard-go") is not None
-    if not kernel and not userspace:
-        problems.append(
-            {
-                "message": "no WireGuard: neither the kernel module nor wireguard-go",
-                "hint": "modprobe wireguard (Linux >= 5.6), or apt-get install wireguard-go",
-            }
-        )
-    nft = shutil.which("nft") is not None
-    if not nft:
-        problems.append({"message": "nft not found", "hint": "apt-get install nftables"})
-    data = {
-        "version": __version__,
-        "root": root,
-        "wireguard": "kernel" if kernel else ("userspace" if userspace else None),
-        "nftables": nft,
-        "problems": problems,
-    }
+    data = check()
+    problems = data["problems"]
     if args.json:
         _json(data)
     else:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperGroup
@@ -18,6 +19,10 @@ _ClickUsageError: type[Exception] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
 )
 
+if TYPE_CHECKING:
+    from vpcctl.admin.transport import Transport
+    from vpcctl.core.model import Host
+
 
 class Group(TyperGroup):
     """The only place where errors become exit codes (README "Exit codes")."""
@@ -28,7 +33,7 @@ class Group(TyperGroup):
         except _ClickUsageError as exc:
             _usage(ctx, exc)
         except VpcctlError as exc:  # an option callback refused a value
-            _report(exc)
+            report(exc)
             ctx.exit(int(exc.exit_code))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -36,7 +41,7 @@ class Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except VpcctlError as exc:
-            _report(exc)
+            report(exc)
             ctx.exit(int(exc.exit_code))
         except _ClickUsageError as exc:
             _usage(ctx, exc)
@@ -52,7 +57,8 @@ def _one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
-def _report(exc: VpcctlError) -> None:
+def report(exc: VpcctlError) -> None:
+    """``error: MESSAGE`` and ``hint: HINT`` on stderr, each one line."""
     sys.stderr.write(f"error: {_one_line(exc.message)}\n")
     if exc.hint:
         sys.stderr.write(f"hint: {_one_line(exc.hint)}\n")
@@ -114,7 +120,12 @@ def new_app(help_text: str, **kw: Any) -> typer.Typer:
 
 @dataclass
 class State:
+    """What the root command hands its subcommands. ``connect`` is the adapter seam of the SSH
+    commands: None means SSH (paramiko); tests pass ``CliRunner.invoke(app, ..., obj=State(
+    connect=fake))`` with a function implementing the same ``Connect`` signature."""
+
     inventory: Path | None = None
+    connect: Callable[[Host], Transport] | None = None
 
 
 def state(ctx: typer.Context) -> State:

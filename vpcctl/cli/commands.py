@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from vpcctl import __version__
-from vpcctl.cli.app import inventory_path, new_app, state
+from vpcctl.cli.app import inventory_path, new_app, report, state
 from vpcctl.cli.dns import dns_app
 from vpcctl.cli.objects import container_app, host_app, service_app, vpc_app
 from vpcctl.cli.output import info, print_json, warn
@@ -103,10 +103,19 @@ def init(
     )
     path = inventory.init_path(state(ctx).inventory)
     inventory.create(path, inv)
-    ignored = inventory.ignore_lock_file(path)
     info(f"created {path} for mesh {name} ({mesh_cidr}, {routing} routing)")
+    from vpcctl.core.errors import InventoryError
+
+    try:
+        ignored = inventory.ignore_lock_file(path)
+    except InventoryError as exc:
+        warn(f"{exc.message}; {exc.hint}")
+        ignored = None
     if ignored:
-        info(f"added {inventory.lock_path(path).name} to {ignored}")
+        info(
+            f"added {inventory.lock_path(path).name} and {inventory.temp_pattern(path)} "
+            f"to {ignored}"
+        )
     info("next: `vpcctl join HOST --ssh root@HOST` for each machine, then `vpcctl vpc add`")
 
 
@@ -124,22 +133,12 @@ def check(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
     from vpcctl.core.errors import ExitCode, ValidationError
 
     path = inventory_path(ctx)
+    text = inventory.read_text(path)
+    raw = inventory.parse_toml(text, str(path))  # a syntax error is the one error
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        from vpcctl.core.errors import InventoryError
-
-        raise InventoryError(f"{path}: cannot read ({exc})", "check the path") from None
-    try:
-        import tomllib
-
-        raw = tomllib.loads(text)
         inv = inventory.from_dict(raw, str(path))
         problems = inventory.problems(inv, str(path))
         notes = inventory.warnings(inv)
-    except tomllib.TOMLDecodeError:
-        inventory.parse(text, str(path))  # raises the friendly error
-        raise
     except ValidationError as exc:
         problems, notes = [exc], []
     canonical = not problems and inventory.dump(inv) == text
@@ -154,7 +153,7 @@ def check(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
         )
     else:
         for p in problems:
-            sys.stderr.write(f"error: {p.message}\n" + (f"hint: {p.hint}\n" if p.hint else ""))
+            report(p)
         for n in notes:
             warn(n)
         if not problems:
@@ -225,7 +224,8 @@ def resolve(
 
     from vpcctl.admin import inventory
     from vpcctl.admin.render import zone_data
-    from vpcctl.core.errors import ExitCode, NotFoundError
+    from vpcctl.core import names
+    from vpcctl.core.errors import ExitCode, NotFoundError, ValidationError
     from vpcctl.dns import zone
 
     inv = inventory.load(inventory_path(ctx))
@@ -245,6 +245,17 @@ def resolve(
                 f"--from {source!r} is no container or VPC", "see `vpcctl container ls`"
             )
     qt = qtype.upper()
+    if qt not in RESOLVE_TYPES:
+        raise ValidationError(
+            f"--type: {_escaped(qtype)!r} is not a record type the resolver answers",
+            f"use one of {', '.join(RESOLVE_TYPES)}",
+        )
+    stripped = name.rstrip(".")
+    if not stripped or names.too_long(stripped) or not name.isprintable() or " " in name:
+        raise ValidationError(
+            f"NAME: {_escaped(name)!r} is not a DNS name",
+            "give a name such as db, db.prod or db.prod.vpc.internal (at most 253 characters)",
+        )
     if qt == "PTR" and not name.endswith(".in-addr.arpa"):
         with contextlib.suppress(ValueError):
             name = zone.reverse_name(IPv4Address(name))
@@ -262,7 +273,7 @@ def resolve(
         )
     else:
         for r in ans.answers:
-            sys.stdout.write(r.text() + "\n")
+            sys.stdout.write(_escaped(r.text()) + "\n")
         if ans.rcode == "FORWARD":
             info(f"{name}: not in the zone; the resolver forwards it upstream")
         elif ans.rcode != "NOERROR":
@@ -271,6 +282,15 @@ def resolve(
             info(f"{name}: exists, but has no {qt} record")
     if ans.rcode in ("NXDOMAIN", "REFUSED"):
         raise typer.Exit(int(ExitCode.ERROR))
+
+
+RESOLVE_TYPES = ("A", "AAAA", "PTR", "SRV", "SOA", "NS", "ANY")
+
+
+def _escaped(text: str) -> str:
+    """Control characters (and anything unprintable) as escapes: a name can never reach the
+    terminal as raw bytes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _rec_json(r: Any) -> dict[str, Any]:

@@ -134,6 +134,7 @@ def host_add(
     from vpcctl.admin import edits
     from vpcctl.core.model import (
         parse_address,
+        parse_agent,
         parse_endpoint,
         parse_label,
         parse_public_key,
@@ -145,12 +146,7 @@ def host_add(
     ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
     key = parse_public_key(public_key, "--public-key") if public_key is not None else None
     addr = parse_address(address, "--address") if address is not None else None
-    if agent is not None and (not agent.strip() or not agent.isprintable()):
-        from vpcctl.core.errors import ValidationError
-
-        raise ValidationError(
-            "--agent: empty or unprintable command", 'e.g. --agent "sudo -n vpcctl"'
-        )
+    agent = parse_agent(agent, "--agent") if agent is not None else None
     inv = _update(
         ctx,
         lambda inv: edits.add_host(
@@ -175,30 +171,37 @@ def host_set(
     public_key: str | None = typer.Option(None, "--public-key", help="New WireGuard public key."),
     endpoint: str | None = typer.Option(None, "--endpoint", help="New public HOST:PORT."),
     no_endpoint: bool = typer.Option(False, "--no-endpoint", help="The host is now behind NAT."),
+    agent: str | None = typer.Option(
+        None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
+    ),
     wait: float = WAIT_OPT,
 ) -> None:
-    """Change a host's public key or endpoint.
+    """Change a host's public key, endpoint or agent command.
 
-    [bold]Example[/]
+    [bold]Examples[/]
 
       vpcctl host set vps1 --endpoint 198.51.100.7:51820
+
+      vpcctl host set nas --agent "sudo -n /opt/vpcctl/bin/vpcctl"
     """
     from vpcctl.admin import edits
     from vpcctl.core.errors import UsageError
-    from vpcctl.core.model import parse_endpoint, parse_public_key
+    from vpcctl.core.model import parse_agent, parse_endpoint, parse_public_key
 
     if endpoint is not None and no_endpoint:
         raise UsageError("--endpoint and --no-endpoint contradict each other", "give one of them")
-    if public_key is None and endpoint is None and not no_endpoint:
+    if public_key is None and endpoint is None and not no_endpoint and agent is None:
         raise UsageError(
-            "nothing to set", "give --public-key KEY, --endpoint HOST:PORT or --no-endpoint"
+            "nothing to set",
+            "give --public-key KEY, --endpoint HOST:PORT, --no-endpoint or --agent COMMAND",
         )
     key = parse_public_key(public_key, "--public-key") if public_key is not None else None
     ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
+    command = parse_agent(agent, "--agent") if agent is not None else None
     _update(
         ctx,
         lambda inv: edits.set_host(
-            inv, name, public_key=key, endpoint=ep, clear_endpoint=no_endpoint
+            inv, name, public_key=key, endpoint=ep, clear_endpoint=no_endpoint, agent=command
         ),
         wait,
     )
@@ -483,29 +486,60 @@ def service_add(
         help="Backend container (same VPC); repeatable.",
         autocompletion=_complete("containers"),
     ),
+    selector: list[str] = typer.Option(
+        [],
+        "--selector",
+        help="KEY=VALUE: running containers of the VPC with this label are backends too, "
+        "wherever they run; repeatable (ANDed).",
+    ),
     vip: str | None = typer.Option(None, "--vip", help="Virtual IP (default: next free)."),
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Add a service: a stable VIP DNAT-ed to its backends wherever they run.
 
-    [bold]Example[/]
+    Backends are the declared containers given with --backend, plus every running container
+    of the VPC, on any host, whose labels match all --selector terms and that is ready (not
+    unhealthy or still starting by its Docker HEALTHCHECK; no HEALTHCHECK counts as ready).
+    The VIP never changes while backends come and go.
+
+    [bold]Examples[/]
+
+      vpcctl service add db --vpc prod --port postgres=5432/tcp --selector app=db
 
       vpcctl service add db --vpc prod --port postgres=5432/tcp --backend db-1 --backend db-2
+
+      vpcctl service add api --vpc prod --port 8080 --selector app=api --selector tier=blue
     """
     from vpcctl.admin import edits
-    from vpcctl.core.model import parse_address, parse_label, parse_portspec
+    from vpcctl.core.model import (
+        make_selector,
+        parse_address,
+        parse_label,
+        parse_portspec,
+        parse_selector_term,
+    )
 
     v, n = _vpc_and_name(name, vpc, "service")
     ports = tuple(parse_portspec(p, "--port") for p in port)
     backends = tuple(parse_label(b, "--backend", "container name") for b in backend)
+    terms = make_selector((parse_selector_term(t, "--selector") for t in selector), "--selector")
     addr = parse_address(vip, "--vip") if vip is not None else None
-    inv = _update(ctx, lambda inv: edits.add_service(inv, n, v, ports, backends, addr), wait)
+    inv = _update(ctx, lambda inv: edits.add_service(inv, n, v, ports, backends, addr, terms), wait)
     s = inv.services[f"{v}/{n}"]
     if as_json:
         print_json(_service_json(inv, s))
     else:
-        info(f"added service {v}/{n}: VIP {s.vip} -> {', '.join(s.backends) or 'no backends yet'}")
+        info(f"added service {v}/{n}: VIP {s.vip} -> {_backends_text(s)}")
+
+
+def _backends_text(s: Any) -> str:
+    from vpcctl.core.model import selector_text
+
+    parts = list(s.backends)
+    if s.selector:
+        parts.append(f"containers labelled {selector_text(s.selector)}")
+    return ", ".join(parts) or "no backends yet"
 
 
 def _service_json(inv: Any, s: Any) -> dict[str, Any]:
@@ -515,6 +549,7 @@ def _service_json(inv: Any, s: Any) -> dict[str, Any]:
         "vip": str(s.vip),
         "ports": [str(p) for p in s.ports],
         "backends": list(s.backends),
+        "selector": dict(s.selector),
         "fqdn": f"{s.name}.{s.vpc}.{inv.mesh.domain}",
     }
 
@@ -558,10 +593,19 @@ def service_ls(
     if as_json:
         print_json([_service_json(inv, s) for s in rows])
         return
+    from vpcctl.core.model import selector_text
+
     table(
-        ["VPC", "NAME", "VIP", "PORTS", "BACKENDS"],
+        ["VPC", "NAME", "VIP", "PORTS", "BACKENDS", "SELECTOR"],
         [
-            (s.vpc, s.name, s.vip, " ".join(str(p) for p in s.ports), " ".join(s.backends))
+            (
+                s.vpc,
+                s.name,
+                s.vip,
+                " ".join(str(p) for p in s.ports),
+                " ".join(s.backends),
+                selector_text(s.selector),
+            )
             for s in rows
         ],
         "no services: add one with `vpcctl service add NAME --vpc VPC --port 80 --backend C`",

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from vpcctl.cli.app import inventory_path, nonnegative, positive
+from vpcctl.cli.app import inventory_path, nonnegative, positive, state
 from vpcctl.cli.output import info, print_json
 
 PARALLEL_OPT = typer.Option(
@@ -38,7 +38,14 @@ WAIT_OPT = typer.Option(
 )
 
 
-def _connector(connect_timeout: float, timeout: float, accept_new: bool, known: Path | None) -> Any:
+def _connector(
+    ctx: typer.Context, connect_timeout: float, timeout: float, accept_new: bool, known: Path | None
+) -> Any:
+    """How the command reaches hosts: the connect function passed in through the root context's
+    State (tests: a fake Transport), else SSH with these options."""
+    passed_in = state(ctx).connect
+    if passed_in is not None:
+        return passed_in
     from vpcctl.admin.ssh import SshOptions, connect, default_known_hosts
 
     opts = SshOptions(
@@ -112,14 +119,11 @@ def _exit(results: list[Any]) -> None:
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
-def _up(
+def _converge(
     ctx: typer.Context,
     hosts: list[str],
+    connect: Any,
     parallel: int,
-    connect_timeout: float,
-    timeout: float,
-    accept_new: bool,
-    known_hosts: Path | None,
     as_json: bool,
     wait: float,
 ) -> None:
@@ -137,7 +141,7 @@ def _up(
         try:
             results = fanout.for_each(
                 chosen,
-                _connector(connect_timeout, timeout, accept_new, known_hosts),
+                connect,
                 lambda h, t: fanout.up_one(h, t, specs[h.name]),
                 parallel=parallel,
                 on_start=progress.start,
@@ -145,296 +149,294 @@ def _up(
             )
         finally:
             progress.stop()
-    changed = any(r.changed for r in results)
-    failed = any(not r.ok for r in results)
     if as_json:
         print_json([r.to_json() for r in results])
-    elif tty or changed or failed:
+    elif tty or any(r.changed or not r.ok for r in results):
         _summary(results, "up to date")
     _exit(results)
 
 
-def register(app: typer.Typer, host_app: typer.Typer) -> None:
-    @app.command()
-    def up(
-        ctx: typer.Context,
-        hosts: list[str] = typer.Argument(None, help="Hosts to converge (default: all)."),
-        parallel: int = PARALLEL_OPT,
-        connect_timeout: float = CONNECT_OPT,
-        timeout: float = TIMEOUT_OPT,
-        accept_new: bool = ACCEPT_OPT,
-        known_hosts: Path | None = KNOWN_OPT,
-        as_json: bool = JSON_OPT,
-        wait: float = WAIT_OPT,
-    ) -> None:
-        """Push every host its HostSpec over SSH and converge it (in parallel).
+def up(
+    ctx: typer.Context,
+    hosts: list[str] = typer.Argument(None, help="Hosts to converge (default: all)."),
+    parallel: int = PARALLEL_OPT,
+    connect_timeout: float = CONNECT_OPT,
+    timeout: float = TIMEOUT_OPT,
+    accept_new: bool = ACCEPT_OPT,
+    known_hosts: Path | None = KNOWN_OPT,
+    as_json: bool = JSON_OPT,
+    wait: float = WAIT_OPT,
+) -> None:
+    """Push every host its HostSpec over SSH and converge it (in parallel).
 
-        On a terminal: progress per host and a summary table. Otherwise it prints only when
-        something changed or failed (or --json).
+    On a terminal: progress per host and a summary table. Otherwise it prints only when
+    something changed or failed (or --json).
 
-        Exit 0 when all converged, 4 when some hosts failed (the others still converge),
-        1 when nothing could be done.
+    Exit 0 when all converged, 4 when some hosts failed (the others still converge),
+    1 when nothing could be done.
 
-        [bold]Examples[/]
+    [bold]Examples[/]
 
-          vpcctl up
+      vpcctl up
 
-          vpcctl up vps1 vps2 --parallel 4
-        """
-        _up(ctx, hosts or [], parallel, connect_timeout, timeout, accept_new, known_hosts,
-            as_json, wait)  # fmt: skip
+      vpcctl up vps1 vps2 --parallel 4
+    """
+    connect = _connector(ctx, connect_timeout, timeout, accept_new, known_hosts)
+    _converge(ctx, hosts or [], connect, parallel, as_json, wait)
 
-    @app.command()
-    def sync(
-        ctx: typer.Context,
-        parallel: int = PARALLEL_OPT,
-        connect_timeout: float = CONNECT_OPT,
-        timeout: float = TIMEOUT_OPT,
-        known_hosts: Path | None = KNOWN_OPT,
-        as_json: bool = JSON_OPT,
-        wait: float = WAIT_OPT,
-    ) -> None:
-        """`up` for cron: converge every host; print nothing when nothing changed and all is
-        well (cron mails only on change or failure). Never accepts new host keys.
 
-        [bold]Example[/] (crontab)
+def sync(
+    ctx: typer.Context,
+    parallel: int = PARALLEL_OPT,
+    connect_timeout: float = CONNECT_OPT,
+    timeout: float = TIMEOUT_OPT,
+    known_hosts: Path | None = KNOWN_OPT,
+    as_json: bool = JSON_OPT,
+    wait: float = WAIT_OPT,
+) -> None:
+    """`up` for cron: converge every host; print nothing when nothing changed and all is
+    well (cron mails only on change or failure). Never accepts new host keys.
 
-          */5 * * * * cd /srv/net && vpcctl sync
-        """
-        _up(ctx, [], parallel, connect_timeout, timeout, False, known_hosts, as_json, wait)
+    [bold]Example[/] (crontab)
 
-    @app.command()
-    def plan(
-        ctx: typer.Context,
-        hosts: list[str] = typer.Argument(None, help="Hosts to plan (default: all)."),
-        exit_code: bool = typer.Option(
-            False, "--exit-code", help="Exit 3 when anything would change."
-        ),
-        parallel: int = PARALLEL_OPT,
-        connect_timeout: float = CONNECT_OPT,
-        timeout: float = TIMEOUT_OPT,
-        accept_new: bool = ACCEPT_OPT,
-        known_hosts: Path | None = KNOWN_OPT,
-        as_json: bool = JSON_OPT,
-    ) -> None:
-        """Show, per host, the changes `up` would make (the agent's dry run on the host itself).
+      */5 * * * * cd /srv/net && vpcctl sync
+    """
+    connect = _connector(ctx, connect_timeout, timeout, False, known_hosts)
+    _converge(ctx, [], connect, parallel, as_json, wait)
 
-        [bold]Examples[/]
 
-          vpcctl plan
-
-          vpcctl plan --exit-code || echo "changes pending"
-        """
-        from vpcctl.admin import fanout, inventory
-        from vpcctl.core.errors import ExitCode
-
-        inv = inventory.load(inventory_path(ctx))
-        chosen = fanout.select(inv, hosts or [])
-        specs = fanout.specs_json(inv)
-        results = fanout.for_each(
-            chosen,
-            _connector(connect_timeout, timeout, accept_new, known_hosts),
-            lambda h, t: fanout.plan_one(h, t, specs[h.name]),
-            parallel=parallel,
-        )
-        if as_json:
-            print_json([r.to_json() for r in results])
+def _print_plans(results: list[Any]) -> None:
+    for r in results:
+        if not r.ok:
+            sys.stdout.write(f"{r.host}: FAILED: {r.error}\n")
+        elif r.changes:
+            sys.stdout.write(f"{r.host}: {len(r.changes)} changes\n")
+            for c in r.changes:
+                sys.stdout.write(f"  {c}\n")
         else:
-            for r in results:
-                if not r.ok:
-                    sys.stdout.write(f"{r.host}: FAILED: {r.error}\n")
-                elif r.changes:
-                    sys.stdout.write(f"{r.host}: {len(r.changes)} changes\n")
-                    for c in r.changes:
-                        sys.stdout.write(f"  {c}\n")
-                else:
-                    sys.stdout.write(f"{r.host}: up to date\n")
-        _exit(results)
-        if exit_code and any(r.changed for r in results):
-            raise typer.Exit(int(ExitCode.CHANGES))
+            sys.stdout.write(f"{r.host}: up to date\n")
 
-    @app.command()
-    def status(
-        ctx: typer.Context,
-        parallel: int = PARALLEL_OPT,
-        connect_timeout: float = CONNECT_OPT,
-        timeout: float = TIMEOUT_OPT,
-        known_hosts: Path | None = KNOWN_OPT,
-        as_json: bool = JSON_OPT,
-    ) -> None:
-        """Per host: reachable, agent version, peers with handshake age and transfer; and a
-        mesh matrix of the pairs with a fresh handshake (under 3 minutes).
 
-        [bold]Example[/]
+def plan(
+    ctx: typer.Context,
+    hosts: list[str] = typer.Argument(None, help="Hosts to plan (default: all)."),
+    exit_code: bool = typer.Option(False, "--exit-code", help="Exit 3 when anything would change."),
+    parallel: int = PARALLEL_OPT,
+    connect_timeout: float = CONNECT_OPT,
+    timeout: float = TIMEOUT_OPT,
+    accept_new: bool = ACCEPT_OPT,
+    known_hosts: Path | None = KNOWN_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Show, per host, the changes `up` would make (the agent's dry run on the host itself).
 
-          vpcctl status --json | jq '.matrix'
-        """
-        from vpcctl.admin import fanout, inventory
-        from vpcctl.cli.output import table
+    [bold]Examples[/]
 
-        inv = inventory.load(inventory_path(ctx))
-        results = fanout.for_each(
-            fanout.select(inv, []),
-            _connector(connect_timeout, timeout, False, known_hosts),
-            fanout.status_one,
-            parallel=parallel,
-        )
-        mx = fanout.matrix(results, inv)
-        if as_json:
-            print_json({"hosts": [r.to_json() for r in results], "matrix": mx})
-        else:
-            table(
-                ["HOST", "REACHABLE", "VERSION", "PEERS FRESH", "DETAIL"],
-                [
-                    (
-                        r.host,
-                        "yes" if r.ok else "no",
-                        r.data.get("version"),
-                        f"{sum(p['fresh'] for p in r.data.get('peers', []))}/{len(r.data.get('peers', []))}"
-                        if r.ok else None,
-                        r.error if not r.ok else None,
-                    )
-                    for r in results
-                ],
-                "no hosts",
-            )  # fmt: skip
-            names = sorted(inv.hosts)
-            sys.stdout.write("\nmesh (+ fresh handshake, . none):\n")
-            sys.stdout.write("       " + " ".join(f"{n[:6]:>6}" for n in names) + "\n")
-            for a in names:
-                cells = " ".join(
-                    f"{'-' if a == b else ('+' if mx[a].get(b) else '.'):>6}" for b in names
-                )
-                sys.stdout.write(f"{a[:6]:>6} {cells}\n")
-        _exit(results)
+      vpcctl plan
 
-    @app.command()
-    def join(
-        ctx: typer.Context,
-        name: str = typer.Argument(..., help="Host name (a DNS label)."),
-        ssh: str = typer.Option(..., "--ssh", help="[USER@]HOST[:PORT] or an ~/.ssh/config alias."),
-        endpoint: str | None = typer.Option(
-            None, "--endpoint", help="Public HOST:PORT others dial. Omit for a host behind NAT."
-        ),
-        agent: str | None = typer.Option(
-            None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
-        ),
-        connect_timeout: float = CONNECT_OPT,
-        timeout: float = TIMEOUT_OPT,
-        accept_new: bool = ACCEPT_OPT,
-        known_hosts: Path | None = KNOWN_OPT,
-        as_json: bool = JSON_OPT,
-        wait: float = WAIT_OPT,
-    ) -> None:
-        """Add a host: connect over SSH, check it (WireGuard, nftables, root or sudo, agent
-        version), create its key there (`agent keygen`) and record the public key.
+      vpcctl plan --exit-code || echo "changes pending"
+    """
+    from vpcctl.admin import fanout, inventory
+    from vpcctl.core.errors import ExitCode
 
-        Idempotent: joining again keeps the same key.
+    inv = inventory.load(inventory_path(ctx))
+    specs = fanout.specs_json(inv)
+    results = fanout.for_each(
+        fanout.select(inv, hosts or []),
+        _connector(ctx, connect_timeout, timeout, accept_new, known_hosts),
+        lambda h, t: fanout.plan_one(h, t, specs[h.name]),
+        parallel=parallel,
+    )
+    if as_json:
+        print_json([r.to_json() for r in results])
+    else:
+        _print_plans(results)
+    _exit(results)
+    if exit_code and any(r.changed for r in results):
+        raise typer.Exit(int(ExitCode.CHANGES))
 
-        [bold]Examples[/]
 
-          vpcctl join vps1 --ssh root@203.0.113.10 --endpoint 203.0.113.10:51820 --accept-new
+def _print_status(results: list[Any], names: list[str], mx: dict[str, dict[str, bool]]) -> None:
+    from vpcctl.cli.output import table
 
-          vpcctl join nas --ssh admin@nas.lan
-        """
-        from vpcctl.admin import edits, fanout, inventory
-        from vpcctl.core.errors import ValidationError
-        from vpcctl.core.model import Host, parse_endpoint, parse_label, parse_ssh
-
-        n = parse_label(name, "NAME", "host name")
-        target = parse_ssh(ssh, "--ssh")
-        ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
-        path = inventory_path(ctx)
-        inv = inventory.load(path)
-        existing = inv.hosts.get(n)
-        if existing is not None and str(existing.ssh) != str(target):
-            raise ValidationError(
-                f"host {n} exists with --ssh {existing.ssh}",
-                f"use the same target, or `vpcctl host rm {n}` first",
+    table(
+        ["HOST", "REACHABLE", "VERSION", "PEERS FRESH", "DETAIL"],
+        [
+            (
+                r.host,
+                "yes" if r.ok else "no",
+                r.data.get("version"),
+                f"{sum(p['fresh'] for p in r.data.get('peers', []))}/{len(r.data.get('peers', []))}"
+                if r.ok else None,
+                r.error if not r.ok else None,
             )
-        probe = Host(
-            name=n, ssh=target, address=inv.mesh.cidr.network_address, endpoint=ep,
-            agent=agent if agent is not None else (existing.agent if existing else None),
-        )  # fmt: skip
-        connect = _connector(connect_timeout, timeout, accept_new, known_hosts)
-        t = connect(probe)
-        try:
-            result = fanout.check_one(probe, t)
-        finally:
-            t.close()
-        key = result.data["public_key"]
+            for r in results
+        ],
+        "no hosts",
+    )  # fmt: skip
+    sys.stdout.write("\nmesh (+ fresh handshake, . none):\n")
+    sys.stdout.write("       " + " ".join(f"{n[:6]:>6}" for n in names) + "\n")
+    for a in names:
+        cells = " ".join(f"{'-' if a == b else ('+' if mx[a].get(b) else '.'):>6}" for b in names)
+        sys.stdout.write(f"{a[:6]:>6} {cells}\n")
 
-        def change(inv: Any) -> Any:
-            if n in inv.hosts:
-                h = inv.hosts[n]
-                inv = edits.set_host(inv, n, public_key=key, endpoint=ep)
-                if agent is not None and agent != h.agent:
-                    from dataclasses import replace
 
-                    inv = replace(inv, hosts={**inv.hosts, n: replace(inv.hosts[n], agent=agent)})
-                return inv
-            return edits.add_host(inv, n, target, endpoint=ep, public_key=key, agent=agent)
+def status(
+    ctx: typer.Context,
+    parallel: int = PARALLEL_OPT,
+    connect_timeout: float = CONNECT_OPT,
+    timeout: float = TIMEOUT_OPT,
+    known_hosts: Path | None = KNOWN_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Per host: reachable, agent version, peers with handshake age and transfer; and a
+    mesh matrix of the pairs with a fresh handshake (under 3 minutes).
 
-        inv = inventory.update(path, change, wait)
-        h = inv.hosts[n]
-        if as_json:
-            print_json({"host": n, "address": str(h.address), "public_key": key,
-                        "new_key": result.changed, "wireguard": result.data["check"]["wireguard"]})  # fmt: skip
-        else:
-            verb = "joined" if existing is None else "re-joined"
-            info(f"{verb} {n}: mesh address {h.address}, WireGuard "
-                 f"{result.data['check']['wireguard']}, public key {key}")  # fmt: skip
-            info("next: `vpcctl up` to converge the mesh")
+    [bold]Example[/]
 
-    @host_app.command("bootstrap")
-    def bootstrap(
-        ctx: typer.Context,
-        name: str = typer.Argument(..., help="Host to install vpcctl on."),
-        prefix: str = typer.Option("/opt/vpcctl", "--prefix", help="Virtualenv on the host."),
-        wheelhouse: Path | None = typer.Option(
-            None,
-            "--wheelhouse",
-            help="Directory of dependency wheels to upload too (for hosts without PyPI access).",
-        ),
-        connect_timeout: float = CONNECT_OPT,
-        timeout: float = TIMEOUT_OPT,
-        accept_new: bool = ACCEPT_OPT,
-        known_hosts: Path | None = KNOWN_OPT,
-        wait: float = WAIT_OPT,
-    ) -> None:
-        """Install the running vpcctl version on a host (a venv at --prefix) and record it as
-        that host's agent command.
+      vpcctl status --json | jq '.matrix'
+    """
+    from vpcctl.admin import fanout, inventory
 
-        [bold]Examples[/]
+    inv = inventory.load(inventory_path(ctx))
+    results = fanout.for_each(
+        fanout.select(inv, []),
+        _connector(ctx, connect_timeout, timeout, False, known_hosts),
+        fanout.status_one,
+        parallel=parallel,
+    )
+    mx = fanout.matrix(results, inv)
+    if as_json:
+        print_json({"hosts": [r.to_json() for r in results], "matrix": mx})
+    else:
+        _print_status(results, sorted(inv.hosts), mx)
+    _exit(results)
 
-          vpcctl host bootstrap vps1
 
-          pip download -d wheels vpcctl && vpcctl host bootstrap nas --wheelhouse wheels
-        """
-        from dataclasses import replace
+def _probe(ctx: typer.Context, name: str, ssh: str, endpoint: str | None, agent: str | None) -> Any:
+    """The host as `join` is about to record it (validated; same --ssh as before if it exists)."""
+    from vpcctl.admin import inventory
+    from vpcctl.core.errors import ValidationError
+    from vpcctl.core.model import Host, parse_agent, parse_endpoint, parse_label, parse_ssh
 
-        from vpcctl.admin import bootstrap as boot
-        from vpcctl.admin import inventory
-
-        path = inventory_path(ctx)
-        inv = inventory.load(path)
-        host = inv.hosts.get(name)
-        if host is None:
-            from vpcctl.core.errors import NotFoundError
-
-            raise NotFoundError(f"no host named {name!r}", "see `vpcctl host ls`")
-        wheels = boot.collect(wheelhouse)
-        connect = _connector(connect_timeout, timeout, accept_new, known_hosts)
-        t = connect(host)
-        try:
-            command = boot.install(t, wheels, prefix, offline=wheelhouse is not None)
-        finally:
-            t.close()
-        inventory.update(
-            path,
-            lambda inv: replace(
-                inv, hosts={**inv.hosts, name: replace(inv.hosts[name], agent=command)}
-            ),
-            wait,
+    n = parse_label(name, "NAME", "host name")
+    target = parse_ssh(ssh, "--ssh")
+    ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
+    agent = parse_agent(agent, "--agent") if agent is not None else None
+    inv = inventory.load(inventory_path(ctx))
+    existing = inv.hosts.get(n)
+    if existing is not None and str(existing.ssh) != str(target):
+        raise ValidationError(
+            f"host {n} exists with --ssh {existing.ssh}",
+            f"use the same target, or `vpcctl host rm {n}` first",
         )
-        info(f"installed vpcctl on {name}: agent command {command}")
+    return Host(
+        name=n, ssh=target, address=inv.mesh.cidr.network_address, endpoint=ep,
+        agent=agent if agent is not None else (existing.agent if existing else None),
+    ), existing is not None  # fmt: skip
+
+
+def _record_join(ctx: typer.Context, probe: Any, key: str, wait: float) -> Any:
+    """Write the joined host (new, or its key, endpoint and agent updated) into the inventory."""
+    from vpcctl.admin import edits, inventory
+
+    n, ep, agent = probe.name, probe.endpoint, probe.agent
+
+    def change(inv: Any) -> Any:
+        if n in inv.hosts:
+            return edits.set_host(inv, n, public_key=key, endpoint=ep, agent=agent)
+        return edits.add_host(inv, n, probe.ssh, endpoint=ep, public_key=key, agent=agent)
+
+    return inventory.update(inventory_path(ctx), change, wait).hosts[n]
+
+
+def join(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Host name (a DNS label)."),
+    ssh: str = typer.Option(..., "--ssh", help="[USER@]HOST[:PORT] or an ~/.ssh/config alias."),
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", help="Public HOST:PORT others dial. Omit for a host behind NAT."
+    ),
+    agent: str | None = typer.Option(
+        None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
+    ),
+    connect_timeout: float = CONNECT_OPT,
+    timeout: float = TIMEOUT_OPT,
+    accept_new: bool = ACCEPT_OPT,
+    known_hosts: Path | None = KNOWN_OPT,
+    as_json: bool = JSON_OPT,
+    wait: float = WAIT_OPT,
+) -> None:
+    """Add a host: connect over SSH, check it (WireGuard, nftables, root or sudo, agent
+    version), create its key there (`agent keygen`) and record the public key.
+
+    Idempotent: joining again keeps the same key.
+
+    [bold]Examples[/]
+
+      vpcctl join vps1 --ssh root@203.0.113.10 --endpoint 203.0.113.10:51820 --accept-new
+
+      vpcctl join nas --ssh admin@nas.lan
+    """
+    from vpcctl.admin import fanout
+
+    probe, existed = _probe(ctx, name, ssh, endpoint, agent)
+    t = _connector(ctx, connect_timeout, timeout, accept_new, known_hosts)(probe)
+    try:
+        result = fanout.check_one(probe, t)
+    finally:
+        t.close()
+    key, wireguard = result.data["public_key"], result.data["check"]["wireguard"]
+    h = _record_join(ctx, probe, key, wait)
+    if as_json:
+        print_json({"host": h.name, "address": str(h.address), "public_key": key,
+                    "new_key": result.changed, "wireguard": wireguard})  # fmt: skip
+    else:
+        info(f"{'re-joined' if existed else 'joined'} {h.name}: mesh address {h.address}, "
+             f"WireGuard {wireguard}, public key {key}")  # fmt: skip
+        info("next: `vpcctl up` to converge the mesh")
+
+
+def bootstrap(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Host to install vpcctl on."),
+    prefix: str = typer.Option("/opt/vpcctl", "--prefix", help="Virtualenv on the host."),
+    wheelhouse: Path | None = typer.Option(
+        None,
+        "--wheelhouse",
+        help="Directory of dependency wheels to upload too (for hosts without PyPI access).",
+    ),
+    connect_timeout: float = CONNECT_OPT,
+    timeout: float = TIMEOUT_OPT,
+    accept_new: bool = ACCEPT_OPT,
+    known_hosts: Path | None = KNOWN_OPT,
+    wait: float = WAIT_OPT,
+) -> None:
+    """Install the running vpcctl version on a host (a venv at --prefix) and record it as
+    that host's agent command.
+
+    [bold]Examples[/]
+
+      vpcctl host bootstrap vps1
+
+      pip download -d wheels vpcctl && vpcctl host bootstrap nas --wheelhouse wheels
+    """
+    from vpcctl.admin import bootstrap as boot
+    from vpcctl.admin import edits, fanout, inventory
+
+    path = inventory_path(ctx)
+    host = fanout.select(inventory.load(path), [name])[0]
+    wheels = boot.collect(wheelhouse)
+    t = _connector(ctx, connect_timeout, timeout, accept_new, known_hosts)(host)
+    try:
+        command = boot.install(t, wheels, prefix, offline=wheelhouse is not None)
+    finally:
+        t.close()
+    inventory.update(path, lambda inv: edits.set_host(inv, name, agent=command), wait)
+    info(f"installed vpcctl on {name}: agent command {command}")
+
+
+def register(app: typer.Typer, host_app: typer.Typer) -> None:
+    for command in (up, sync, plan, status, join):
+        app.command()(command)
+    host_app.command("bootstrap")(bootstrap)

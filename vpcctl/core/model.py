@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import (
     AddressValueError,
@@ -59,6 +59,11 @@ _HOSTNAME_RE = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
 )
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
+# Docker's label-key guideline: lower-case alphanumerics, '.' and '-', beginning and ending with
+# an alphanumeric, no two separators in a row ("com.example.app", "app", "tier").
+_LABEL_KEY_RE = re.compile(r"^[a-z0-9](?:[a-z0-9]|[.-](?=[a-z0-9]))*\Z")
+LABEL_KEY_MAX = 128
+LABEL_VALUE_MAX = 255
 _PORTSPEC_RE = re.compile(
     r"^(?:([a-z0-9](?:[a-z0-9-]{0,13}[a-z0-9])?)=)?([0-9]{1,5})(?:/(tcp|udp))?\Z"
 )
@@ -283,6 +288,13 @@ def parse_endpoint(value: object, where: str) -> str:
     return f"{host}:{port}"
 
 
+def parse_agent(value: object, where: str) -> str:
+    """The command that runs vpcctl on a host (e.g. ``sudo -n /opt/vpcctl/bin/vpcctl``)."""
+    if not isinstance(value, str) or not value.strip() or not value.isprintable():
+        raise _fail(where, "empty or unprintable command", 'e.g. --agent "sudo -n vpcctl"')
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class SshTarget:
     host: str
@@ -374,6 +386,75 @@ def parse_portspec(value: object, where: str) -> PortSpec:
     return PortSpec(port=port, proto="udp" if proto == "udp" else "tcp", name=name)
 
 
+Selector = tuple[tuple[str, str], ...]  # container label key = value pairs, sorted, keys unique
+
+
+def parse_label_key(value: object, where: str) -> str:
+    """A container label key as Docker's guideline has it: ``app``, ``com.example.tier``."""
+    if not isinstance(value, str) or len(value) > LABEL_KEY_MAX or not _LABEL_KEY_RE.match(value):
+        raise _fail(
+            where,
+            f"{_shown(value)} is not a valid label key",
+            "use lower-case a-z, 0-9, '.' and '-' (Docker's convention), starting and ending "
+            f"with a letter or digit, at most {LABEL_KEY_MAX} characters, e.g. app or com.example.tier",
+        )
+    return value
+
+
+def parse_label_value(value: object, where: str) -> str:
+    """A container label value: any printable text without control characters, at most 255."""
+    if not isinstance(value, str) or len(value) > LABEL_VALUE_MAX or not value.isprintable():
+        raise _fail(
+            where,
+            f"{_shown(value)} is not a valid label value",
+            f"use printable text without control characters, at most {LABEL_VALUE_MAX} characters",
+        )
+    return value
+
+
+def parse_selector_term(value: object, where: str) -> tuple[str, str]:
+    """``KEY=VALUE`` (as given to ``--selector``); the value may be empty or contain '='."""
+    if not isinstance(value, str) or "=" not in value:
+        raise _fail(
+            where,
+            f"{_shown(value)} is not KEY=VALUE",
+            "select containers by label, e.g. --selector app=db (repeat it to AND several)",
+        )
+    key, _, text = value.partition("=")
+    return parse_label_key(key, where), parse_label_value(text, where)
+
+
+def make_selector(terms: Iterable[tuple[str, str]], where: str) -> Selector:
+    """Validated terms -> a canonical selector (sorted by key). The terms are ANDed, so one key
+    with two different values could never match: that is refused; a repeated term is kept once."""
+    out: dict[str, str] = {}
+    for key, value in terms:
+        parse_label_key(key, where)
+        parse_label_value(value, where)
+        if key in out and out[key] != value:
+            raise _fail(
+                where,
+                f"label {key!r} selected as both {out[key]!r} and {value!r}",
+                "the terms of a selector are ANDed: give each label once",
+            )
+        out[key] = value
+    return tuple(sorted(out.items()))
+
+
+def selector_text(selector: Selector) -> str:
+    """``app=db,tier=primary`` (for tables and messages)."""
+    return ",".join(f"{k}={v}" for k, v in selector)
+
+
+def selects(selector: Selector, labels: Iterable[tuple[str, str]]) -> bool:
+    """Whether a container with ``labels`` matches: every term present with the same value. An
+    empty selector selects nothing (a service without a selector has only declared backends)."""
+    if not selector:
+        return False
+    have = dict(labels)
+    return all(have.get(k) == v for k, v in selector)
+
+
 # ---------------------------------------------------------------------------------------------
 # the inventory objects
 
@@ -430,6 +511,7 @@ class Service:
     vip: IPv4Address
     ports: tuple[PortSpec, ...]
     backends: tuple[str, ...]  # container names in the same VPC
+    selector: Selector = ()  # running containers with these labels are backends too
 
     @property
     def key(self) -> str:

@@ -17,12 +17,16 @@ from vpcctl.core.errors import SpecError, ValidationError
 from vpcctl.core.model import (
     PortSpec,
     Routing,
+    Selector,
+    make_selector,
     parse_address,
     parse_domain,
     parse_endpoint,
     parse_ifname,
     parse_int,
     parse_label,
+    parse_label_key,
+    parse_label_value,
     parse_network,
     parse_port,
     parse_portspec,
@@ -73,7 +77,8 @@ class ServiceSpec:
     name: str
     vip: IPv4Address
     ports: tuple[PortSpec, ...]
-    backends: tuple[IPv4Address, ...]
+    backends: tuple[IPv4Address, ...]  # the declared backends' addresses
+    selector: Selector = ()  # running containers of the VPC with these labels are backends too
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +230,7 @@ class Encoder:
                     "vip": str(v.vip),
                     "ports": _ports(v.ports),
                     "backends": [str(b) for b in v.backends],
+                    "selector": dict(v.selector),
                 }
                 for v in s.services
             ],
@@ -396,6 +402,16 @@ def from_dict(raw: object, source: str = "spec") -> HostSpec:
                 backends=tuple(
                     parse_address(x, r.w(f"{k}.backends"))
                     for x in r.lst(r.get(sv, "backends", k), f"{k}.backends")
+                ),
+                selector=make_selector(
+                    (
+                        (
+                            parse_label_key(key, r.w(f"{k}.selector")),
+                            parse_label_value(value, r.w(f"{k}.selector.{key}")),
+                        )
+                        for key, value in r.obj(sv.get("selector", {}), f"{k}.selector").items()
+                    ),
+                    r.w(f"{k}.selector"),
                 ),
             )
         )

@@ -17,15 +17,13 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vpcctl import __version__
 from vpcctl.core.errors import ApplyError, KeyFileError, VpcctlError
 from vpcctl.core.keys import PrivateKey, ensure_private, load_private
 from vpcctl.core.spec import HostSpec, to_json, zone_file_text
-from vpcctl.host import firewall
-from vpcctl.host.kernel import System
-from vpcctl.host.linktypes import RTPROT_VPCCTL
-from vpcctl.host.plan import (
+from vpcctl.host.changes import (
     AddAddress,
     AddRoute,
     Change,
@@ -36,9 +34,7 @@ from vpcctl.host.plan import (
     DeleteFirewall,
     DeleteLink,
     DelRoute,
-    Desired,
     LoadFirewall,
-    Observed,
     Plan,
     RemovePeer,
     SetForwarding,
@@ -49,11 +45,23 @@ from vpcctl.host.plan import (
     StartResolver,
     StopResolver,
     WriteZone,
-    alias_for,
-    plan,
 )
-from vpcctl.host.state import StateDir, result_json
-from vpcctl.host.state import unchanged as state_unchanged
+from vpcctl.host.linktypes import ALIAS_PREFIX, RTPROT_VPCCTL
+from vpcctl.host.state import (
+    StateDir,
+    host_as_recorded,
+    only_names_changed,
+    record_fingerprint,
+    result_json,
+    unchanged,
+)
+
+if TYPE_CHECKING:
+    from vpcctl.host.kernel import System
+    from vpcctl.host.plan import Desired, Observed
+
+# The planner, the firewall builder and the kernel adapters are imported where they are used: the
+# fast paths of `converge` (nothing changed; only names changed) must not pay for them.
 
 
 def keygen(state: StateDir) -> tuple[str, bool]:
@@ -63,11 +71,49 @@ def keygen(state: StateDir) -> tuple[str, bool]:
     return key.public_key(), created
 
 
+def check() -> dict[str, Any]:
+    """Can this host run the agent: root, WireGuard (kernel or wireguard-go), nftables."""
+    import os
+    import shutil
+
+    problems: list[dict[str, str]] = []
+    root = os.geteuid() == 0
+    if not root:
+        problems.append({"message": "the agent must run as root",
+                         "hint": "log in as root or give the login passwordless sudo"})  # fmt: skip
+    kernel = False
+    if root:
+        from vpcctl.host.wireguard import kernel_has_wireguard
+
+        kernel = kernel_has_wireguard()
+    userspace = shutil.which("wireguard-go") is not None
+    if not kernel and not userspace:
+        problems.append(
+            {
+                "message": "no WireGuard: neither the kernel module nor wireguard-go",
+                "hint": "modprobe wireguard (Linux >= 5.6), or apt-get install wireguard-go",
+            }
+        )
+    nft = shutil.which("nft") is not None
+    if not nft:
+        problems.append({"message": "nft not found", "hint": "apt-get install nftables"})
+    return {
+        "version": __version__,
+        "root": root,
+        "wireguard": "kernel" if kernel else ("userspace" if userspace else None),
+        "nftables": nft,
+        "problems": problems,
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # observe
 
 
 def observe(system: System, spec: HostSpec | None, state: StateDir) -> Observed:
+    from vpcctl.host import firewall
+    from vpcctl.host.plan import Observed
+
     links = system.links()
     iface = links.get(spec.interface) if spec is not None else None
     if iface is not None and iface.kind in ("wireguard", "tun"):
@@ -100,6 +146,9 @@ def observe(system: System, spec: HostSpec | None, state: StateDir) -> Observed:
 def desired_for(
     spec: HostSpec | None, key: PrivateKey | None, state: StateDir | None = None
 ) -> Desired:
+    from vpcctl.host import firewall
+    from vpcctl.host.plan import Desired
+
     if spec is None:
         return Desired(spec=None)
     zone, names = zone_file_text(spec.dns)
@@ -155,6 +204,8 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
         case DelRoute(route=route):
             system.del_route(route)
         case LoadFirewall(digest=digest, text=text):
+            from vpcctl.host import firewall
+
             system.nft_load(text)
             listing = system.nft_list()
             state.write(
@@ -185,6 +236,7 @@ class Result:
     seconds: float = 0.0
     rolled_back: bool = False
     messages: list[str] = field(default_factory=list)
+    zone_only: bool = False  # the names-only fast path: only the zone file was written
 
     def to_json(self) -> dict[str, Any]:
         return result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
@@ -215,16 +267,12 @@ def apply(
     progress: Callable[[Change], None] | None = None,
     backend: str | None = None,
 ) -> Result:
-    """Converge this host to ``spec``; on failure return it to the last applied state.
-
-    ``system`` None means this Linux host: then a no-change apply is answered from the cheap
-    fingerprint (quick.py) when the spec and the host's state are both as last recorded, and the
-    kernel adapter (pyroute2) is only loaded when there is something to look at closely."""
+    """Converge this host to ``spec`` (observe, plan, apply); on failure return it to the last
+    applied state. ``system`` None means this Linux host (the kernel adapter is opened here and
+    the fingerprint recorded after the apply); `converge` adds the fast paths in front."""
     started = time.monotonic()
     spec_text = to_json(spec)
     own = system is None
-    if own and not dry_run and state_unchanged(spec, spec_text, state):
-        return Result(host=spec.host, plan=Plan(()), seconds=time.monotonic() - started)
     if system is None:
         from vpcctl.host.kernel import LinuxSystem
 
@@ -235,11 +283,54 @@ def apply(
         if own:
             system.close()
     if own and not dry_run:
-        from vpcctl.host.state import record_fingerprint
-
         record_fingerprint(spec, state)
     result.seconds = time.monotonic() - started
     return result
+
+
+def converge(
+    spec: HostSpec,
+    state: StateDir,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[Change], None] | None = None,
+    backend: str | None = None,
+) -> Result:
+    """What `vpcctl agent apply` does on this Linux host, cheapest way first:
+
+    1. nothing changed: the spec is the one last applied and the host's fingerprint is as the
+       last apply recorded it; nothing heavier than the fingerprint is loaded;
+    2. only names changed (a container came or went): the host is as recorded and the spec
+       differs in its DNS zone only, so only the zone file is written (the resolver reloads it);
+    3. otherwise the full observe -> plan -> apply, under the state directory's lock.
+
+    A dry run always takes the full path (without the lock), so it shows what `apply` sees."""
+    started = time.monotonic()
+    if dry_run:
+        return apply(spec, None, state, dry_run=True, backend=backend)
+    spec_text = to_json(spec)
+    if unchanged(spec, spec_text, state):
+        return Result(host=spec.host, plan=Plan(()), seconds=time.monotonic() - started)
+    with state.locked():
+        if only_names_changed(spec_text, state) and host_as_recorded(spec, state):
+            result = _write_zone_only(spec, spec_text, state, progress)
+        else:
+            result = apply(spec, None, state, progress=progress, backend=backend)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _write_zone_only(
+    spec: HostSpec, spec_text: str, state: StateDir, progress: Callable[[Change], None] | None
+) -> Result:
+    zone, names = zone_file_text(spec.dns)
+    change = WriteZone(records=names, text=zone)
+    if progress:
+        progress(change)
+    state.write(state.zone, zone)
+    state.write(state.applied, spec_text)
+    record_fingerprint(spec, state)
+    return Result(host=spec.host, plan=Plan((change,)), applied=1, zone_only=True)
 
 
 def _apply(
@@ -251,6 +342,8 @@ def _apply(
     dry_run: bool,
     progress: Callable[[Change], None] | None,
 ) -> Result:
+    from vpcctl.host.plan import plan
+
     key = _key_for(spec, state)
     desired = desired_for(spec, key, state)
     observed = observe(system, spec, state)
@@ -286,6 +379,8 @@ def _rollback(
     failed: Change | None,
     exc: VpcctlError,
 ) -> ApplyError:
+    from vpcctl.host.plan import Desired, plan
+
     what = failed.describe() if failed else "apply"
     prior = state.applied_spec()
     if prior is not None and prior.mesh != spec.mesh:
@@ -323,6 +418,8 @@ def _key_for(spec: HostSpec, state: StateDir) -> PrivateKey:
 
 def down(system: System, state: StateDir, mesh: str | None = None) -> Result:
     """Remove everything vpcctl owns on this host (links, routes, firewall table)."""
+    from vpcctl.host.plan import Desired, alias_for, plan
+
     observed = observe(system, None, state)
     p = plan(Desired(spec=None), observed)
     if mesh is not None:
@@ -368,7 +465,7 @@ def status(system: System, state: StateDir) -> dict[str, Any]:
             )
     resolver = system.resolver_running(state.resolver_pid)
     owned_links = {
-        n: link for n, link in links.items() if link.alias and link.alias.startswith("vpcctl:")
+        n: link for n, link in links.items() if link.alias and link.alias.startswith(ALIAS_PREFIX)
     }
     tunnel = spec.tunnel.name if spec and spec.tunnel else None
     return {

@@ -9,6 +9,8 @@ RT_TABLE_MAIN = 254
 # Routes vpcctl installs carry this route protocol number (see /etc/iproute2/rt_protos); vpcctl
 # only ever deletes routes that carry it.
 RTPROT_VPCCTL = 211
+# Links vpcctl owns carry the alias (IFLA_IFALIAS) "vpcctl:<mesh>"; it changes and removes only those.
+ALIAS_PREFIX = "vpcctl:"
 
 
 @dataclass(frozen=True)

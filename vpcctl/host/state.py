@@ -5,6 +5,7 @@
 ``firewall.json``  digests of the nftables table as generated and as listed after loading
 ``zone.json``      the resolver's zone
 ``fingerprint``    a digest of the host's vpcctl state after the last apply (fingerprint.py)
+``spec.json``      the HostSpec `vpcctl up` pushed last (``agent apply --save``)
 ``.agent.lock``    held while an apply runs
 
 Kept free of heavy imports: the no-change fast path of `agent apply` only needs this, spec.py
@@ -70,6 +71,18 @@ class StateDir:
     @property
     def fingerprint(self) -> Path:
         return self.path / "fingerprint"
+
+    @property
+    def spec(self) -> Path:
+        """Where `vpcctl up` has the agent store the HostSpec it pushed (`apply --save`)."""
+        return self.path / "spec.json"
+
+    def save_spec(self, text: str, path: Path | None = None) -> None:
+        """Store the spec as given (atomically, 0600) at ``path``, by default :attr:`spec`."""
+        if path is None:
+            self.write(self.spec, text)
+        else:
+            write_secret(path, text.encode("utf-8"))
 
     def ensure(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)

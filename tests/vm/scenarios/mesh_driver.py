@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -277,7 +278,7 @@ class VmLab(Lab):
             procs.append(
                 subprocess.Popen(
                     self._argv(who, cmd),
-                    preexec_fn=lambda who=who: enter(who),
+                    preexec_fn=functools.partial(enter, who),
                     stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -654,13 +655,13 @@ def scenario(lab: VmLab) -> None:
     with R.phase("apply_1"):
         first = mesh.apply_many(HOSTS)
         for h in HOSTS:
-            r = first[h]
-            R.info(f"apply1_{h}", f"{r.get('applied')} changes, {r.get('seconds')}s agent-side")
-            wg = [ch for ch in r.get("changes", []) if ch["op"] == "CreateWireGuard"]
-            ops_ = [ch["op"] for ch in r.get("changes", [])]
+            res = first[h]
+            R.info(f"apply1_{h}", f"{res.get('applied')} changes, {res.get('seconds')}s agent-side")
+            wg = [ch for ch in res.get("changes", []) if ch["op"] == "CreateWireGuard"]
+            ops_ = [ch["op"] for ch in res.get("changes", [])]
             R.record(f"apply_{h}_kernel_wireguard_and_ipip_tunnel",
-                     r.get("changed") and "CreateTunnel" in ops_ and wg
-                     and all(ch["backend"] == "kernel" for ch in wg), json.dumps(r)[:1500])  # fmt: skip
+                     res.get("changed") and "CreateTunnel" in ops_ and wg
+                     and all(ch["backend"] == "kernel" for ch in wg), json.dumps(res)[:1500])  # fmt: skip
 
     # -- what the agent made, seen with ip and wg ------------------------------------------------
     with R.phase("objects"):
@@ -746,9 +747,9 @@ def scenario(lab: VmLab) -> None:
 
         R.check("capture_vpc0_ipip_proto4_between_mesh_addrs", captured_ipip)
         R.check("capture_underlay_only_wireguard_udp", underlay_only_wireguard)
-        r = lab.run(H("h2"), "cat /sys/class/net/vpc0-ipip/statistics/rx_packets")
-        R.record("ipip_rx_counter_h2", r.returncode == 0 and int(r.stdout or 0) > 0,
-                 f"h2 vpc0-ipip rx_packets {r.stdout} {r.stderr}")  # fmt: skip
+        rx = lab.run(H("h2"), "cat /sys/class/net/vpc0-ipip/statistics/rx_packets")
+        R.record("ipip_rx_counter_h2", rx.returncode == 0 and int(rx.stdout or 0) > 0,
+                 f"h2 vpc0-ipip rx_packets {rx.stdout} {rx.stderr}")  # fmt: skip
 
     # -- VPCs are isolated ------------------------------------------------------------------
     with R.phase("isolation"):
@@ -793,13 +794,15 @@ def scenario(lab: VmLab) -> None:
         before = lab.run_many([(H(h), SNAPSHOT_CMD) for h in HOSTS])
         again = mesh.apply_many(HOSTS)
         after = lab.run_many([(H(h), SNAPSHOT_CMD) for h in HOSTS])
-        for h, b, a in zip(HOSTS, before, after, strict=True):
-            r = again[h]
+        for h, was, now in zip(HOSTS, before, after, strict=True):
+            res = again[h]
             R.record(f"reapply_{h}_up_to_date",
-                     r.get("up_to_date") is True and r.get("changed") is False
-                     and r.get("changes") == [], json.dumps(r)[:1500])  # fmt: skip
+                     res.get("up_to_date") is True and res.get("changed") is False
+                     and res.get("changes") == [], json.dumps(res)[:1500])  # fmt: skip
             R.record(
-                f"reapply_{h}_nothing_touched", b.out == a.out and b.rc == 0, diff(b.out, a.out)
+                f"reapply_{h}_nothing_touched",
+                was.out == now.out and was.rc == 0,
+                diff(was.out, now.out),
             )
 
     # -- a 4th host joins; the others re-apply; pings between h1 and h2 run all along -----------
@@ -852,7 +855,9 @@ def scenario(lab: VmLab) -> None:
                f"{hs_before['latest_handshake']} -> {hs_after['latest_handshake']} (a change "
                "can only be WireGuard's regular rekey after 120 s)")  # fmt: skip
         gw4 = str(mesh.inv.hosts["h4"].slices["prod"].network_address + 1)
-        probes = [(H(h), addr["h4"], f"join_{h}_reaches_h4") for h in HOSTS]
+        probes: list[tuple[LabNode, str, str]] = [
+            (H(h), addr["h4"], f"join_{h}_reaches_h4") for h in HOSTS
+        ]
         probes.append((c["web-1"], gw4, "join_web1_reaches_h4_prod_gateway_over_ipip"))
         rs = lab.run_many([(who, ping_cmd(dst, 2)) for who, dst, _ in probes], timeout=60)
         for (_, _, name), r in zip(probes, rs, strict=True):
@@ -869,12 +874,12 @@ def scenario(lab: VmLab) -> None:
         time.sleep(1.0)
         down = mesh.agent(H("h4"), "down", check=False)
         R.record("leave_h4_agent_down", down.returncode == 0, down.stdout + down.stderr)
-        r = lab.run(H("h4"), "ip -br link show; ip -4 route show proto 211; nft list tables; "
+        gone = lab.run(H("h4"), "ip -br link show; ip -4 route show proto 211; nft list tables; "
                              "test -s /etc/vpcctl/private.key && echo key-kept")  # fmt: skip
         R.record("leave_h4_down_removed_everything_kept_key",
-                 not re.search(r"^(vpc0|vpc0-ipip|vb-\S+)\s", r.stdout, re.M)
-                 and "proto" not in r.stdout and "vpcctl" not in r.stdout
-                 and "key-kept" in r.stdout, r.stdout + r.stderr)  # fmt: skip
+                 not re.search(r"^(vpc0|vpc0-ipip|vb-\S+)\s", gone.stdout, re.M)
+                 and "proto" not in gone.stdout and "vpcctl" not in gone.stdout
+                 and "key-kept" in gone.stdout, gone.stdout + gone.stderr)  # fmt: skip
         mesh.change(lambda inv: edits.rm_host(inv, "h4"))
         left = mesh.apply_many(HOSTS)
         time.sleep(1.0)
