@@ -767,6 +767,12 @@ def update(path: Path, change: Callable[[Inventory], Inventory], wait: float = 3
 def create(path: Path, inv: Inventory) -> None:
     if "\0" in str(path):
         raise InventoryError(f"{path!r}: a path cannot hold a NUL byte", "check the path")
+    try:
+        path.lstat()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a name too long, a file where a directory should be...
+        raise InventoryError(f"{path}: {exc.strerror or exc}", "check the path") from None
     if path.is_dir():
         raise InventoryError(
             f"{path}: is a directory", f"pass a file name, e.g. -i {path / FILENAME}"

@@ -50,6 +50,16 @@ class Group(TyperGroup):
             ctx.exit(int(ExitCode.INTERRUPTED))
         except BrokenPipeError:
             ctx.exit(int(ExitCode.OK))
+        except OSError as exc:
+            # the last net under every file operation: a path the OS refuses is the user's to fix
+            where = f"{exc.filename}: " if exc.filename else ""
+            report(
+                VpcctlError(
+                    f"{where}{exc.strerror or exc}",
+                    "check the path, its permissions and free space",
+                )
+            )
+            ctx.exit(int(ExitCode.ERROR))
 
 
 def _one_line(text: str) -> str:
