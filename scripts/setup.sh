@@ -10,7 +10,9 @@ PACKAGES=(
   openssh-server openssh-client         # sshd in every lab host, ssh for checks
   nftables iproute2 iputils-ping tcpdump procps util-linux kmod
   bind9-dnsutils dnsperf dnsmasq-base   # dig, the resolver benchmark and its baseline
-  busybox-static                        # nc in the VM stage
+  busybox-static                        # nc in the VM stage, the Docker lab's image
+  systemd                               # systemd-analyze verifies the example unit
+  docker.io iptables                    # a real dockerd per lab host (no systemd: not started)
   qemu-system-x86 linux-image-amd64     # the kernel VM stage (kernel WireGuard, IPIP)
 )
 if [ "$(id -u)" -ne 0 ]; then

@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || scripts/setup.sh   # on a fresh machine: install first
-exec .venv/bin/python -m pytest -q "$@"
+export PYTHONDONTWRITEBYTECODE=1   # nothing written into the checkout (see tests/conftest.py)
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

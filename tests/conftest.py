@@ -1,4 +1,4 @@
-"""Suite-wide fixtures.
+"""Suite-wide settings and fixtures.
 
 The guard: a unit or CLI test never reaches a real SSH server or the kernel's netlink by
 accident. Outside ``tests/lab`` and ``tests/vm`` (and tests marked ``lab``), opening an
@@ -10,13 +10,30 @@ the test at teardown). Tests that need a host's answers pass a fake Transport
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import socket
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paramiko
 import pytest
+from hypothesis import configuration, settings
+
+# Nothing is written into the checkout: no bytecode (here and in the processes tests start), and
+# hypothesis keeps its example database and caches in a temporary directory, removed at exit.
+# (scripts/test.sh and pytest's addopts also set PYTHONDONTWRITEBYTECODE and -p no:cacheprovider.)
+sys.dont_write_bytecode = True
+os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="vpcctl-hypothesis-")
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
+configuration.set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+settings.register_profile("vpcctl", database=None)
+settings.load_profile("vpcctl")
 
 EXEMPT = tuple(str(Path(__file__).resolve().parent / d) for d in ("lab", "vm"))
 SSH_PORT = 22

@@ -191,9 +191,12 @@ class FakeUpstream:
 
 
 @contextlib.contextmanager
-def running(config: Config, **kw: Any) -> Iterator[tuple[Server, int]]:
-    """An in-process resolver on 127.0.0.1 (random port); yields it and its port."""
-    lines: list[str] = []
+def running(
+    config: Config, log: list[str] | None = None, **kw: Any
+) -> Iterator[tuple[Server, int]]:
+    """An in-process resolver on 127.0.0.1 (random port); yields it and its port. Its log lines
+    go to ``log`` (tests wait on them)."""
+    lines: list[str] = [] if log is None else log
     server = Server(config, log=lines.append, **kw)
     server.start()
     try:

@@ -45,7 +45,7 @@ class Call:
     host: str
     argv: tuple[str, ...]
     input: str | None
-    timeout: float
+    timeout: float | None  # None: the transport's own (SSH: --timeout)
 
     @property
     def verb(self) -> str:
@@ -211,7 +211,7 @@ class FakeTransport:
         self._lock = lock
 
     def run(
-        self, argv: Sequence[str], *, input: str | None = None, timeout: float = 120.0
+        self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None
     ) -> Completed:
         if self.closed:
             raise TransportError(f"{self.target}: SSH connection closed", "retry")
@@ -223,7 +223,7 @@ class FakeTransport:
             raise reply.raises
         return Completed(reply.rc, reply.stdout, reply.stderr)
 
-    def put(self, path: str, data: bytes, *, timeout: float = 60.0) -> None:
+    def put(self, path: str, data: bytes, *, timeout: float | None = None) -> None:
         if self.closed:
             raise TransportError(f"{self.target}: SSH connection closed", "retry")
         with self._lock:

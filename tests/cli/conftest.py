@@ -8,9 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.builders import homelab
+from tests.paths import ROOT
 from vpcctl.admin import inventory
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

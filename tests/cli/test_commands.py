@@ -322,9 +322,9 @@ def test_container_add_ls_rm(runner: CliRunner, net: Path) -> None:
     )
     rows = ok(runner, "container", "ls", "--vpc", "prod", "--host", "nas").stdout.splitlines()
     assert [r.split() for r in rows] == [
-        ["VPC", "NAME", "HOST", "IP"],
-        ["prod", "api-1", "nas", "10.100.0.3"],
-        ["prod", "web-1", "nas", "10.100.0.2"],
+        ["VPC", "NAME", "HOST", "IP", "SOURCE"],
+        ["prod", "api-1", "nas", "10.100.0.3", "declared"],
+        ["prod", "web-1", "nas", "10.100.0.2", "declared"],
     ]
     data = json.loads(ok(runner, "container", "ls", "--json").stdout)
     assert [f"{c['vpc']}/{c['name']}" for c in data] == [
@@ -457,6 +457,56 @@ def test_service_add_with_selector(runner: CliRunner, net: Path) -> None:
     spec = from_json(ok(runner, "render", "nas", "--format", "json").stdout)
     (both,) = [s for s in spec.services if s.name == "both"]
     assert both.selector == (("app", "web"),) and [str(b) for b in both.backends] == ["10.100.0.2"]
+
+
+def test_container_and_service_ls_offline_show_declared_state_and_say_so(
+    runner: CliRunner, net: Path
+) -> None:
+    result = ok(runner, "container", "ls", "--json")
+    rows = json.loads(result.stdout)
+    assert {r["source"] for r in rows} == {"declared"}
+    assert rows[0] == {
+        "vpc": "prod", "name": "db-1", "host": "vps1", "ip": "10.100.1.2",
+        "fqdn": "db-1.prod.vpc.internal", "source": "declared", "running": None, "ready": None,
+        "labels": {}, "note": None,
+    }  # fmt: skip
+    assert "declared containers only (from the inventory); add --live to ask the hosts" in (
+        result.stderr
+    )
+    result = ok(runner, "service", "ls")
+    assert "declared backends only" in result.stderr and "LIVE BACKENDS" not in result.stdout
+
+
+def test_ls_live_names_every_host_it_could_not_ask(
+    runner: CliRunner, net: Path, tmp_path: Path
+) -> None:
+    """Real SSH attempts to loopback ports where nothing listens: refused at once."""
+    from dataclasses import replace as dc_replace
+
+    from vpcctl.core.model import SshTarget
+
+    def unreachable(inv: Any) -> Any:
+        hosts = {
+            n: dc_replace(h, ssh=SshTarget("127.0.0.1", "root", 1 + i))
+            for i, (n, h) in enumerate(sorted(inv.hosts.items()))
+        }
+        return dc_replace(inv, hosts=hosts)
+
+    inventory.update(net, unreachable)
+    known = str(tmp_path / "known_hosts")
+    for args in (["container", "ls"], ["service", "ls"]):
+        result = run(runner, *args, "--live", "--known-hosts", known, "--connect-timeout", "2")
+        assert result.exit_code == 4, (result.stdout, result.stderr)
+        for host in ("nas", "vps1", "vps2"):
+            assert f"warning: {host} could not be asked: " in result.stderr
+        assert "3 of 3 hosts could not be asked" in result.stderr
+        assert "prod" in result.stdout  # the declared rows are still printed
+    result = run(runner, "container", "ls", "--live", "--via", "nas", "--known-hosts", known,
+                 "--json")  # fmt: skip
+    assert result.exit_code == 4
+    assert "warning: nas could not be asked" in result.stderr and "vps1" not in result.stderr
+    assert {r["running"] for r in json.loads(result.stdout)} == {None}  # not known
+    refused(runner, net, "no host named 'nope'", "container", "ls", "--live", "--via", "nope")
 
 
 @pytest.mark.parametrize(

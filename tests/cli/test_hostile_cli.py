@@ -16,6 +16,7 @@ from typer.testing import CliRunner, Result
 from tests.cli.conftest import VPCCTL, process_env
 from vpcctl.admin import inventory
 from vpcctl.cli.commands import app
+from vpcctl.core.lock import locked
 
 
 def run(runner: CliRunner, *args: str) -> Result:
@@ -230,7 +231,7 @@ def test_a_killed_writer_s_temp_file_is_cleaned_by_the_next(runner: CliRunner, n
 def test_sigint_exits_130_without_a_traceback(net: Path) -> None:
     """A real process interrupted while it waits for the lock (and one while it starts)."""
     env = process_env()
-    with inventory.locked(net):
+    with locked(net):
         proc = subprocess.Popen(
             [*VPCCTL, "vpc", "add", "x", "--cidr", "10.9.0.0/16", "--wait", "30"],
             cwd=net.parent,

@@ -13,6 +13,7 @@ from typer.testing import CliRunner, Result
 
 from tests.builders import empty
 from tests.cli.conftest import VPCCTL, process_env
+from tests.paths import ROOT
 from vpcctl.admin import edits, inventory
 from vpcctl.cli.commands import app
 from vpcctl.core.errors import InventoryError
@@ -229,7 +230,7 @@ def test_shell_completion_offers_commands_and_names_from_the_inventory(tmp_path:
 
     def complete(words: str, cword: int) -> list[str]:
         env = {**os.environ, "VPCCTL_INVENTORY": str(tmp_path / "vpc.toml"), "_VPCCTL_COMPLETE": "complete_bash", "COMP_WORDS": words,
-               "COMP_CWORD": str(cword), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # fmt: skip
+               "COMP_CWORD": str(cword), "PYTHONPATH": str(ROOT)}  # fmt: skip
         done = subprocess.run(
             [sys.executable, "-c", "from vpcctl.cli.commands import app; app(prog_name='vpcctl')"],
             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,

@@ -14,7 +14,9 @@ from tests.builders import public_key
 from tests.fake_transport import (
     FakeHost,
     FakeNet,
+    Reply,
     agent_error,
+    agent_json,
     host_key_unknown,
     timeout,
     unreachable,
@@ -23,6 +25,7 @@ from vpcctl import __version__
 from vpcctl.admin import inventory
 from vpcctl.cli.app import State
 from vpcctl.cli.commands import app
+from vpcctl.core.model import PortSpec
 
 OLD = "0.0.9"
 
@@ -219,3 +222,75 @@ def test_join_refused_by_version_or_host_key_leaves_the_inventory(
         assert error.startswith("error: ") and says in error
         assert hint.startswith("hint: ")
     assert net.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# container ls / service ls --live: each host's `agent table --json`
+
+
+def _table(*records: tuple[str, str, str, dict[str, str], bool]) -> Reply:
+    return agent_json(
+        {
+            "daemon": True,
+            "endpoints": [
+                {"host": h, "vpc": "prod", "name": n, "address": a, "labels": lb, "ready": r}
+                for h, n, a, lb, r in records
+            ],
+        }
+    )
+
+
+def test_ls_live_shows_discovered_containers_and_live_backends(
+    runner: CliRunner, net: Path
+) -> None:
+    from vpcctl.admin import edits
+
+    inventory.update(
+        net,
+        lambda inv: edits.add_service(
+            inv, "pg", "prod", (PortSpec(5432),), (), selector=(("app", "db"),)
+        ),
+    )
+    pg = ("vps2", "pg-a", "10.100.2.130", {"app": "db"}, True)
+    sick = ("vps1", "pg-b", "10.100.1.130", {"app": "db"}, False)
+    fakes = FakeNet(
+        {
+            "nas": FakeHost(answers={"agent table": _table(pg, sick)}),
+            "vps1": FakeHost(answers={"agent table": _table(sick)}),
+            "vps2": FakeHost(refuse=unreachable("root@198.51.100.20")),
+        }
+    )
+    result = run(runner, fakes, "container", "ls", "--live", "--vpc", "prod")
+    assert result.exit_code == 4, (result.stdout, result.stderr)  # vps2 could not be asked
+    assert "warning: vps2 could not be asked: root@198.51.100.20: cannot connect" in result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert lines[0] == ["VPC", "NAME", "HOST", "IP", "SOURCE", "RUNNING", "READY", "NOTE"]
+    assert ["prod", "pg-a", "vps2", "10.100.2.130", "discovered", "yes", "yes", "-"] in lines
+    assert ["prod", "pg-b", "vps1", "10.100.1.130", "discovered", "yes", "no", "-"] in lines
+    assert ["prod", "db-1", "vps1", "10.100.1.2", "declared", "no", "-", "-"] in lines
+    assert fakes.all_closed
+    result = run(runner, fakes, "service", "ls", "--live", "--vpc", "prod", "--json")
+    assert result.exit_code == 4
+    by_name = {s["name"]: s for s in json.loads(result.stdout)}
+    assert by_name["pg"]["live_backends"] == [
+        {"address": "10.100.2.130", "name": "pg-a", "host": "vps2"}
+    ]
+    assert [b["name"] for b in by_name["db"]["live_backends"]] == ["db-1", "db-2"]
+    # every host answers: exit 0, and asking one host is enough for the whole mesh
+    fakes["vps2"] = FakeHost(answers={"agent table": _table(pg)})
+    before = {n: len(h.calls) for n, h in fakes.hosts.items()}
+    result = run(runner, fakes, "service", "ls", "--live", "--via", "nas")
+    assert result.exit_code == 0, result.stderr
+    assert "pg-a@10.100.2.130" in result.stdout and "LIVE BACKENDS" in result.stdout
+    after = {n: len(h.calls) for n, h in fakes.hosts.items()}
+    assert {n: after[n] - before[n] for n in after} == {"nas": 1, "vps1": 0, "vps2": 0}
+
+
+def test_ls_live_says_when_a_host_runs_no_daemon(runner: CliRunner, net: Path) -> None:
+    fakes = FakeNet(
+        {n: FakeHost(answers={"agent table": agent_json({"daemon": False, "endpoints": []})})
+         for n in ("nas", "vps1", "vps2")}
+    )  # fmt: skip
+    result = run(runner, fakes, "container", "ls", "--live")
+    assert result.exit_code == 0
+    assert result.stderr.count("no agent daemon runs there") == 3

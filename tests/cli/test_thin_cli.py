@@ -19,6 +19,7 @@ from vpcctl.admin import fanout, inventory
 from vpcctl.admin.transport import Completed
 from vpcctl.cli.agent import parser
 from vpcctl.cli.commands import app
+from vpcctl.core.errors import AgentError
 from vpcctl.core.model import Host, SshTarget
 from vpcctl.host.state import StateDir
 
@@ -34,7 +35,7 @@ def test_cli_main_is_the_entry_function_after_the_commands_are_imported() -> Non
 def test_host_set_agent_is_the_command_the_hints_name(runner: CliRunner, net: Path) -> None:
     done = Completed(127, "", "sh: 1: vpcctl: not found\n")
     host = inventory.load(net).hosts["vps1"]
-    with pytest.raises(fanout.AgentError) as caught:
+    with pytest.raises(AgentError) as caught:
         fanout._json(host, done, "agent apply")
     hint = caught.value.hint or ""
     assert "`vpcctl host set vps1 --agent PATH`" in hint
@@ -70,12 +71,12 @@ class RecordingTransport:
     calls: list[tuple[list[str], str | None]] = field(default_factory=list)
 
     def run(
-        self, argv: Sequence[str], *, input: str | None = None, timeout: float = 120.0
+        self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None
     ) -> Completed:
         self.calls.append((list(argv), input))
         return Completed(0, json.dumps({"changed": False, "changes": []}), "")
 
-    def put(self, path: str, data: bytes, *, timeout: float = 60.0) -> None:
+    def put(self, path: str, data: bytes, *, timeout: float | None = None) -> None:
         raise AssertionError("not used")
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.gate import require
 from tests.lab.harness import LAB_PATH, Lab
 
 REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "wireguard-go", "wg", "tcpdump", "sshd", "ssh",
@@ -48,12 +49,7 @@ def _lab_problem(extra_tools: tuple[str, ...] = ()) -> str | None:
 def require_lab(*extra_tools: str) -> None:
     """Skip (or, with CI=true, fail) the calling test when the lab cannot run here (root,
     ip netns, /dev/net/tun, the lab's tools and ``extra_tools``)."""
-    problem = _lab_problem(tuple(extra_tools))
-    if problem is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {problem}", pytrace=False)
-    pytest.skip(problem)
+    require(_lab_problem(tuple(extra_tools)))
 
 
 @pytest.fixture

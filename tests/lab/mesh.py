@@ -29,6 +29,7 @@ class Mesh:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "vpc.toml"
         self.hosts: dict[str, LabHost] = {}
+        self.env: dict[str, dict[str, str]] = {}  # extra environment per host (e.g. DOCKER_HOST)
         inv = edits.new(
             "lab",
             IPv4Network("10.90.0.0/24"),
@@ -89,8 +90,8 @@ class Mesh:
         self, host: LabHost, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         return self.lab.run(
-            host, [sys.executable, "-m", "vpcctl", "agent", *args], check=check, env=ENV,
-            timeout=timeout,
+            host, [sys.executable, "-m", "vpcctl", "agent", *args], check=check,
+            env={**ENV, **self.env.get(host.name, {})}, timeout=timeout,
         )  # fmt: skip
 
     def apply(self, name: str, *extra: str, check: bool = True) -> dict[str, Any]:

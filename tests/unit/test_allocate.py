@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from tests.builders import empty, homelab, ip, public_key
 from vpcctl.admin import allocate, edits, inventory
 from vpcctl.core.errors import AllocationError, NotFoundError, ValidationError
-from vpcctl.core.model import Inventory, PortSpec, SshTarget
+from vpcctl.core.model import Inventory, PortSpec, SshTarget, docker_range
 
 NET = IPv4Network
 SSH = SshTarget("h")
@@ -80,6 +80,20 @@ def test_explicit_container_ip() -> None:
             edits.add_container(inv, "api-2", "prod", "nas", ip(bad))
 
 
+def test_declared_containers_stay_out_of_dockers_half_of_the_slice() -> None:
+    inv = homelab()
+    s = inv.hosts["nas"].slices["prod"]
+    assert docker_range(s) == NET(f"{s.network_address + 128}/25")
+    with pytest.raises(AllocationError, match="not a container address") as info:
+        edits.add_container(inv, "api-2", "prod", "nas", s.network_address + 128)
+    assert "is Docker's range" in (info.value.hint or "")
+    inv = edits.add_container(inv, "api-2", "prod", "nas", s.network_address + 127)
+    assert inv.containers["prod/api-2"].ip == s.network_address + 127
+    for prefix, want in ((24, "0.128/25"), (16, "128.0/17"), (29, "0.4/30"), (30, None)):
+        got = docker_range(NET(f"10.0.0.0/{prefix}"))
+        assert got == (NET(f"10.0.{want}") if want else None), prefix
+
+
 def test_explicit_vip() -> None:
     inv = homelab()
     inv = edits.add_service(inv, "web", "prod", PORTS, ("web-1",), ip("10.100.255.80"))
@@ -114,12 +128,12 @@ def test_exhaustion_is_a_clear_allocation_error() -> None:
         inv = edits.add_host(inv, f"h{i}", SSH)
     with pytest.raises(AllocationError, match="no free /29 slice left"):
         edits.add_host(inv, "h3", SSH)
-    # a /29 slice: network, gateway, 5 containers, broadcast
-    for i in range(5):
+    # a /29 slice: network, gateway, 2 declared containers; the upper half is Docker's
+    for i in range(2):
         inv = edits.add_container(inv, f"c{i}", "tiny", "h0")
-    assert inv.containers["tiny/c4"].ip == ip("10.100.0.6")
+    assert inv.containers["tiny/c1"].ip == ip("10.100.0.3")
     with pytest.raises(AllocationError, match=r"h0's slice 10\.100\.0\.0/29 of VPC tiny is full"):
-        edits.add_container(inv, "c5", "tiny", "h0")
+        edits.add_container(inv, "c2", "tiny", "h0")
     for i in range(6):
         inv = edits.add_service(inv, f"s{i}", "tiny", PORTS, ())
     with pytest.raises(
@@ -228,13 +242,17 @@ class Allocation(RuleBasedStateMachine):
         expect = None
         key = f"{vpc}/{name}"
         if wanted is not None and key not in self.inv.containers and key not in self.inv.services:
-            usable = 2 <= offset <= slice_.num_addresses - 2  # type: ignore[operator]
+            docker = docker_range(slice_)  # the upper half is Docker's (None: /30, no split)
+            top = slice_.num_addresses // 2 - 1 if docker else slice_.num_addresses - 2
+            usable = 2 <= offset <= top  # type: ignore[operator]
             taken = wanted in [c.ip for c in self.inv.containers.values() if c.vpc == vpc]
             expect = usable and not taken
         ok = self.apply(lambda i: edits.add_container(i, name, vpc, host, wanted), expect)
         if ok:
             c = self.inv.containers[key]
             assert c.ip in slice_ and c.ip != slice_[1]
+            docker = docker_range(slice_)
+            assert docker is None or c.ip not in docker
             if wanted is not None:
                 assert c.ip == wanted
 

@@ -24,8 +24,9 @@ from tests.fake_transport import (
 )
 from vpcctl import __version__
 from vpcctl.admin import fanout
-from vpcctl.admin.fanout import AgentError, HostResult
+from vpcctl.admin.fanout import HostResult
 from vpcctl.admin.transport import Transport
+from vpcctl.core.errors import AgentError
 from vpcctl.core.model import Host, Inventory
 from vpcctl.core.spec import from_json
 
@@ -64,7 +65,7 @@ def test_every_host_gets_its_own_spec_and_all_transports_are_closed(inv: Invento
         (apply,) = net.calls(name, "agent apply")
         assert apply.input is not None and from_json(apply.input, "sent").host == name
         assert apply.option("--expect-version") == __version__
-        assert apply.has("--json") and apply.has("--save")
+        assert apply.has("--json", "--save")  # the agent saves the spec in its state dir
         assert not apply.has("--dry-run")
     assert len(net.transports) == 3 and net.all_closed
 
@@ -238,8 +239,9 @@ def test_a_missing_agent_says_how_to_install_it() -> None:
 
 
 def test_output_that_is_not_json_is_an_error() -> None:
-    e = apply_error(garbage())  # rc 0 but no JSON: treated as a failed command
-    assert e.message == "vps2: agent apply failed: exit 2"
+    e = apply_error(garbage())  # rc 0 but no JSON: said as such, never as "exit 2"
+    assert e.message.startswith("vps2: agent apply printed no JSON: ")
+    assert "exit 2" not in e.message
     e = apply_error(Reply(0, "{ truncated", ""))
     assert e.message == "vps2: agent apply printed no JSON: '{ truncated'"
     assert e.hint is not None and "agent command" in e.hint
@@ -259,7 +261,7 @@ def test_plan_is_the_agents_dry_run() -> None:
     r = fanout.plan_one(host, net.connect(host), fanout.specs_json(inv)["nas"])
     assert r.ok and r.changed and r.changes == ["create vpc0"]
     (call,) = net.calls("nas", "agent apply")
-    assert call.has("--dry-run") and call.option("--save") is None
+    assert call.has("--dry-run") and not call.has("--save")
     up_to_date = fanout.plan_one(host, FakeNet().connect(host), fanout.specs_json(inv)["nas"])
     assert up_to_date.ok and not up_to_date.changed
 

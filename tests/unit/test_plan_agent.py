@@ -5,6 +5,7 @@ operations are asserted here; the VM stage runs it for real."""
 
 from __future__ import annotations
 
+import errno
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
@@ -333,3 +334,69 @@ def test_an_endpoint_name_is_resolved_and_an_unknown_one_refused(state: StateDir
         apply(render(inv, "h1"), unresolved, state)
     assert info.value.hint == "check the name or use an IP address"
     assert unresolved.calls == []  # refused while observing, before any change
+
+
+class FullDisk(StateDir):
+    """A state directory on a full disk: writing any of ``full`` fails with ENOSPC."""
+
+    full: tuple[str, ...] = ()
+
+    def write(self, path: Path, text: str) -> None:
+        if path.name in self.full:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        super().write(path, text)
+
+
+def _full(state: StateDir, *names: str) -> FullDisk:
+    disk = FullDisk(state.path)
+    object.__setattr__(disk, "full", names)
+    return disk
+
+
+@pytest.mark.parametrize("name", ["zone.json", "firewall.json", "applied.json"])
+def test_a_full_disk_on_a_first_apply_removes_everything_it_created(
+    state: StateDir, name: str
+) -> None:
+    sysm = FakeSystem(backend="kernel")
+    sysm.add_foreign_link("eth0", None)
+    before = sysm.snapshot()
+    with pytest.raises(ApplyError) as info:
+        apply(render(_keyed(state), "h1"), sysm, _full(state, name))
+    assert f"{state.path / name}: No space left on device" in info.value.message
+    assert "restored the state before vpcctl" in info.value.message
+    assert (
+        info.value.hint and "free space" in info.value.hint and str(state.path) in info.value.hint
+    )
+    assert sysm.snapshot()[:3] == before[:3]
+    assert not state.applied.exists() and not state.fingerprint.exists()
+    assert not list(state.path.glob(".*.tmp"))
+
+
+def test_a_full_disk_on_a_later_apply_restores_the_previous_state(state: StateDir) -> None:
+    sysm = FakeSystem(backend="kernel")
+    public = keygen(state)[0]
+    inv_a = _inv("wireguard", 3, {"h1": public})
+    apply(render(inv_a, "h1"), sysm, state)
+    good = sysm.snapshot()
+    applied = state.applied.read_text()
+    inv_b = edits.add_vpc(inv_a, "test", IPv4Network("10.102.0.0/16"))
+    with pytest.raises(ApplyError, match="restored the previously applied state"):
+        apply(render(inv_b, "h1"), sysm, _full(state, "applied.json"))
+    assert sysm.snapshot()[1:] == good[1:]
+    assert state.applied.read_text() == applied
+    assert apply(render(inv_a, "h1"), sysm, state, dry_run=True).plan.empty
+
+
+def test_any_exception_mid_apply_rolls_back_too(state: StateDir) -> None:
+    sysm = FakeSystem(backend="kernel")
+    before = sysm.snapshot()
+
+    def boom(*args: object) -> None:
+        raise RuntimeError("surprise")
+
+    sysm.add_bridge = boom  # type: ignore[method-assign,assignment]
+    with pytest.raises(ApplyError) as info:
+        apply(render(_keyed(state), "h1"), sysm, state)
+    assert "RuntimeError: surprise" in info.value.message
+    assert "restored the state before vpcctl" in info.value.message
+    assert sysm.snapshot()[:3] == before[:3]

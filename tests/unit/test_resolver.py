@@ -36,9 +36,10 @@ from tests.dns_helpers import (
     write_zone,
     zone_with,
 )
+from tests.waiting import wait_until
 from vpcctl.core.errors import VpcctlError
 from vpcctl.core.spec import ZoneData, ZoneVpc
-from vpcctl.dns.resolver import Config, Server
+from vpcctl.dns.resolver import FORWARD_TIMEOUT, Config, Server
 
 
 @pytest.fixture
@@ -262,7 +263,8 @@ def test_a_silent_upstream_means_servfail_within_2_s(zone_file: Path) -> None:
                 r = ask(port, "www.example.org", tcp=tcp)
                 elapsed = time.monotonic() - start
                 assert r.header.rcode == RCODE.SERVFAIL
-                assert 1.0 < elapsed < 2.0, elapsed
+                # it waited its timeout, and kept the promise of an answer within 2 s
+                assert FORWARD_TIMEOUT <= elapsed < 2.0, elapsed
             assert hole.queries >= 2
 
 
@@ -270,7 +272,8 @@ def test_no_upstream_means_servfail_at_once(zone_file: Path) -> None:
     with running(Config(zone_file, (("127.0.0.1", 0),), ())) as (_s, port):
         start = time.monotonic()
         assert ask(port, "www.example.org").header.rcode == RCODE.SERVFAIL
-        assert time.monotonic() - start < 0.5
+        # at once: no forward was started, so nothing waited for FORWARD_TIMEOUT
+        assert time.monotonic() - start < FORWARD_TIMEOUT
 
 
 def test_a_pending_forward_does_not_block_other_answers(zone_file: Path) -> None:
@@ -282,10 +285,10 @@ def test_a_pending_forward_does_not_block_other_answers(zone_file: Path) -> None
             ]
             for t in waiting:
                 t.start()
-            time.sleep(0.2)
-            start = time.monotonic()
+            wait_until(lambda: hole.queries >= 8, what="8 forwards pending at the upstream")
             assert addresses(ask(port, f"web-1.prod.{D}")) == ["127.100.1.2"]
-            assert time.monotonic() - start < 0.3
+            # answered while every forward still waits for its (silent) upstream
+            assert all(t.is_alive() for t in waiting)
             for t in waiting:
                 t.join()
 
@@ -297,9 +300,8 @@ def test_the_second_upstream_is_asked_when_the_first_is_silent(zone_file: Path) 
     ):
         config = Config(zone_file, (("127.0.0.1", 0),), (hole.address, good.address))
         with running(config) as (_s, port):
-            start = time.monotonic()
+            # an answer at all means it came before the forward's deadline (else SERVFAIL)
             assert addresses(ask(port, "www.example.org")) == [UPSTREAM_ANSWER]
-            assert time.monotonic() - start < 1.5
             assert hole.queries == 1 and good.queries == 1
 
 
@@ -312,11 +314,8 @@ def test_upstreams_come_from_resolv_conf_and_follow_its_changes(
     with running(config) as (server, _port):
         assert server.upstreams == (("127.0.0.56", 53),)  # IPv6 nameservers are skipped
         resolv.write_text("nameserver 127.0.0.57\nnameserver 127.0.0.58\n")
-        deadline = time.monotonic() + 2
         wanted: tuple[tuple[str, int], ...] = (("127.0.0.57", 53), ("127.0.0.58", 53))
-        while server.upstreams != wanted:
-            assert time.monotonic() < deadline, server.upstreams
-            time.sleep(0.05)
+        wait_until(lambda: server.upstreams == wanted, timeout=2, what="the new nameservers")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,16 +345,16 @@ def test_a_new_zone_file_is_picked_up_within_1_s_without_dropping_queries(
 
         t = threading.Thread(target=hammer)
         t.start()
-        time.sleep(0.2)
+        wait_until(lambda: answered >= 10, what="queries flowing before the reload")
         write_zone(zone_file, zone_with(**{"web-2": "127.100.1.3"}))
-        start = time.monotonic()
-        while time.monotonic() - start < 1.0:
-            if addresses(ask(port, "web-2", source=PROD_CLIENT)) == ["127.100.1.3"]:
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("the new zone was not served within 1 s")
-        time.sleep(0.2)
+        # the poller looks every 0.5 s (the default): the new zone is served within 1 s
+        wait_until(
+            lambda: addresses(ask(port, "web-2", source=PROD_CLIENT)) == ["127.100.1.3"],
+            timeout=1.0,
+            what="the new zone served",
+        )
+        at_reload = answered
+        wait_until(lambda: answered >= at_reload + 10, what="queries flowing after the reload")
         stop.set()
         t.join()
         assert failures == [] and answered > 20
@@ -364,15 +363,20 @@ def test_a_new_zone_file_is_picked_up_within_1_s_without_dropping_queries(
 
 def test_a_broken_zone_file_keeps_the_zone_loaded(zone_file: Path, upstream: FakeUpstream) -> None:
     config = Config(zone_file, (("127.0.0.1", 0),), (upstream.address,), poll_interval=0.05)
-    with running(config) as (server, port):
+    log: list[str] = []
+
+    def refused(n: int) -> bool:
+        return sum("keeping the zone loaded" in line for line in log) >= n
+
+    with running(config, log=log) as (server, port):
         write_zone(zone_file, {"domain": "vpc.internal"})  # missing everything else
-        time.sleep(0.3)
+        wait_until(lambda: refused(1), what="the incomplete zone file refused")
         assert addresses(ask(port, "web-1", source=PROD_CLIENT)) == ["127.100.1.2"]
         zone_file.write_text("{ not json")
-        time.sleep(0.3)
+        wait_until(lambda: refused(2), what="the broken zone file refused")
         assert addresses(ask(port, "web-1", source=PROD_CLIENT)) == ["127.100.1.2"]
         write_zone(zone_file, zone_with(**{"web-3": "127.100.1.4"}))
-        time.sleep(0.3)
+        wait_until(lambda: server.reloads == 1, what="the good zone file loaded")
         assert addresses(ask(port, "web-3", source=PROD_CLIENT)) == ["127.100.1.4"]
         assert server.reloads == 1
 
@@ -398,10 +402,10 @@ def test_without_a_zone_file_loopback_can_still_forward(
 ) -> None:
     path = tmp_path / "missing.json"
     config = Config(path, (("127.0.0.1", 0),), (upstream.address,), poll_interval=0.05)
-    with running(config) as (_s, port):
+    with running(config) as (server, port):
         assert addresses(ask(port, "www.example.org")) == [UPSTREAM_ANSWER]
         write_zone(path)  # the agent writes it later
-        time.sleep(0.3)
+        wait_until(lambda: server.tables.zone is not None, what="the zone file loaded")
         assert addresses(ask(port, "web-1", source=PROD_CLIENT)) == ["127.100.1.2"]
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.dns_helpers import PROD_CLIENT, UPSTREAM_ANSWER, FakeUpstream, addresses, ask, write_zone
+from tests.gate import require_tools
+from tests.paths import ROOT
 from vpcctl.core.spec import VpcSpec
 from vpcctl.dns.resolver import (
     listen_addresses,
@@ -26,7 +28,6 @@ from vpcctl.dns.resolver import (
     zone_from_text,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "examples" / "systemd" / "vpcctl-dns.service"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -144,8 +145,8 @@ def test_the_systemd_example_runs_the_same_command() -> None:
     assert unit["EnvironmentFile"] == "-/etc/vpcctl/dns.env"
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_the_systemd_example_verifies(tmp_path: Path) -> None:
+    require_tools("systemd-analyze")
     vpcctl = shutil.which("vpcctl") or sys.executable  # verify wants an existing executable
     unit = tmp_path / UNIT.name
     unit.write_text(UNIT.read_text().replace("/usr/local/bin/vpcctl", vpcctl))

@@ -120,6 +120,34 @@ def test_garbage_after_a_header_is_formerr_with_the_id(tables: Tables) -> None:
         assert r.header.id == 0xABCD and r.header.rcode == RCODE.FORMERR and r.header.qr == 1
 
 
+@pytest.mark.parametrize("client", [PROD, "127.0.0.1", OUTSIDER])
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"\x40" + b"a" * 64 + b"\x00",  # one label of 64 octets
+        b"\x3f" + b"a" * 63 + b"\x40" + b"b" * 64 + b"\x00",  # the second label too long
+        b"".join(b"\x3f" + b"a" * 63 for _ in range(4)) + b"\x00",  # 257 octets in all
+        b"".join(b"\x3f" + b"a" * 63 for _ in range(5)) + b"\x00",
+        b"".join(b"\x01x" for _ in range(128)) + b"\x00",  # 128 labels, 257 octets
+    ],
+)
+def test_oversized_labels_and_names_are_formerr_not_silence(
+    tables: Tables, name: bytes, client: str
+) -> None:
+    packet = b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x01\x00\x01"
+    r = answer(tables, packet, client)
+    assert r.header.id == 0xABCD and r.header.rcode == RCODE.FORMERR and r.header.qr == 1
+
+
+def test_the_longest_legal_name_is_answered(tables: Tables) -> None:
+    # 3 labels of 63 + one of 61 = 255 octets on the wire with the root
+    name = b"".join(b"\x3f" + b"a" * 63 for _ in range(3)) + b"\x3d" + b"b" * 61 + b"\x00"
+    assert len(name) == 255
+    packet = b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x01\x00\x01"
+    assert isinstance(dispatch(tables, packet, PROD), Forward)  # out of zone: forwarded
+    assert answer(tables, packet, OUTSIDER).header.rcode == RCODE.REFUSED
+
+
 def test_other_opcodes_are_notimp(tables: Tables) -> None:
     q = query("web-1")
     q.header.opcode = OPCODE.STATUS

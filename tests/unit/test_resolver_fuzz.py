@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -39,10 +40,10 @@ from tests.dns_helpers import (
     query,
     write_zone,
 )
+from tests.paths import ROOT
 from vpcctl.dns import zone
 from vpcctl.dns.resolver import Config, Forward, Server, Tables, dispatch, zone_from_text
 
-ROOT = Path(__file__).resolve().parents[2]
 BULK_PACKETS = 100_000
 CLIENTS = (PROD_CLIENT, "127.101.1.2", HOST_CLIENT, "192.0.2.7", "10.90.0.1")
 NAMES = (
@@ -209,7 +210,10 @@ def free_port() -> int:
                 return port
 
 
-def test_100k_bad_packets_then_still_answering(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def resolver_process(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], Path]]:
+    """A real ``vpcctl dns serve`` on 127.0.0.1 (free port), answering; yields (port, process,
+    log file). Terminated afterwards; it must then exit 0."""
     zone_file = tmp_path / "zone.json"
     write_zone(zone_file)
     port = free_port()
@@ -226,38 +230,268 @@ def test_100k_bad_packets_then_still_answering(tmp_path: Path) -> None:
                     break
                 except OSError:
                     assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            rng = random.Random(20240501)
-            sent = 0
-            start = time.monotonic()
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as garbage:
-                garbage.bind((rng.choice(CLIENTS[:3]), 0))
-                garbage.setblocking(False)
-                while sent < BULK_PACKETS:
-                    for _ in range(1000):
-                        try:
-                            garbage.sendto(random_packet(rng), ("127.0.0.1", port))
-                            sent += 1
-                        except BlockingIOError:
-                            time.sleep(0.001)
-                    # barrier: once this is answered, the burst before it has been read
-                    barrier = bytes(query(f"web-1.prod.{D}", ident=sent & 0xFFFF).pack())
-                    raw = exchange(port, barrier, HOST_CLIENT, timeout=10)
-                    assert raw[:2] == barrier[:2]
-                    while True:  # drop the answers to the garbage
-                        try:
-                            garbage.recv(65535)
-                        except BlockingIOError:
-                            break
-            elapsed = time.monotonic() - start
-            assert sent >= BULK_PACKETS and elapsed < 120, (sent, elapsed)
-            # still correct, over UDP and TCP, for every kind of client
-            assert addresses(ask(port, "web-1", source=PROD_CLIENT)) == ["127.100.1.2"]
-            assert addresses(ask(port, f"web-1.dev.{D}", tcp=True)) == ["127.101.1.2"]
-            assert ask(port, "db", source="127.101.1.2").header.rcode == 3
-            assert proc.poll() is None
+            yield port, proc, log
         finally:
             proc.terminate()
             proc.wait(10)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+
+
+def test_100k_bad_packets_then_still_answering(tmp_path: Path) -> None:
+    with resolver_process(tmp_path) as (port, proc, log):
+        rng = random.Random(20240501)
+        sent = 0
+        start = time.monotonic()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as garbage:
+            garbage.bind((rng.choice(CLIENTS[:3]), 0))
+            garbage.setblocking(False)
+            while sent < BULK_PACKETS:
+                for _ in range(1000):
+                    try:
+                        garbage.sendto(random_packet(rng), ("127.0.0.1", port))
+                        sent += 1
+                    except BlockingIOError:
+                        time.sleep(0.001)
+                # barrier: once this is answered, the burst before it has been read
+                barrier = bytes(query(f"web-1.prod.{D}", ident=sent & 0xFFFF).pack())
+                raw = exchange(port, barrier, HOST_CLIENT, timeout=10)
+                assert raw[:2] == barrier[:2]
+                while True:  # drop the answers to the garbage
+                    try:
+                        garbage.recv(65535)
+                    except BlockingIOError:
+                        break
+        elapsed = time.monotonic() - start
+        assert sent >= BULK_PACKETS and elapsed < 120, (sent, elapsed)
+        # still correct, over UDP and TCP, for every kind of client
+        assert addresses(ask(port, "web-1", source=PROD_CLIENT)) == ["127.100.1.2"]
+        assert addresses(ask(port, f"web-1.dev.{D}", tcp=True)) == ["127.101.1.2"]
+        assert ask(port, "db", source="127.101.1.2").header.rcode == 3
+        assert proc.poll() is None
     text = log.read_text()
     assert "error" not in text, text[-2000:]
-    assert proc.returncode == 0
+    # malformed packets are counted, not logged one line each: one summary line at most a minute
+    assert len(text.splitlines()) < 20, text[-2000:]
+    assert "malformed packets dropped" in text and "answered FORMERR" in text, text[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# TCP and length-prefix abuse
+
+TCP_IDLE = 0.4  # the in-process server's limits, short so that hypothesis can wait them out
+TCP_DEADLINE = 1.5
+
+
+@pytest.fixture(scope="module")
+def live_tcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, int]]:
+    zone_file = tmp_path_factory.mktemp("fuzz-tcp") / "zone.json"
+    write_zone(zone_file)
+    with FakeUpstream("127.0.0.55", silent=True) as hole:
+        config = Config(zone_file, (("127.0.0.1", 0),), (hole.address,), forward_timeout=0.2,
+                        tcp_idle=TCP_IDLE, tcp_deadline=TCP_DEADLINE)  # fmt: skip
+        lines: list[str] = []
+        server = Server(config, log=lines.append)
+        server.start()
+        try:
+            yield server, server.addresses[0][1]
+        finally:
+            server.stop()
+        assert not [line for line in lines if line.startswith("error")], lines
+
+
+def _complete(data: bytes) -> int:
+    n = 0
+    while len(data) >= 2 and len(data) >= 2 + struct.unpack("!H", data[:2])[0]:
+        data = data[2 + struct.unpack("!H", data[:2])[0] :]
+        n += 1
+    return n
+
+
+def read_frames(
+    s: socket.socket, until: float, want: int | None = None
+) -> tuple[list[bytes], bool]:
+    """Every length-prefixed answer the server sends before ``until`` (or the first ``want``),
+    and whether it hung up."""
+    data = b""
+    closed = False
+    while time.monotonic() < until and (want is None or _complete(data) < want):
+        s.settimeout(max(until - time.monotonic(), 0.01))
+        try:
+            chunk = s.recv(65535)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            closed = True
+            break
+        if not chunk:
+            closed = True
+            break
+        data += chunk
+    frames = []
+    while len(data) >= 2:
+        n = struct.unpack("!H", data[:2])[0]
+        assert len(data) >= 2 + n, "a partial answer"
+        frames.append(data[2 : 2 + n])
+        data = data[2 + n :]
+    assert data == b"", "stray bytes after the answers"
+    return frames, closed
+
+
+def udp_answers(port: int) -> bool:
+    return addresses(ask(port, "web-1", source=PROD_CLIENT)) == ["127.100.1.2"]
+
+
+prefixes = st.one_of(
+    st.just("exact"), st.just(0), st.integers(1, 11), st.integers(12, 300),
+    st.integers(60000, 65535),
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(prefix=prefixes, packet=packets, messages=st.integers(1, 3), half_close=st.booleans())
+def test_tcp_length_prefix_abuse_never_wedges_a_connection(
+    live_tcp: tuple[Server, int],
+    prefix: int | str,
+    packet: bytes,
+    messages: int,
+    half_close: bool,
+) -> None:
+    """Whatever the length prefix says (zero, short, the real length, far too long), and however
+    many messages follow: every answer is a whole, parseable frame with the query's ID, and the
+    connection is answered or closed within its idle time; UDP answers meanwhile."""
+    _server, port = live_tcp
+    declared = len(packet) if prefix == "exact" else int(prefix)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST_CLIENT, 0))
+        s.connect(("127.0.0.1", port))
+        started = time.monotonic()
+        with contextlib.suppress(OSError):  # the server may hang up while we still write
+            s.sendall((struct.pack("!H", declared) + packet) * messages)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)
+        frames, closed = read_frames(s, started + TCP_IDLE + 1.0)
+        elapsed = time.monotonic() - started
+    for frame in frames:
+        assert frame[:2] == packet[:2] and frame[2] & 0x80
+        DNSRecord.parse(frame)
+    # nothing left hanging: either answered in full, or hung up on within the idle time
+    assert closed or len(frames) == messages, (declared, len(packet), frames, elapsed)
+    assert udp_answers(port)
+
+
+def test_tcp_connection_deadline_and_idle_time(live_tcp: tuple[Server, int]) -> None:
+    """A busy connection is still closed at its total deadline; a slowloris (one byte at a
+    time, each within the idle time) is closed once the idle time for a whole query is up."""
+    server, port = live_tcp
+    q = bytes(query(f"web-1.prod.{D}").pack())
+    frame = struct.pack("!H", len(q)) + q
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.connect(("127.0.0.1", port))
+        started = time.monotonic()
+        answered = 0
+        with contextlib.suppress(OSError):
+            while time.monotonic() - started < TCP_DEADLINE + 2:
+                busy.sendall(frame)
+                got, closed = read_frames(busy, time.monotonic() + 0.5, want=1)
+                answered += len(got)
+                if closed:
+                    break
+                time.sleep(0.05)
+        lived = time.monotonic() - started
+    assert answered >= 5 and TCP_DEADLINE - 0.2 < lived < TCP_DEADLINE + 1, (answered, lived)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as slow:
+        slow.connect(("127.0.0.1", port))
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            for b in frame:
+                slow.sendall(bytes([b]))
+                time.sleep(TCP_IDLE / 4)
+        frames, closed = read_frames(slow, time.monotonic() + 1)
+        assert closed and not frames
+        assert time.monotonic() - started < TCP_IDLE + 1.5
+    assert server.counters.totals.get("tcp_timeout", 0) >= 1
+    assert udp_answers(port)
+
+
+def test_tcp_abuse_against_a_real_process(tmp_path: Path) -> None:
+    """A real ``vpcctl dns serve`` with its default limits: one client past its cap is refused,
+    more idle connections than the cap in all make room for a new client, slowloris and bad
+    length prefixes are hung up on, UDP answers throughout, and the process stays up."""
+    from vpcctl.dns.resolver import TCP_CONNECTIONS, TCP_PER_CLIENT
+    from vpcctl.dns.resolver import TCP_IDLE as IDLE
+
+    q = bytes(query(f"web-1.prod.{D}").pack())
+    frame = struct.pack("!H", len(q)) + q
+    with resolver_process(tmp_path) as (port, proc, log), contextlib.ExitStack() as stack:
+
+        def conn(source: str) -> socket.socket:
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((source, 0))
+            s.connect(("127.0.0.1", port))
+            return s
+
+        def answered(s: socket.socket) -> bool:
+            with contextlib.suppress(OSError):
+                s.sendall(frame)
+                return len(read_frames(s, time.monotonic() + 2, want=1)[0]) == 1
+            return False
+
+        # 1. one client address holds at most TCP_PER_CLIENT connections
+        mine = [conn("127.0.9.9") for _ in range(TCP_PER_CLIENT + 4)]
+        time.sleep(0.3)
+        assert sum(answered(s) for s in mine) == TCP_PER_CLIENT
+        for s in mine:
+            s.close()
+        # 2. more idle connections than the cap in all (from many addresses): a new client
+        # still gets in (the longest idle ones are closed for it), UDP answers at once
+        idle = [conn(f"127.0.{4 + i // 200}.{1 + i % 200}") for i in range(TCP_CONNECTIONS + 72)]
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        assert udp_answers(port) and time.monotonic() - t0 < 0.5
+        assert answered(conn("127.0.8.1"))
+        assert answered(conn("127.0.8.2"))
+        closed = 0
+        for s in idle:
+            s.setblocking(False)
+            try:
+                closed += s.recv(1) == b""
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                closed += 1
+        assert closed >= 72 + 2, closed
+        for s in idle:
+            s.close()
+        # 3. slowloris and length-prefix abuse, UDP checked every 0.25 s meanwhile
+        loris = [conn(f"127.0.7.{i}") for i in range(1, 6)]
+        zero, short, long_ = conn("127.0.6.1"), conn("127.0.6.2"), conn("127.0.6.3")
+        zero.sendall(b"\x00\x00")
+        short.sendall(b"\x00\x03abc")
+        long_.sendall(b"\xff\xff" + q)
+        trickle = b"\x00\x28" + b"x" * 40
+        started = time.monotonic()
+        open_loris = set(range(len(loris)))
+        worst_udp = 0.0
+        i = 0
+        while open_loris and time.monotonic() - started < IDLE + 5:
+            for n in list(open_loris):
+                try:
+                    loris[n].sendall(trickle[i % len(trickle) : i % len(trickle) + 1])
+                except OSError:
+                    open_loris.discard(n)
+            t0 = time.monotonic()
+            assert udp_answers(port)
+            worst_udp = max(worst_udp, time.monotonic() - t0)
+            i += 1
+            time.sleep(0.25)
+        assert not open_loris, "slowloris connections outlived the idle time"
+        assert time.monotonic() - started < IDLE + 5
+        assert worst_udp < 0.5, worst_udp
+        for s in (zero, short, long_):
+            assert read_frames(s, time.monotonic() + 1)[1]  # hung up on
+        # 4. still answering over TCP, and alive
+        assert addresses(ask(port, f"web-1.dev.{D}", tcp=True)) == ["127.101.1.2"]
+        assert proc.poll() is None
+    text = log.read_text()
+    assert "error" not in text, text[-2000:]
+    assert "TCP connections refused" in text and "TCP connections timed out" in text, text

@@ -6,7 +6,9 @@ Rules (README "Addressing"):
 * VPC slices: the lowest free ``/slice_prefix`` block of the VPC CIDR that does not overlap the
   VPC's service range (by default the *last* block of that size);
 * container addresses: the lowest free address of the host's slice after the gateway (the first
-  usable address of a slice is the gateway on the host's VPC bridge);
+  usable address of a slice is the gateway on the host's VPC bridge), in the slice's lower half:
+  the upper half is Docker's own allocation range (``docker_range``), so declared containers and
+  containers Docker numbers never collide;
 * service VIPs: the lowest free usable address of the VPC's service range.
 
 Every allocation is written into the inventory and never renumbered: removing an object frees its
@@ -20,7 +22,7 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
 from vpcctl.core.errors import AllocationError
-from vpcctl.core.model import Inventory, gateway
+from vpcctl.core.model import Inventory, docker_range, gateway
 
 
 def default_service_range(cidr: IPv4Network, slice_prefix: int) -> IPv4Network:
@@ -111,12 +113,16 @@ def container_ip(
     used = {int(c.ip) for c in inv.containers.values() if c.vpc == vpc}
     first = int(gateway(slice_).ip) + 1
     last = int(slice_.broadcast_address) - 1
+    docker = docker_range(slice_)
+    if docker is not None:
+        last = int(docker.network_address) - 1
     if wanted is not None:
         if not first <= int(wanted) <= last:
+            docker_note = f"; {docker} is Docker's range" if docker is not None else ""
             raise AllocationError(
                 f"{wanted} is not a container address of host {host}'s slice {slice_} in VPC {vpc}",
                 f"pick an address from {IPv4Address(first)} to {IPv4Address(last)} "
-                f"({gateway(slice_).ip} is the gateway)",
+                f"({gateway(slice_).ip} is the gateway{docker_note})",
             )
         if int(wanted) in used:
             raise AllocationError(
@@ -127,7 +133,8 @@ def container_ip(
     found = _first_free(first, last, used)
     if found is None:
         raise AllocationError(
-            f"host {host}'s slice {slice_} of VPC {vpc} is full",
+            f"host {host}'s slice {slice_} of VPC {vpc} is full"
+            + (f" (its upper half {docker} is Docker's range)" if docker is not None else ""),
             "remove containers from that host, or place this one on another host",
         )
     return IPv4Address(found)

@@ -6,20 +6,16 @@ wheelhouse, every dependency wheel is uploaded too and pip installs offline."""
 from __future__ import annotations
 
 import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from vpcctl import __version__
 from vpcctl.admin.transport import Transport
-from vpcctl.core.errors import VpcctlError
+from vpcctl.core import run
+from vpcctl.core.errors import BootstrapError
 
 REMOTE_DIR = "/var/lib/vpcctl/bootstrap"
-
-
-class BootstrapError(VpcctlError):
-    pass
 
 
 def source_root() -> Path | None:
@@ -39,16 +35,16 @@ def collect(wheelhouse: Path | None) -> list[Path]:
         found = sorted(wheelhouse.glob(f"vpcctl-{__version__}-*.whl")) if wheelhouse else []
         return [*wheels, *found[:1]]
     out = Path(tempfile.mkdtemp(prefix="vpcctl-wheel-"))
-    done = subprocess.run(
+    hint = "pip install setuptools wheel into this environment"
+    done = run.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(out), str(root)],
-        capture_output=True, text=True, check=False,
+        timeout=600, what="building the vpcctl wheel", hint=hint,
     )  # fmt: skip
     built = sorted(out.glob("vpcctl-*.whl"))
-    if done.returncode != 0 or not built:
+    if done.rc != 0 or not built:
         raise BootstrapError(
-            f"building the vpcctl wheel failed: {done.stderr.strip()[-200:]}",
-            "pip install setuptools wheel into this environment",
+            f"building the vpcctl wheel failed: {done.stderr.strip()[-200:]}", hint
         )
     return [*wheels, built[0]]
 

@@ -6,28 +6,25 @@ function that is passed in (SSH for real, fakes in tests).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from vpcctl import __version__
 from vpcctl.admin.render import render_all
 from vpcctl.admin.transport import Completed, Transport
-from vpcctl.core.errors import VpcctlError
+from vpcctl.core.errors import AgentError, ExitCode, VpcctlError
 from vpcctl.core.model import Host, Inventory
 from vpcctl.core.spec import Encoder
 
 FRESH_HANDSHAKE = 180.0  # seconds: WireGuard re-handshakes every 2 minutes on a live tunnel
 
 Connect = Callable[[Host], Transport]
-
-
-class AgentError(VpcctlError):
-    """The agent on a host is missing, of another version, or failed."""
 
 
 @dataclass
@@ -59,9 +56,16 @@ def agent_argv(host: Host, *args: str) -> list[str]:
     return [*shlex.split(host.agent or "vpcctl"), *args]
 
 
-def _json(host: Host, done: Completed, what: str) -> Any:
+NO_JSON_HINT = "is the agent command right? (`vpcctl host set NAME --agent PATH`)"
+
+
+def _json(host: Host, done: Completed, what: str) -> dict[str, Any]:
+    """The agent's JSON object, or an AgentError that says what came instead (a failure with
+    its error line, no JSON at all, JSON of the wrong shape)."""
     if done.rc == 0 and not done.stdout.lstrip().startswith(("{", "[")):
-        done = Completed(2, done.stdout, done.stderr)
+        raise AgentError(
+            f"{host.name}: {what} printed no JSON: {_sample(done.stdout)}", NO_JSON_HINT
+        )
     if done.rc != 0:
         lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
         message = next((ln[len("error: ") :] for ln in lines if ln.startswith("error: ")), None)
@@ -77,17 +81,71 @@ def _json(host: Host, done: Completed, what: str) -> Any:
             hint,
         )
     try:
-        return json.loads(done.stdout)
-    except json.JSONDecodeError:
+        data = json.loads(done.stdout)
+    except (json.JSONDecodeError, RecursionError):
         raise AgentError(
-            f"{host.name}: {what} printed no JSON: {done.stdout.strip()[:120]!r}",
-            "is the agent command right? (`vpcctl host set NAME --agent PATH`)",
+            f"{host.name}: {what} printed no JSON: {_sample(done.stdout)}", NO_JSON_HINT
         ) from None
+    return _object(host, what, data, "the answer")
+
+
+def _sample(text: str) -> str:
+    """A short, printable excerpt of what a host printed (it may be megabytes of anything)."""
+    head = text.strip()[:120]
+    more = f" ... ({len(text)} characters)" if len(text.strip()) > 120 else ""
+    return (repr(head) if head else "nothing") + more
+
+
+def _kind(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
+def _wrong(host: Host, what: str, where: str, value: object, wanted: str) -> AgentError:
+    return AgentError(
+        f"{host.name}: {what} answered JSON of the wrong shape: {where} is {_kind(value)}, "
+        f"not {wanted}",
+        f"is the agent command vpcctl {__version__}? (`vpcctl host bootstrap {host.name}`, "
+        f"or `vpcctl host set {host.name} --agent PATH`)",
+    )
+
+
+def _object(host: Host, what: str, value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _wrong(host, what, where, value, "an object")
+    return value
+
+
+def _field(
+    host: Host, what: str, obj: dict[str, Any], key: str, kind: type | tuple[type, ...],
+    default: Any = None,
+) -> Any:  # fmt: skip
+    """``obj[key]`` if it has the type ``kind`` (absent or null: ``default``)."""
+    value = obj.get(key)
+    if value is None:
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        wanted = " or ".join(_kind(k()) for k in kinds)
+        raise _wrong(host, what, repr(key), value, wanted)
+    return value
+
+
+def _objects(host: Host, what: str, obj: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    items = _field(host, what, obj, key, list, [])
+    return [_object(host, what, v, f"an item of {key!r}") for v in items]
+
+
+def _change_texts(host: Host, what: str, data: dict[str, Any]) -> list[str]:
+    return [
+        str(_field(host, what, c, "text", str, "?")) for c in _objects(host, what, data, "changes")
+    ]
 
 
 def check_version(host: Host, t: Transport) -> str:
     """The agent's version on the host; refuses a missing or different one before any change."""
-    done = t.run(agent_argv(host, "--version"), timeout=30)
+    done = t.run(agent_argv(host, "--version"))
     if done.rc != 0:
         raise AgentError(
             f"{host.name}: vpcctl agent not found ({' '.join(agent_argv(host))} --version: "
@@ -104,7 +162,27 @@ def check_version(host: Host, t: Transport) -> str:
     return found
 
 
-def for_each(
+class Interrupted(VpcctlError):
+    """Ctrl-C while hosts were being worked on: what is known of each (``results``: the hosts
+    that finished; ``running``: started and abandoned; ``waiting``: never started)."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, results: list[HostResult], running: list[str], waiting: list[str]):
+        parts = [f"{r.host} {'ok' if r.ok else 'failed'}" for r in results]
+        parts += [f"{n} unknown (abandoned while running: stopped there, rolled back unless it "
+                  "had finished)" for n in running]  # fmt: skip
+        parts += [f"{n} not started (unchanged)" for n in waiting]
+        super().__init__(
+            "interrupted: " + "; ".join(parts),
+            "run the same command again: it converges what is left" if running or waiting else None,
+        )
+        self.results = results
+        self.running = running
+        self.waiting = waiting
+
+
+def for_each(  # noqa: C901
     hosts: Sequence[Host],
     connect: Connect,
     work: Callable[[Host, Transport], HostResult],
@@ -113,28 +191,77 @@ def for_each(
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[HostResult], None] | None = None,
 ) -> list[HostResult]:
-    """Run ``work`` on every host, ``parallel`` at a time; one host's failure is its own."""
+    """Run ``work`` on every host, ``parallel`` at a time; one host's failure is its own.
 
-    def one(host: Host) -> HostResult:
+    Anything a host answers, however wrong, is that host's failure (never a traceback). The
+    first Ctrl-C stops waiting: the transports of running hosts are closed (which ends their
+    remote commands) and :class:`Interrupted` says what is known of every host."""
+    lock = threading.Lock()
+    pending = list(enumerate(hosts))
+    results: dict[int, HostResult] = {}
+    running: dict[int, Transport | None] = {}
+    all_done = threading.Event()
+    if not pending:
+        return []
+
+    def one(index: int, host: Host) -> HostResult:
         started = time.monotonic()
         if on_start:
             on_start(host.name)
         t: Transport | None = None
         try:
             t = connect(host)
+            with lock:
+                running[index] = t
             result = work(host, t)
         except VpcctlError as exc:
             result = HostResult(host.name, ok=False, error=exc.message, hint=exc.hint)
+        except Exception as exc:  # a host's answer must never become a traceback
+            result = HostResult(
+                host.name, ok=False, error=f"{host.name}: unexpected answer ({exc!r})"[:300],
+                hint="is the agent command right? (`vpcctl host set NAME --agent PATH`)",
+            )  # fmt: skip
         finally:
             if t is not None:
-                t.close()
+                with contextlib.suppress(Exception):
+                    t.close()
         result.seconds = time.monotonic() - started
         if on_done:
             on_done(result)
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        return list(pool.map(one, hosts))
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                index, host = pending.pop(0)
+                running[index] = None
+            result = one(index, host)
+            with lock:
+                running.pop(index, None)
+                results[index] = result
+                if len(results) == len(hosts):
+                    all_done.set()
+
+    for _ in range(min(max(1, parallel), len(hosts))):
+        # daemon threads: an abandoned host must not keep the process alive after Ctrl-C
+        threading.Thread(target=worker, name="vpcctl-host", daemon=True).start()
+    try:
+        while not all_done.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        with lock:
+            abandoned = dict(running)
+            never = [h.name for _i, h in pending]
+            pending.clear()
+            finished = [results[i] for i in sorted(results)]
+        for t in abandoned.values():
+            if t is not None:
+                with contextlib.suppress(Exception):
+                    t.close()
+        raise Interrupted(finished, [hosts[i].name for i in sorted(abandoned)], never) from None
+    return [results[i] for i in range(len(hosts))]
 
 
 def select(inv: Inventory, names: Iterable[str]) -> list[Host]:
@@ -153,13 +280,13 @@ def specs_json(inv: Inventory) -> dict[str, str]:
     return {name: enc.dumps(spec, compact=True) for name, spec in render_all(inv).items()}
 
 
-def _agent_apply(host: Host, t: Transport, spec_text: str, *extra: str) -> Any:
+def _agent_apply(host: Host, t: Transport, spec_text: str, *extra: str) -> dict[str, Any]:
     """One round trip: the agent checks its own version, stores the spec (atomically, 0600) and
     applies it. An agent too old to know --expect-version is caught by the version check."""
     argv = agent_argv(
         host, "agent", "apply", "-", "--json", "--expect-version", __version__, *extra
     )
-    done = t.run(argv, input=spec_text, timeout=300)
+    done = t.run(argv, input=spec_text)  # bounded by --timeout (the transport's own)
     try:
         return _json(host, done, "agent apply")
     except AgentError:
@@ -173,14 +300,14 @@ def up_one(host: Host, t: Transport, spec_text: str) -> HostResult:
     return HostResult(
         host.name,
         ok=True,
-        changed=bool(data.get("changed")),
-        changes=[c["text"] for c in data.get("changes", [])],
+        changed=bool(_field(host, "agent apply", data, "changed", bool, False)),
+        changes=_change_texts(host, "agent apply", data),
     )
 
 
 def plan_one(host: Host, t: Transport, spec_text: str) -> HostResult:
     data = _agent_apply(host, t, spec_text, "--dry-run")
-    changes = [c["text"] for c in data.get("changes", [])]
+    changes = _change_texts(host, "agent apply --dry-run", data)
     return HostResult(host.name, ok=True, changed=bool(changes), changes=changes)
 
 
@@ -189,18 +316,19 @@ def status_one(host: Host, t: Transport) -> HostResult:
     data = _json(host, t.run(agent_argv(host, "agent", "status", "--json")), "agent status")
     now = time.time()
     peers = []
-    for p in data.get("peers", []):
-        hs = p.get("latest_handshake")
+    what = "agent status"
+    for p in _objects(host, what, data, "peers"):
+        hs = _field(host, what, p, "latest_handshake", (int, float))
         age = now - hs if hs else None
         peers.append(
             {
-                "name": p.get("name"),
-                "public_key": p.get("public_key"),
-                "endpoint": p.get("endpoint"),
+                "name": _field(host, what, p, "name", str),
+                "public_key": _field(host, what, p, "public_key", str),
+                "endpoint": _field(host, what, p, "endpoint", str),
                 "handshake_age": round(age, 1) if age is not None else None,
                 "fresh": age is not None and age < FRESH_HANDSHAKE,
-                "rx_bytes": p.get("rx_bytes"),
-                "tx_bytes": p.get("tx_bytes"),
+                "rx_bytes": _field(host, what, p, "rx_bytes", int),
+                "tx_bytes": _field(host, what, p, "tx_bytes", int),
             }
         )
     return HostResult(
@@ -209,23 +337,51 @@ def status_one(host: Host, t: Transport) -> HostResult:
         data={
             "reachable": True,
             "version": version,
-            "applied": data.get("applied"),
+            "applied": _field(host, what, data, "applied", bool),
             "peers": peers,
         },
     )
+
+
+def table_one(host: Host, t: Transport) -> HostResult:
+    """The host's merged live table (`agent table --json`): every running container it knows.
+    ``data["table"]`` is the validated :class:`~vpcctl.admin.views.Table`."""
+    from vpcctl.admin.views import parse_table
+    from vpcctl.core.errors import ValidationError
+
+    done = t.run(agent_argv(host, "agent", "table", "--json"), timeout=60)
+    if done.rc == 2 and "invalid choice" in done.stderr:
+        raise AgentError(
+            f"{host.name}: its agent has no live table (vpcctl there predates `agent table`)",
+            f"run `vpcctl host bootstrap {host.name}` to install vpcctl {__version__} there",
+        )
+    raw = _json(host, done, "agent table")
+    try:
+        table = parse_table(host.name, raw)
+    except ValidationError as exc:
+        raise AgentError(
+            exc.message, "is that host's vpcctl the same version as this one?"
+        ) from None
+    return HostResult(host.name, ok=True, data={"table": table})
 
 
 def check_one(host: Host, t: Transport) -> HostResult:
     """Pre-flight of `join`: agent version, root/sudo, WireGuard, nftables; then keygen."""
     check_version(host, t)
     info = _json(host, t.run(agent_argv(host, "agent", "check", "--json")), "agent check")
-    problems = [p for p in info.get("problems", [])]
+    problems = _objects(host, "agent check", info, "problems")
     if problems:
-        raise AgentError(f"{host.name}: {problems[0]['message']}", problems[0].get("hint"))
+        first = problems[0]
+        message = _field(host, "agent check", first, "message", str, "a problem")
+        raise AgentError(f"{host.name}: {message}", _field(host, "agent check", first, "hint", str))
+    _field(host, "agent check", info, "wireguard", str)
     key = _json(host, t.run(agent_argv(host, "agent", "keygen", "--json")), "agent keygen")
+    public = _field(host, "agent keygen", key, "public_key", str)
+    if public is None:
+        raise _wrong(host, "agent keygen", "'public_key'", None, "a string")
     return HostResult(
-        host.name, ok=True, changed=bool(key.get("created")),
-        data={"public_key": key["public_key"], "check": info},
+        host.name, ok=True, changed=bool(_field(host, "agent keygen", key, "created", bool)),
+        data={"public_key": public, "check": info},
     )  # fmt: skip
 
 

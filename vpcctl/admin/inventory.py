@@ -12,13 +12,10 @@ write rewrites the file in canonical form (stable ordering, one table per object
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import re
 import tempfile
-import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Address, IPv4Network
@@ -28,8 +25,14 @@ from typing import Any
 import tomli_w
 
 from vpcctl.admin import limits
-from vpcctl.core.errors import InventoryError, LockError, ValidationError
+from vpcctl.core.errors import InventoryError, ValidationError
+from vpcctl.core.lock import lock_path as _sidecar
+from vpcctl.core.lock import locked
 from vpcctl.core.model import (
+    DEFAULT_DOMAIN,
+    DEFAULT_INTERFACE,
+    DEFAULT_PORT,
+    DEFAULT_ROUTING,
     ROUTINGS,
     SCHEMA_VERSION,
     Container,
@@ -189,7 +192,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
     m = r.table(raw["mesh"], "mesh")
     r.keys(m, "mesh", ("name", "cidr"), ("port", "interface", "domain", "routing"))
-    routing = m.get("routing", "ipip")
+    routing = m.get("routing", DEFAULT_ROUTING)
     if routing not in ROUTINGS:
         raise ValidationError(
             f"{r.where('mesh.routing')}: {routing!r} is not a routing mode",
@@ -198,9 +201,9 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     mesh = Mesh(
         name=parse_label(m["name"], r.where("mesh.name"), "mesh name"),
         cidr=parse_range(m["cidr"], r.where("mesh.cidr")),
-        port=parse_port(m.get("port", 51820), r.where("mesh.port")),
-        interface=parse_ifname(m.get("interface", "vpc0"), r.where("mesh.interface")),
-        domain=parse_domain(m.get("domain", "vpc.internal"), r.where("mesh.domain")),
+        port=parse_port(m.get("port", DEFAULT_PORT), r.where("mesh.port")),
+        interface=parse_ifname(m.get("interface", DEFAULT_INTERFACE), r.where("mesh.interface")),
+        domain=parse_domain(m.get("domain", DEFAULT_DOMAIN), r.where("mesh.domain")),
         routing=routing,
     )
 
@@ -317,6 +320,9 @@ def _overlaps(
             holder = (net, label)
 
 
+Bad = Callable[[str, str, str], None]  # (key, problem, hint): record one problem
+
+
 def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
     """Every cross-object problem: overlaps, duplicates, dangling references.
 
@@ -327,13 +333,24 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
     def bad(key: str, problem: str, hint: str) -> None:
         out.append(ValidationError(f"{source}: {key}: {problem}", hint))
 
+    for check in (_cidr_problems, _host_problems, _vpc_problems, _container_problems,
+                  _service_problems):  # fmt: skip
+        check(inv, bad)
+    out.extend(limits.problems(inv, source))  # names and ranges that cannot work
+    return out
+
+
+def _cidr_problems(inv: Inventory, bad: Bad) -> None:
     mesh = inv.mesh
     nets = [(mesh.cidr, "mesh.cidr")] + [(v.cidr, f"vpcs.{v.name}.cidr") for v in inv.vpcs.values()]
     for a, b, na, nb in _overlaps(nets):
         bad(b, f"{nb} overlaps {a} ({na})", "every VPC and the mesh need CIDRs that do not overlap")
 
+
+def _host_problems(inv: Inventory, bad: Bad) -> None:
     by_address: dict[IPv4Address, str] = {}
     by_key: dict[str, str] = {}
+    mesh = inv.mesh
     first, last = mesh.cidr.network_address + 1, mesh.cidr.broadcast_address - 1
     for host in inv.hosts.values():
         key = f"hosts.{host.name}"
@@ -374,6 +391,8 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
                     "remove the slice or add the VPC",
                 )
 
+
+def _vpc_problems(inv: Inventory, bad: Bad) -> None:
     for vpc in inv.vpcs.values():
         key = f"vpcs.{vpc.name}"
         if not vpc.services.subnet_of(vpc.cidr):
@@ -413,6 +432,8 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
                 "duplicate slice (a merge?): remove the host and add it again",
             )
 
+
+def _container_problems(inv: Inventory, bad: Bad) -> None:
     seen_ip: dict[tuple[str, IPv4Address], str] = {}
     for c in inv.containers.values():
         key = f'containers."{c.key}"'
@@ -445,6 +466,8 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
         else:
             seen_ip[(c.vpc, c.ip)] = c.key
 
+
+def _service_problems(inv: Inventory, bad: Bad) -> None:
     seen_vip: dict[tuple[str, IPv4Address], str] = {}
     for svc in inv.services.values():
         key = f'services."{svc.key}"'
@@ -475,27 +498,29 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
             )
         else:
             seen_vip[(svc.vpc, svc.vip)] = svc.key
-        ports_seen: set[tuple[int, str]] = set()
-        names_seen: set[str] = set()
-        for p in svc.ports:
-            if (p.port, p.proto) in ports_seen:
-                bad(f"{key}.ports", f"port {p.port}/{p.proto} listed twice", "list each port once")
-            ports_seen.add((p.port, p.proto))
-            if p.name is not None:
-                if p.name in names_seen:
-                    bad(f"{key}.ports", f"port name {p.name!r} listed twice", "name each port once")
-                names_seen.add(p.name)
-        for b in svc.backends:
-            if f"{svc.vpc}/{b}" not in inv.containers:
-                bad(
-                    f"{key}.backends",
-                    f"no container {b!r} in VPC {svc.vpc}",
-                    f"add it with `vpcctl container add {b} --vpc {svc.vpc} --host HOST`, or remove the backend",
-                )
-        if len(set(svc.backends)) != len(svc.backends):
-            bad(f"{key}.backends", "a backend is listed twice", "list each backend once")
-    out.extend(limits.problems(inv, source))
-    return out
+        _service_ports_and_backends(inv, svc, key, bad)
+
+
+def _service_ports_and_backends(inv: Inventory, svc: Service, key: str, bad: Bad) -> None:
+    ports_seen: set[tuple[int, str]] = set()
+    names_seen: set[str] = set()
+    for p in svc.ports:
+        if (p.port, p.proto) in ports_seen:
+            bad(f"{key}.ports", f"port {p.port}/{p.proto} listed twice", "list each port once")
+        ports_seen.add((p.port, p.proto))
+        if p.name is not None:
+            if p.name in names_seen:
+                bad(f"{key}.ports", f"port name {p.name!r} listed twice", "name each port once")
+            names_seen.add(p.name)
+    for b in svc.backends:
+        if f"{svc.vpc}/{b}" not in inv.containers:
+            bad(
+                f"{key}.backends",
+                f"no container {b!r} in VPC {svc.vpc}",
+                f"add it with `vpcctl container add {b} --vpc {svc.vpc} --host HOST`, or remove the backend",
+            )
+    if len(set(svc.backends)) != len(svc.backends):
+        bad(f"{key}.backends", "a backend is listed twice", "list each backend once")
 
 
 def warnings(inv: Inventory) -> list[str]:
@@ -680,44 +705,8 @@ def _write_atomic(path: Path, directory: Path, text: str) -> None:
 
 
 def lock_path(path: Path) -> Path:
-    path = target(path)
-    return path.with_name(f".{path.name}.lock")
-
-
-@contextlib.contextmanager
-def locked(path: Path, wait: float = 30.0, what: str = "the inventory") -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (through a sidecar ``.vpc.toml.lock`` file, since the
-    inventory itself is replaced by rename). Waits up to ``wait`` seconds."""
-    lock = lock_path(path)
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise LockError(
-            f"{lock}: cannot open lock file ({exc.strerror or exc})",
-            "check that the directory exists and is writable",
-        ) from None
-    except ValueError as exc:  # a NUL byte in the path
-        raise LockError(f"{lock}: cannot open lock file ({exc})", "check the path") from None
-    try:
-        deadline = time.monotonic() + wait
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise LockError(
-                        f"{path}: another vpcctl is working on {what} (waited {wait:g} s)",
-                        "wait for it to finish, or raise --wait",
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
-        yield
-    finally:
-        os.close(fd)
+    """The lock file beside the inventory (beside its target when it is a symlink)."""
+    return _sidecar(target(path))
 
 
 def ignore_lock_file(path: Path) -> Path | None:

@@ -11,6 +11,7 @@ from ipaddress import IPv4Interface, IPv4Network
 
 from vpcctl.core.errors import NotFoundError
 from vpcctl.core.model import (
+    DEFAULT_STATE_DIR,
     KEEPALIVE_SECONDS,
     VPC_MTU,
     WG_MTU,
@@ -224,7 +225,7 @@ def wg_quick(spec: HostSpec, private_key: str | None = None) -> str:
     if private_key is not None:
         lines.append(f"PrivateKey = {private_key}")
     else:
-        lines.append(f"PostUp = wg set %i private-key /etc/vpcctl/{spec.private_key_file}")
+        lines.append(f"PostUp = wg set %i private-key {DEFAULT_STATE_DIR / spec.private_key_file}")
     if spec.routing == "ipip":
         lines.append("Table = off")
     for p in spec.peers:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import shlex
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,13 @@ import paramiko
 
 from vpcctl.admin.transport import Completed, HostKeyError, TransportError, put_command
 from vpcctl.core.model import SshTarget
+
+# paramiko logs a failed connection (a tarpit, a reset) with its traceback from its own thread;
+# with no handler Python prints those to stderr, where cron would mail them. The errors that
+# matter are raised to us and reported as one line; the library's log stays quiet.
+_paramiko_log = logging.getLogger("paramiko")
+_paramiko_log.addHandler(logging.NullHandler())
+_paramiko_log.propagate = False
 
 
 def default_known_hosts() -> Path:
@@ -93,6 +102,79 @@ def _resolve(target: SshTarget, opts: SshOptions) -> dict[str, Any]:
         "identityfile": [os.path.expanduser(p) for p in conf.get("identityfile", [])],
         "proxyjump": conf.get("proxyjump"),
     }
+
+
+STDOUT_LIMIT = 16 << 20  # bytes of a command's stdout kept (the agent's JSON); more: an error
+STDERR_LIMIT = 1 << 20  # bytes of stderr kept (the last ones matter: error and hint lines)
+KILL_GRACE = 10  # seconds the remote command has after TERM (to roll back) before KILL
+WATCH_EVERY = 1  # seconds between the remote watchdog's checks that this side is still there
+
+# The remote wrapper. `timeout` ends the command (TERM to its process group, KILL after the
+# grace) a little after this side gives up; the watchdog ends it as soon as this side closes the
+# channel (Ctrl-C, our own timeout): sshd then closes the pipes, and the watchdog's next blank line
+# on stderr fails. Its blank lines are ignored here; it holds no fd of the channel but stderr,
+# and is killed as soon as the command ends, so it delays nothing.
+_WRAPPER = (
+    'exec 3<&0; "$@" <&3 3<&- & c=$!; exec 3<&-; '
+    "( trap '' PIPE; while kill -0 $c 2>/dev/null; do sleep {every} 2>/dev/null </dev/null; "
+    "printf '\\n' >&2 || {{ kill -TERM $c 2>/dev/null; exit; }}; done ) >/dev/null </dev/null & "
+    "w=$!; wait $c; r=$?; kill $w 2>/dev/null; exit $r"
+)
+
+
+def remote_command(argv: Sequence[str], timeout: float) -> str:
+    """``argv`` as a shell command line that cannot outlive ``timeout`` (plus a little) nor
+    this side's channel."""
+    limit = max(1, int(timeout) + 2)
+    script = _WRAPPER.format(every=WATCH_EVERY)
+    return shlex.join(
+        ["timeout", "-k", str(KILL_GRACE), str(limit), "sh", "-c", script, "sh", *argv]
+    )
+
+
+def _shown(command: str) -> str:
+    """The interesting part of a wrapped command line, for messages."""
+    return command.rsplit(" sh ", 1)[-1][:80]
+
+
+class _Stream:
+    """What was read of one output stream, up to ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.dropped = 0
+        self.timed_out = False
+        self.failed: Exception | None = None
+
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+        self.dropped += max(0, len(chunk) - max(room, 0))
+
+    def text(self) -> str:
+        return self.data.decode(errors="replace")
+
+
+def _drain(chan: paramiko.Channel, stderr: bool, stream: _Stream, deadline: float) -> None:
+    """Read stdout or stderr of ``chan`` to its end (or the deadline) into ``stream``."""
+    recv = chan.recv_stderr if stderr else chan.recv
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                stream.timed_out = True
+                return
+            chan.settimeout(left)  # both readers set about the same value
+            chunk = recv(65536)
+            if not chunk:
+                return
+            stream.add(chunk)
+    except TimeoutError:  # socket.timeout: the channel's timeout (set to the deadline)
+        stream.timed_out = True
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        stream.failed = exc
 
 
 class SshTransport:
@@ -181,53 +263,75 @@ class SshTransport:
             ) from None
         return client
 
-    def _command(self, argv: Sequence[str]) -> str:
-        cmd = shlex.join(argv)
+    def _command(self, argv: Sequence[str], timeout: float) -> str:
+        """The remote command line: ``argv`` under :func:`remote_command` (ended on the host
+        when it overruns or when this side goes away), with ``sudo -n`` for a non-root login."""
+        cmd = remote_command(argv, timeout)
         return f"sudo -n {cmd}" if self.sudo else cmd
 
     def _exec(self, command: str, data: bytes | None, timeout: float) -> Completed:
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise TransportError(f"{self.target}: SSH connection closed", "retry")
+        deadline = time.monotonic() + timeout
+        chan: paramiko.Channel | None = None
         try:
-            chan = transport.open_session(timeout=self.opts.connect_timeout)
-            chan.settimeout(timeout)
+            chan = transport.open_session(timeout=min(self.opts.connect_timeout, timeout))
+            chan.settimeout(max(deadline - time.monotonic(), 0.001))
             chan.exec_command(command)
             if data:
                 chan.sendall(data)
             chan.shutdown_write()
-            # Blocking reads (no polling: with many hosts in parallel, polling threads would
-            # fight over the GIL). stdout to its end, then stderr, which paramiko buffers.
-            deadline = time.monotonic() + timeout
-            out = bytearray()
-            while chunk := chan.recv(65536):
-                out += chunk
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-            err = bytearray()
-            while chunk := chan.recv_stderr(65536):
-                err += chunk
+            # both streams at once: stderr in a helper thread, stdout here (blocking reads, no
+            # polling), each kept up to its cap and drained beyond it so the command never
+            # stalls on a full pipe; every read bounded by the one deadline
+            err = _Stream(STDERR_LIMIT)
+            reader = threading.Thread(
+                target=_drain, args=(chan, True, err, deadline), daemon=True,
+                name="ssh-stderr",
+            )  # fmt: skip
+            reader.start()
+            out = _Stream(STDOUT_LIMIT)
+            _drain(chan, False, out, deadline)
+            reader.join(max(deadline - time.monotonic(), 0.0))
+            if reader.is_alive() or err.timed_out or out.timed_out:
+                raise TimeoutError
+            if err.failed is not None:
+                raise err.failed
             if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError
             rc = chan.recv_exit_status()
-            chan.close()
         except TimeoutError:
             raise TransportError(
-                f"{self.target}: command timed out after {timeout:g} s: {command[:60]}",
+                f"{self.target}: command timed out after {timeout:g} s (ended there): "
+                f"{_shown(command)}",
                 "raise --timeout, or check the host",
             ) from None
-        except (paramiko.SSHException, OSError) as exc:
-            raise TransportError(f"{self.target}: SSH command failed: {exc}", "retry") from None
-        return Completed(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransportError(
+                f"{self.target}: SSH command failed: {exc or type(exc).__name__}", "retry"
+            ) from None
+        finally:
+            if chan is not None:
+                chan.close()  # the remote side sees the channel go and ends the command
+        if out.dropped:
+            raise TransportError(
+                f"{self.target}: the command printed more than {STDOUT_LIMIT >> 20} MiB: "
+                f"{_shown(command)}",
+                "is the agent command right? (`vpcctl host set NAME --agent PATH`)",
+            )
+        return Completed(rc, out.text(), err.text())
 
     def run(
         self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None
     ) -> Completed:
         data = input.encode() if input is not None else None
-        return self._exec(self._command(argv), data, timeout or self.opts.command_timeout)
+        limit = timeout or self.opts.command_timeout
+        return self._exec(self._command(argv, limit), data, limit)
 
-    def put(self, path: str, data: bytes, *, timeout: float = 60.0) -> None:
-        done = self._exec(self._command(put_command(path)), data, timeout)
+    def put(self, path: str, data: bytes, *, timeout: float | None = None) -> None:
+        limit = timeout or self.opts.command_timeout
+        done = self._exec(self._command(put_command(path), limit), data, limit)
         if done.rc != 0:
             raise TransportError(
                 f"{self.target}: cannot write {path}: {done.stderr.strip()[:200]}",

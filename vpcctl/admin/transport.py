@@ -1,6 +1,6 @@
 """How the admin side reaches a host: the Transport protocol.
 
-push.py talks only to this protocol; ssh.py implements it with paramiko.
+fanout.py talks only to this protocol; ssh.py implements it with paramiko.
 """
 
 from __future__ import annotations
@@ -10,15 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from vpcctl.core.errors import VpcctlError
+from vpcctl.core.errors import HostKeyError, TransportError
 
-
-class TransportError(VpcctlError):
-    """The host could not be reached or a command could not be run there."""
-
-
-class HostKeyError(TransportError):
-    """The host's SSH key is unknown (and not accepted) or has changed."""
+__all__ = ["Completed", "HostKeyError", "Transport", "TransportError", "put_command"]
 
 
 @dataclass(frozen=True)
@@ -32,10 +26,14 @@ class Transport(Protocol):
     target: str
 
     def run(
-        self, argv: Sequence[str], *, input: str | None = None, timeout: float = 120.0
-    ) -> Completed: ...
+        self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None
+    ) -> Completed:
+        """Run ``argv`` on the host; at most ``timeout`` seconds (None: the transport's own
+        command timeout, `--timeout`), after which the command is ended on the host too and
+        TransportError raised."""
+        ...
 
-    def put(self, path: str, data: bytes, *, timeout: float = 60.0) -> None: ...
+    def put(self, path: str, data: bytes, *, timeout: float | None = None) -> None: ...
 
     def close(self) -> None: ...
 

@@ -9,10 +9,11 @@ typer application (and pydantic, rich) is even imported; the typer app only list
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vpcctl import __version__
 from vpcctl.core.errors import ExitCode, SpecError, VpcctlError
@@ -148,6 +149,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     quiet = args.json or args.dry_run
     progress = None if quiet else (lambda c: _info(f"  {c.describe()}"))
     result = converge(spec, state, dry_run=args.dry_run, progress=progress, backend=args.backend)
+    for line in [] if args.json else result.messages:
+        _info(line)
     if args.json:
         _json(result.to_json())
     elif result.plan.empty:
@@ -164,15 +167,18 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from vpcctl.host import docker
     from vpcctl.host.agent import status
     from vpcctl.host.kernel import LinuxSystem
     from vpcctl.host.state import StateDir
 
+    state = StateDir.default(args.state_dir)
     system = LinuxSystem()
     try:
-        data = status(system, StateDir.default(args.state_dir))
+        data = status(system, state)
     finally:
         system.close()
+    data["docker"] = docker.status(state.applied_spec())
     if args.json:
         _json(data)
         return 0
@@ -191,7 +197,23 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{(f'{age:.0f}s ago' if age is not None else 'never'):>10}  "
             f"rx {p['rx_bytes']} tx {p['tx_bytes']}\n"
         )
+    sys.stdout.write(_docker_line(data["docker"]) + "\n")
     return 0
+
+
+def _docker_line(d: dict[str, Any]) -> str:
+    if not d.get("present"):
+        return "  docker: not running here"
+    if not d.get("reachable"):
+        return f"  docker: not reachable ({d.get('error')})"
+    dns = d.get("dns")
+    verdict = dns.get("containers_get_resolver") if isinstance(dns, dict) else None
+    text = {"all": "all containers get vpcctl's resolver",
+            "some": "some containers lack vpcctl's resolver (run them with --dns <gateway>)",
+            "none": "no container gets vpcctl's resolver (run them with --dns <gateway>)",
+            "no containers": "no containers on vpcctl's networks"}.get(str(verdict), "")  # fmt: skip
+    nets = d.get("networks") or []
+    return f"  docker {d.get('version')}: networks {', '.join(map(str, nets)) or '-'}; {text}"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -210,20 +232,31 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from vpcctl.host import docker
     from vpcctl.host.agent import down
     from vpcctl.host.kernel import LinuxSystem
     from vpcctl.host.state import StateDir
 
     state = StateDir.default(args.state_dir)
+    applied = state.applied_spec()
     system = LinuxSystem()
     try:
         with state.locked():
+            # Docker's networks first (they sit on the bridges about to go); only vpcctl's
+            dk = docker.remove_networks(applied.mesh if applied else None)
             result = down(system, state)
     finally:
         system.close()
     if args.json:
-        _json({"removed": result.plan.to_json()})
+        out: dict[str, object] = {"removed": result.plan.to_json()}
+        if dk.present:
+            out["docker"] = dk.to_json()
+        _json(out)
         return 0
+    for name in dk.removed:
+        _info(f"  remove Docker network {name}")
+    for p in dk.problems:
+        _info(f"  docker: warning: {p}")
     for line in result.plan.describe():
         _info(f"  {line}")
     _info(
@@ -243,12 +276,37 @@ COMMANDS = {
 }
 
 
+class Terminated(VpcctlError):
+    """SIGTERM or SIGHUP (`vpcctl up` gave up: its timeout, Ctrl-C, a cut connection)."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+def _terminate_as_error() -> None:
+    """SIGTERM and SIGHUP raise :class:`Terminated`, once: an apply under way then rolls back
+    like any failure (a second signal during the rollback is ignored; SIGKILL still works)."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated(
+            f"stopped by signal {signal.Signals(signum).name}",
+            "the admin side gave up (timeout or Ctrl-C): run `vpcctl up` again",
+        )
+
+    with contextlib.suppress(ValueError):  # not the main thread (tests): leave signals alone
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, handler)
+
+
 def run(argv: Sequence[str]) -> int:
     """Parse and run; the agent's one error boundary (same messages and codes as the CLI)."""
     try:
         args = parser().parse_args(list(argv))
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
+    _terminate_as_error()
     try:
         return COMMANDS[args.command](args)
     except VpcctlError as exc:
@@ -256,6 +314,14 @@ def run(argv: Sequence[str]) -> int:
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")
         return int(exc.exit_code)
+    except OSError as exc:  # a file outside an apply (--save, the key, the lock): say which
+        from vpcctl.host.state import StateDir, as_error
+
+        err = as_error(exc, StateDir.default(getattr(args, "state_dir", None)))
+        sys.stderr.write(f"error: {err.message}\n")
+        if err.hint:
+            sys.stderr.write(f"hint: {err.hint}\n")
+        return int(ExitCode.ERROR)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return int(ExitCode.INTERRUPTED)

@@ -15,6 +15,7 @@ from vpcctl.cli.app import inventory_path, new_app, report, state
 from vpcctl.cli.dns import dns_app
 from vpcctl.cli.objects import container_app, host_app, service_app, vpc_app
 from vpcctl.cli.output import info, print_json, warn
+from vpcctl.core import model
 
 app = new_app(
     "vpcctl: a private, encrypted, cloud-style VPC across your own machines.\n\n"
@@ -61,13 +62,19 @@ def init(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Mesh name (a DNS label)."),
     mesh_cidr: str = typer.Option(
-        "10.90.0.0/24", "--mesh-cidr", help="Host addresses on the mesh."
+        model.DEFAULT_MESH_CIDR, "--mesh-cidr", help="Host addresses on the mesh."
     ),
-    domain: str = typer.Option("vpc.internal", "--domain", help="DNS domain of the mesh."),
-    port: int = typer.Option(51820, "--port", help="WireGuard UDP port on every host."),
-    interface: str = typer.Option("vpc0", "--interface", help="WireGuard interface name."),
+    domain: str = typer.Option(model.DEFAULT_DOMAIN, "--domain", help="DNS domain of the mesh."),
+    port: int = typer.Option(
+        model.DEFAULT_PORT, "--port", help="WireGuard UDP port on every host."
+    ),
+    interface: str = typer.Option(
+        model.DEFAULT_INTERFACE, "--interface", help="WireGuard interface name."
+    ),
     routing: str = typer.Option(
-        "ipip", "--routing", help='"ipip" (default) or "wireguard" (kernels without ipip).'
+        model.DEFAULT_ROUTING,
+        "--routing",
+        help='"ipip" (default) or "wireguard" (kernels without ipip).',
     ),
 ) -> None:
     """Create a new inventory (vpc.toml in this directory, or -i PATH).

@@ -10,10 +10,11 @@ import typer
 
 from vpcctl.cli.app import new_app
 from vpcctl.cli.output import info
+from vpcctl.core.model import DEFAULT_STATE_DIR, ZONE_FILE
 
 dns_app = new_app("The resolver: names of containers and services, per VPC.")
 
-DEFAULT_ZONE = Path("/etc/vpcctl/zone.json")  # == resolver.DEFAULT_ZONE_FILE (lazy import)
+DEFAULT_ZONE = DEFAULT_STATE_DIR / ZONE_FILE  # == resolver.DEFAULT_ZONE_FILE (lazy import)
 
 
 @dns_app.command("serve")

@@ -1,4 +1,4 @@
-"""`vpcctl host|vpc|container|service add/rm/ls`: thin commands over pure ops."""
+"""`vpcctl host|vpc|container|service add/rm/ls`: thin commands over the pure inventory edits."""
 
 from __future__ import annotations
 
@@ -438,6 +438,84 @@ def container_rm(
     info(f"removed container {v}/{n}")
 
 
+LIVE_OPT = typer.Option(
+    False, "--live", help="Also ask the hosts (over SSH) which containers run now."
+)
+VIA_OPT = typer.Option(
+    [],
+    "--via",
+    help="With --live: ask only this host (its table holds the whole mesh's); repeatable.",
+    autocompletion=_complete("hosts"),
+)
+CONNECT_OPT = typer.Option(
+    10.0, "--connect-timeout", help="Seconds to wait for SSH to connect.", callback=nonnegative
+)
+KNOWN_OPT = typer.Option(
+    None,
+    "--known-hosts",
+    envvar="VPCCTL_KNOWN_HOSTS",
+    help="vpcctl's known-hosts file (default ~/.config/vpcctl/known_hosts).",
+)
+
+
+def _ask_live(
+    ctx: typer.Context,
+    inv: Any,
+    via: list[str],
+    connect_timeout: float,
+    known_hosts: Path | None,
+) -> tuple[Any, list[str], list[str]]:
+    """Every asked host's live table -> (the running endpoints, the hosts that answered, the
+    hosts that failed).
+
+    Says on stderr which hosts could not be asked, and which answered without a daemon."""
+    from vpcctl.admin import fanout, views
+    from vpcctl.cli.output import warn
+    from vpcctl.cli.push import _connector
+
+    results = fanout.for_each(
+        fanout.select(inv, via),
+        _connector(ctx, connect_timeout, 60.0, False, known_hosts),
+        fanout.table_one,
+    )
+    tables = []
+    failed = []
+    for r in results:
+        if r.ok:
+            t = r.data["table"]
+            tables.append(t)
+            if not t.daemon:
+                warn(
+                    f"{r.host}: no agent daemon runs there: nothing live from it (`vpcctl agent run`)"
+                )
+        else:
+            failed.append(r.host)
+            hint = f" (hint: {r.hint})" if r.hint else ""
+            warn(f"{r.host} could not be asked: {r.error}{hint}")
+            tables.append(views.Table(host=r.host, error=r.error))
+    live, notes = views.running(inv, tables)
+    for n in notes:
+        warn(n)
+    if failed:
+        warn(
+            f"{len(failed)} of {len(results)} hosts could not be asked: containers only they "
+            "know of may be missing"
+        )
+    return live, [r.host for r in results if r.ok], failed
+
+
+def _offline_note(live: bool, what: str) -> None:
+    if not live:
+        info(f"declared {what} only (from the inventory); add --live to ask the hosts")
+
+
+def _partial(failed: list[str]) -> None:
+    from vpcctl.core.errors import ExitCode
+
+    if failed:
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
 @container_app.command("ls")
 def container_ls(
     ctx: typer.Context,
@@ -447,26 +525,67 @@ def container_ls(
     host: str | None = typer.Option(
         None, "--host", help="Only this host.", autocompletion=_complete("hosts")
     ),
+    live: bool = LIVE_OPT,
+    via: list[str] = VIA_OPT,
+    connect_timeout: float = CONNECT_OPT,
+    known_hosts: Path | None = KNOWN_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """List containers.
+    """List containers: declared ones, and with --live the running ones the hosts discovered.
 
-    [bold]Example[/]
+    SOURCE says where a row comes from: "declared" (vpc.toml) or "discovered" (running in
+    Docker on a VPC network, announced by its host). READY is the container's health (a
+    HEALTHCHECK still starting or unhealthy = no). A host that cannot be asked is named on
+    stderr and the exit code is 4.
+
+    [bold]Examples[/]
 
       vpcctl container ls --vpc prod --json
+
+      vpcctl container ls --live
+
+      vpcctl container ls --live --via nas --json | jq '.[] | select(.source == "discovered")'
     """
+    from vpcctl.admin import views
+
     inv = _load(ctx)
     _known(inv, vpc, host)
-    rows = sorted(inv.containers.values(), key=lambda c: (c.vpc, c.name))
-    rows = [c for c in rows if (vpc is None or c.vpc == vpc) and (host is None or c.host == host)]
+    failed: list[str] = []
+    answered: list[str] = []
+    endpoints = None
+    if live:
+        endpoints, answered, failed = _ask_live(ctx, inv, via, connect_timeout, known_hosts)
+    rows = views.container_rows(inv, endpoints, answered)
+    rows = [r for r in rows if (vpc is None or r.vpc == vpc) and (host is None or r.host == host)]
     if as_json:
-        print_json([_container_json(inv, c) for c in rows])
-        return
-    table(
-        ["VPC", "NAME", "HOST", "IP"],
-        [(c.vpc, c.name, c.host, c.ip) for c in rows],
-        "no containers: add one with `vpcctl container add NAME --vpc VPC --host HOST`",
-    )
+        print_json([r.to_json(inv.mesh.domain) for r in rows])
+    else:
+        yes_no = {True: "yes", False: "no", None: None}
+        table(
+            [
+                "VPC",
+                "NAME",
+                "HOST",
+                "IP",
+                "SOURCE",
+                *(["RUNNING", "READY", "NOTE"] if live else []),
+            ],
+            [
+                (
+                    r.vpc,
+                    r.name,
+                    r.host,
+                    r.ip,
+                    r.source,
+                    *([yes_no[r.running], yes_no[r.ready], r.note] if live else []),
+                )
+                for r in rows
+            ],
+            "no containers: add one with `vpcctl container add NAME --vpc VPC --host HOST`, "
+            "or run one in Docker on a VPC network (see `vpcctl container ls --live`)",
+        )
+    _offline_note(live, "containers")
+    _partial(failed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,35 +697,65 @@ def service_rm(
 def service_ls(
     ctx: typer.Context,
     vpc: str | None = typer.Option(None, "--vpc", autocompletion=_complete("vpcs")),
+    live: bool = LIVE_OPT,
+    via: list[str] = VIA_OPT,
+    connect_timeout: float = CONNECT_OPT,
+    known_hosts: Path | None = KNOWN_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """List services.
+    """List services; with --live, also each service's live backends: its declared backends and
+    the ready running containers its selector picks, wherever they run (what every host's DNAT
+    set for the VIP converges to).
 
-    [bold]Example[/]
+    [bold]Examples[/]
 
       vpcctl service ls --json
+
+      vpcctl service ls --live --vpc prod
     """
+    from vpcctl.admin import views
+    from vpcctl.core.model import selector_text
+
     inv = _load(ctx)
     _known(inv, vpc, None)
+    failed: list[str] = []
+    backends: Any = None
+    if live:
+        endpoints, _, failed = _ask_live(ctx, inv, via, connect_timeout, known_hosts)
+        backends = views.service_backends(inv, endpoints)
     rows = sorted(inv.services.values(), key=lambda s: (s.vpc, s.name))
     rows = [s for s in rows if vpc is None or s.vpc == vpc]
     if as_json:
-        print_json([_service_json(inv, s) for s in rows])
-        return
-    from vpcctl.core.model import selector_text
-
-    table(
-        ["VPC", "NAME", "VIP", "PORTS", "BACKENDS", "SELECTOR"],
-        [
-            (
-                s.vpc,
-                s.name,
-                s.vip,
-                " ".join(str(p) for p in s.ports),
-                " ".join(s.backends),
-                selector_text(s.selector),
-            )
-            for s in rows
-        ],
-        "no services: add one with `vpcctl service add NAME --vpc VPC --port 80 --backend C`",
-    )
+        out = []
+        for s in rows:
+            entry = _service_json(inv, s)
+            if backends is not None:
+                entry["live_backends"] = [b.to_json() for b in backends[(s.vpc, s.name)]]
+            out.append(entry)
+        print_json(out)
+    else:
+        columns = ["VPC", "NAME", "VIP", "PORTS", "BACKENDS", "SELECTOR"]
+        if backends is not None:
+            columns.append("LIVE BACKENDS")
+        table(
+            columns,
+            [
+                (
+                    s.vpc,
+                    s.name,
+                    s.vip,
+                    " ".join(str(p) for p in s.ports),
+                    " ".join(s.backends),
+                    selector_text(s.selector),
+                    *(
+                        [" ".join(str(b) for b in backends[(s.vpc, s.name)]) or "(none)"]
+                        if backends is not None
+                        else []
+                    ),
+                )
+                for s in rows
+            ],
+            "no services: add one with `vpcctl service add NAME --vpc VPC --port 80 --backend C`",
+        )
+    _offline_note(live, "backends")
+    _partial(failed)

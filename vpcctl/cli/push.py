@@ -130,10 +130,11 @@ def _converge(
     """Converge hosts. On a terminal: progress and a summary; otherwise output only when
     something changed or failed (cron mails only then), or with --json."""
     from vpcctl.admin import fanout, inventory
+    from vpcctl.core.lock import locked
 
     path = inventory_path(ctx)
     tty = sys.stderr.isatty() and not as_json
-    with inventory.locked(path, wait, what="the mesh (another `vpcctl up` runs)"):
+    with locked(path, wait, what="the mesh (another `vpcctl up` runs)"):
         inv = inventory.load(path)
         chosen = fanout.select(inv, hosts)
         specs = fanout.specs_json(inv)

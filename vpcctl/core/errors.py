@@ -1,7 +1,8 @@
 """One error hierarchy and the exit codes (see README "Exit codes").
 
 Every failure a user can fix is a :class:`VpcctlError` with a one-line message and a hint that
-says what to do next. The CLI turns them into exit codes in exactly one place (``cli/main.py``).
+says what to do next. The CLI turns them into exit codes in exactly one place (``cli/app.py``; ``cli/agent.py`` for the
+lean agent front-end, with the same messages and codes).
 """
 
 from __future__ import annotations
@@ -72,3 +73,24 @@ class ApplyError(VpcctlError):
 
 class SpecError(VpcctlError):
     """A HostSpec could not be read or is invalid."""
+
+
+class ProgramError(KernelError):
+    """A program vpcctl runs on this machine (core/run.py) is missing, could not start or did
+    not finish in time."""
+
+
+class TransportError(VpcctlError):
+    """The host could not be reached or a command could not be run there."""
+
+
+class HostKeyError(TransportError):
+    """The host's SSH key is unknown (and not accepted) or has changed."""
+
+
+class AgentError(VpcctlError):
+    """The agent on a host is missing, of another version, or failed."""
+
+
+class BootstrapError(VpcctlError):
+    """vpcctl could not be installed on a host."""

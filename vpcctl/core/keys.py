@@ -8,7 +8,6 @@ A host's private key is born on that host (``vpcctl agent keygen``) in a file cr
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import os
 import stat
@@ -40,13 +39,12 @@ class PrivateKey:
 
     @classmethod
     def from_base64(cls, text: str) -> PrivateKey:
+        from vpcctl.core.model import key_bytes
+
         try:
-            raw = base64.b64decode(text.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise KeyFileError("private key is not valid base64", "regenerate it") from None
-        if len(raw) != 32:
-            raise KeyFileError("private key is not 32 bytes", "regenerate it")
-        return cls(raw)
+            return cls(key_bytes(text))
+        except ValueError as exc:
+            raise KeyFileError(f"private key is {exc}", "regenerate it") from None
 
     def to_base64(self) -> str:
         return base64.b64encode(self.raw).decode("ascii")
@@ -73,7 +71,9 @@ def write_secret(path: Path, data: bytes) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)  # in case of an unusual umask; still before any byte
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a write to a nearly full disk can be short before it fails
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     except BaseException:
         os.close(fd)

@@ -22,6 +22,7 @@ from ipaddress import (
     IPv6Address,
     NetmaskValueError,
 )
+from pathlib import Path
 from typing import Literal
 
 from vpcctl.core.errors import ValidationError
@@ -39,7 +40,14 @@ DEFAULT_DOMAIN = "vpc.internal"
 DEFAULT_SLICE_PREFIX = 24
 # "hostmaster.DOMAIN" (the SOA mailbox) is the shortest name the zone always holds under DOMAIN
 MAX_DOMAIN = MAX_FQDN - len("hostmaster.")
+DEFAULT_ROUTING: Routing = "ipip"
 KEEPALIVE_SECONDS = 25
+
+# Each host keeps vpcctl's secrets and history in one state directory (host/state.py derives every
+# path from it); the resolver reads its zone from there too.
+DEFAULT_STATE_DIR = Path("/etc/vpcctl")
+STATE_DIR_ENV = "VPCCTL_STATE_DIR"
+ZONE_FILE = "zone.json"
 
 # MTU arithmetic (README "MTU"): a 1500-byte underlay carries WireGuard with at most 80 bytes of
 # overhead (IPv6 outer header 40 + UDP 8 + WireGuard 32), so the WireGuard interface gets 1420.
@@ -67,6 +75,44 @@ LABEL_VALUE_MAX = 255
 _PORTSPEC_RE = re.compile(
     r"^(?:([a-z0-9](?:[a-z0-9-]{0,13}[a-z0-9])?)=)?([0-9]{1,5})(?:/(tcp|udp))?\Z"
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# the one reading of a key, an endpoint and an interface name; every side parses through these
+
+KEY_LEN = 32
+MAX_IFNAME_LEN = 15  # IFNAMSIZ - 1
+
+
+def key_bytes(text: str) -> bytes:
+    """The 32 bytes of a WireGuard key written in base64 (surrounding whitespace allowed).
+    ValueError "not valid base64" or "not 32 bytes"; the key itself is never in the message."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not valid base64") from None
+    if len(raw) != KEY_LEN:
+        raise ValueError(f"not {KEY_LEN} bytes")
+    return raw
+
+
+def split_endpoint(text: str) -> tuple[str, str]:
+    """``HOST:PORT`` -> (HOST, PORT text), split at the last colon; HOST keeps the brackets of
+    ``[IPv6]``. ValueError when there is no colon. Each caller checks the parts it accepts."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise ValueError("not HOST:PORT")
+    return host, port
+
+
+def ifname_problem(name: str) -> str | None:
+    """What makes ``name`` unusable as a Linux interface name, or None: 1 to 15 characters, not
+    "." or "..", no "/", ":", whitespace or unprintable characters."""
+    if not 0 < len(name) <= MAX_IFNAME_LEN or name in (".", ".."):
+        return f"must be 1..{MAX_IFNAME_LEN} chars"
+    if any(c in name for c in "/:") or any(c.isspace() for c in name) or not name.isprintable():
+        return "no '/', ':', whitespace or control characters"
+    return None
 
 
 def _is_number(text: str) -> bool:
@@ -130,7 +176,9 @@ def parse_domain(value: object, where: str) -> str:
 
 
 def parse_ifname(value: object, where: str) -> str:
-    if not isinstance(value, str) or not _IFNAME_RE.match(value):
+    """An interface name vpcctl creates: a Linux interface name (:func:`ifname_problem`) made of
+    the characters that are safe in every config file and command line (A-Z a-z 0-9 _ . -)."""
+    if not isinstance(value, str) or ifname_problem(value) or not _IFNAME_RE.match(value):
         raise _fail(
             where,
             f"{_shown(value)} is not a valid interface name",
@@ -278,7 +326,7 @@ def parse_endpoint(value: object, where: str) -> str:
     hint = 'use HOST:PORT, e.g. "203.0.113.10:51820" or "[2001:db8::1]:51820"'
     if not isinstance(value, str) or ":" not in value:
         raise _fail(where, f"{_shown(value)} is not a HOST:PORT endpoint", hint)
-    host, _, port_text = value.rpartition(":")
+    host, port_text = split_endpoint(value)
     if not _is_number(port_text) or not host:
         raise _fail(where, f"{_shown(value)} is not a HOST:PORT endpoint", hint)
     port = int(port_text)
@@ -350,10 +398,11 @@ def parse_public_key(value: object, where: str) -> str:
     if not isinstance(value, str) or len(value) != 44 or not value.endswith("="):
         raise _fail(where, f"{_shown(value)} is not a WireGuard public key", hint)
     try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise _fail(where, f"{_shown(value)} is not valid base64", hint) from None
-    if len(raw) != 32 or base64.b64encode(raw).decode() != value:
+        raw = key_bytes(value)
+    except ValueError as exc:
+        problem = "is not valid base64" if "base64" in str(exc) else "is not a WireGuard public key"
+        raise _fail(where, f"{_shown(value)} {problem}", hint) from None
+    if base64.b64encode(raw).decode() != value:
         raise _fail(where, f"{_shown(value)} is not a WireGuard public key", hint)
     if raw == bytes(32):
         raise _fail(where, "the all-zero key is not a WireGuard public key", hint)
@@ -531,6 +580,18 @@ class Inventory:
 def gateway(slice_: IPv4Network) -> IPv4Interface:
     """The first usable address of a slice is its gateway, on the VPC bridge of that host."""
     return IPv4Interface(f"{slice_.network_address + 1}/{slice_.prefixlen}")
+
+
+def docker_range(slice_: IPv4Network) -> IPv4Network | None:
+    """The upper half of a slice: the addresses Docker allocates from (``--ip-range``).
+
+    Declared containers (``vpc.toml``) get addresses from the lower half only (after the
+    gateway), so an address Docker hands out can never collide with a declared one. None for
+    slices too small to split (/30 and longer)."""
+    if slice_.prefixlen >= 30:
+        return None
+    return IPv4Network((int(slice_.network_address) + (slice_.num_addresses // 2),
+                        slice_.prefixlen + 1))  # fmt: skip
 
 
 def split_key(key: str, where: str) -> tuple[str, str]:

@@ -63,7 +63,7 @@ def _valid_name(name: str) -> bool:
     return True
 
 
-def merge_zone(zone: ZoneData, endpoints: Iterable[Endpoint]) -> tuple[ZoneData, tuple[str, ...]]:
+def merge_zone(zone: ZoneData, endpoints: Iterable[Endpoint]) -> tuple[ZoneData, tuple[str, ...]]:  # noqa: C901
     """The declared zone plus every discovered container name, and a message per clash.
 
     Never changes a declared record; the result's containers are sorted by name."""

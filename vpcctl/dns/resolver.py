@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import ClassVar
 
 from dnslib import (
     CLASS,
@@ -55,11 +56,11 @@ from dnslib import (
 )
 
 from vpcctl.core.errors import SpecError, ValidationError, VpcctlError
-from vpcctl.core.model import parse_address, parse_int
+from vpcctl.core.model import DEFAULT_STATE_DIR, ZONE_FILE, parse_address, parse_int
 from vpcctl.core.spec import HostSpec, ZoneData, zone_from_dict
 from vpcctl.dns import zone as zone_mod
 
-DEFAULT_ZONE_FILE = Path("/etc/vpcctl/zone.json")
+DEFAULT_ZONE_FILE = DEFAULT_STATE_DIR / ZONE_FILE
 DEFAULT_LISTEN = ("127.0.0.1", 53)
 DNS_PORT = 53
 RESOLV_CONF = Path("/etc/resolv.conf")
@@ -72,8 +73,11 @@ FORWARD_WORKERS = 64
 POLL_INTERVAL = 0.25  # zone file check
 CACHE_LIMIT = 65536  # remembered answers, all views together; the cache restarts when full
 CLIENT_LIMIT = 65536  # remembered client address -> view decisions
-TCP_CONNECTIONS = 128  # concurrent TCP clients
-TCP_IDLE = 10.0  # seconds a TCP client may stay silent
+TCP_CONNECTIONS = 128  # concurrent TCP connections in all; when full, the longest idle goes
+TCP_PER_CLIENT = 8  # concurrent TCP connections of one client address
+TCP_IDLE = 10.0  # seconds in which the whole of the next query must arrive over TCP
+TCP_DEADLINE = 30.0  # seconds a TCP connection may last in all, however busy
+SUMMARY_INTERVAL = 60.0  # at most one log line this often about packets not answered normally
 RECV_BUFFER = 4 << 20  # UDP socket receive buffer: absorbs bursts
 
 # Query headers (after the ID) of the common shape of query, the only one the fast path knows:
@@ -119,6 +123,11 @@ class Config:
     resolv_conf: Path = RESOLV_CONF
     forward_timeout: float = FORWARD_TIMEOUT
     poll_interval: float = POLL_INTERVAL
+    tcp_idle: float = TCP_IDLE
+    tcp_deadline: float = TCP_DEADLINE
+    tcp_per_client: int = TCP_PER_CLIENT
+    tcp_connections: int = TCP_CONNECTIONS
+    summary_interval: float = SUMMARY_INTERVAL
 
 
 def listen_addresses(spec: HostSpec) -> list[str]:
@@ -432,6 +441,8 @@ def dispatch(tables: Tables, packet: bytes, client: str, max_size: int | None = 
         return _header_reply(packet, RCODE.FORMERR)
     try:
         request = DNSRecord.parse(packet)
+        # a label over 63 octets or a name over 255 parses, but cannot be echoed or looked up
+        _question_bytes(request.q)
     except Exception:  # hostile input: dnslib raises DNSError, and others on some packets
         return _header_reply(packet, RCODE.FORMERR)
     opts = [r for r in request.ar if r.rtype == QTYPE.OPT]
@@ -516,14 +527,20 @@ def _matches(reply: bytes, packet: bytes, question: bytes) -> bool:
     )
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    data = b""
+def _recv_until(sock: socket.socket, n: int, deadline: float) -> bytes | None:
+    """Exactly ``n`` bytes, all of them by ``deadline`` (monotonic clock), or TimeoutError: a
+    peer trickling one byte at a time cannot stretch the wait. None: the peer closed."""
+    data = bytearray()
     while len(data) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
         chunk = sock.recv(n - len(data))
         if not chunk:
             return None
         data += chunk
-    return data
+    return bytes(data)
 
 
 def _tcp_exchange(
@@ -534,10 +551,10 @@ def _tcp_exchange(
             upstream, timeout=max(deadline - time.monotonic(), 0.01)
         ) as s:
             s.sendall(struct.pack("!H", len(packet)) + packet)
-            head = _recv_exact(s, 2)
+            head = _recv_until(s, 2, deadline)
             if head is None:
                 return None
-            reply = _recv_exact(s, struct.unpack("!H", head)[0])
+            reply = _recv_until(s, struct.unpack("!H", head)[0], deadline)
     except OSError:
         return None
     return reply if reply is not None and _matches(reply, packet, question) else None
@@ -660,6 +677,58 @@ def _stderr(message: str) -> None:
     sys.stderr.flush()
 
 
+class Counters:
+    """What the resolver did not answer normally, counted instead of logged one line each.
+
+    ``add`` counts (any thread); ``summary`` (the watcher, every poll) logs one line with the
+    counts since the last line, at most every ``interval`` seconds. ``totals`` since start."""
+
+    KINDS: ClassVar[dict[str, str]] = {
+        "malformed": "malformed packets dropped",
+        "formerr": "answered FORMERR",
+        "tcp_refused": "TCP connections refused (too many)",
+        "tcp_evicted": "idle TCP connections closed for new ones",
+        "tcp_timeout": "TCP connections timed out",
+        "tcp_bad": "TCP connections hung up on (not a query)",
+        "errors": "internal errors",
+    }
+
+    def __init__(
+        self, log: Log, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._log = log
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._since = clock()
+        self.pending: dict[str, int] = {}
+        self.totals: dict[str, int] = {}
+
+    def add(self, kind: str, n: int = 1) -> None:
+        with self._lock:
+            self.pending[kind] = self.pending.get(kind, 0) + n
+            self.totals[kind] = self.totals.get(kind, 0) + n
+
+    def summary(self, force: bool = False) -> None:
+        now = self._clock()
+        with self._lock:
+            if not self.pending or (not force and now - self._since < self._interval):
+                return
+            counts, self.pending = self.pending, {}
+            seconds, self._since = now - self._since, now
+        text = ", ".join(f"{n} {self.KINDS.get(k, k)}" for k, n in sorted(counts.items()))
+        self._log(f"in the last {seconds:.0f} s: {text}")
+
+
+@dataclass
+class _Conn:
+    """One TCP connection: its client, and since when it waits for a query (None: busy)."""
+
+    client: str
+    idle_since: float | None
+    closing: bool = False
+
+
 @dataclass
 class _Sockets:
     udp: list[socket.socket] = field(default_factory=list)
@@ -692,10 +761,11 @@ class Server:
         self._resolv_key: tuple[int, int, int, int] | None = None
         self._pool = ThreadPoolExecutor(FORWARD_WORKERS, thread_name_prefix="dns-forward")
         self._forward_slots = threading.BoundedSemaphore(FORWARD_WORKERS)
-        self._tcp_slots = threading.BoundedSemaphore(TCP_CONNECTIONS)
-        self._tcp_conns: set[socket.socket] = set()
+        self._tcp_conns: dict[socket.socket, _Conn] = {}
         self._lock = threading.Lock()
         self.reloads = 0
+        self.counters = Counters(log, config.summary_interval)
+        self._error_logged = 0.0  # when an internal error was last logged in full
 
     # -- lifecycle
 
@@ -742,6 +812,7 @@ class Server:
             t.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._close_sockets()
+        self.counters.summary(force=True)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until stopped; True if it was."""
@@ -817,8 +888,24 @@ class Server:
             try:
                 self._check_zone()
                 self._check_upstreams()
+                self.counters.summary()
             except Exception as exc:  # the watcher must outlive any one bad zone file
                 self._log(f"error: reloading failed: {exc!r}")
+
+    def _error(self, what: str, exc: BaseException) -> None:
+        """An internal error (a bug): counted; logged in full at most once per summary interval,
+        so that a packet flood hitting a bug cannot flood the log."""
+        self.counters.add("errors")
+        now = time.monotonic()
+        if now - self._error_logged >= self.config.summary_interval:
+            self._error_logged = now
+            self._log(f"error: {what}: {exc!r}")
+
+    def _count(self, out: Outcome) -> None:
+        if out is None:
+            self.counters.add("malformed")
+        elif isinstance(out, bytes) and len(out) >= 4 and out[3] & 0xF == RCODE.FORMERR:
+            self.counters.add("formerr")
 
     # -- UDP
 
@@ -848,10 +935,12 @@ class Server:
             try:
                 out = dispatch(self.tables, packet, addr[0])
             except Exception as exc:  # a bug must cost one answer, not the server
-                self._log(f"error: answering {addr[0]}: {exc!r}")
+                self._error(f"answering {addr[0]}", exc)
                 continue
-            if out is None:
-                continue
+            if out is None or (isinstance(out, bytes) and out[3] & 0xF == RCODE.FORMERR):
+                self._count(out)
+                if out is None:
+                    continue
             if isinstance(out, Forward):
                 self._forward_udp(sock, out, addr)
                 continue
@@ -876,11 +965,34 @@ class Server:
             with contextlib.suppress(OSError):
                 sock.sendto(reply if reply is not None else servfail(fwd), addr)
         except Exception as exc:  # keep the slot accounting right whatever happens
-            self._log(f"error: forwarding for {addr[0]}: {exc!r}")
+            self._error(f"forwarding for {addr[0]}", exc)
         finally:
             self._forward_slots.release()
 
     # -- TCP
+
+    def _admit(self, conn: socket.socket, client: str) -> bool:
+        """Register a new connection within the caps: per client (refused beyond it) and in all
+        (then the connection idle the longest is closed for it; refused if none is idle)."""
+        cfg = self.config
+        with self._lock:
+            live = [c for c in self._tcp_conns.values() if not c.closing]
+            if sum(c.client == client for c in live) >= cfg.tcp_per_client:
+                self.counters.add("tcp_refused")
+                return False
+            if len(live) >= cfg.tcp_connections:
+                idle = [(c.idle_since, s) for s, c in self._tcp_conns.items()
+                        if not c.closing and c.idle_since is not None]  # fmt: skip
+                if not idle:
+                    self.counters.add("tcp_refused")
+                    return False
+                _since, victim = min(idle, key=lambda e: e[0])
+                self._tcp_conns[victim].closing = True
+                with contextlib.suppress(OSError):
+                    victim.shutdown(socket.SHUT_RDWR)  # its thread sees the end and cleans up
+                self.counters.add("tcp_evicted")
+            self._tcp_conns[conn] = _Conn(client, time.monotonic())
+        return True
 
     def _serve_tcp(self, listener: socket.socket) -> None:
         while not self._stopping.is_set():
@@ -891,25 +1003,39 @@ class Server:
                     return
                 time.sleep(0.01)  # e.g. out of file descriptors: do not spin
                 continue
-            if not self._tcp_slots.acquire(blocking=False):
+            if not self._admit(conn, addr[0]):
                 conn.close()
                 continue
-            with self._lock:
-                self._tcp_conns.add(conn)
-            threading.Thread(
-                target=self._serve_conn, args=(conn, addr[0]), name="dns-tcp-conn", daemon=True
-            ).start()
+            try:
+                threading.Thread(
+                    target=self._serve_conn, args=(conn, addr[0]), name="dns-tcp-conn",
+                    daemon=True,
+                ).start()  # fmt: skip
+            except RuntimeError:  # no thread to be had: this connection only
+                self._forget(conn)
+
+    def _forget(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._tcp_conns.pop(conn, None)
+        conn.close()
 
     def _serve_conn(self, conn: socket.socket, client: str) -> None:
+        cfg = self.config
+        end = time.monotonic() + cfg.tcp_deadline
+        with self._lock:
+            info = self._tcp_conns.get(conn)
         try:
-            conn.settimeout(TCP_IDLE)
-            while not self._stopping.is_set():
-                head = _recv_exact(conn, 2)
+            while not self._stopping.is_set() and info is not None:
+                now = time.monotonic()
+                info.idle_since = now
+                by = min(end, now + cfg.tcp_idle)  # the whole next query, prefix included
+                head = _recv_until(conn, 2, by)
                 if head is None:
                     return
-                packet = _recv_exact(conn, struct.unpack("!H", head)[0])
+                packet = _recv_until(conn, struct.unpack("!H", head)[0], by)
                 if packet is None:
                     return
+                info.idle_since = None
                 out = dispatch(self.tables, packet, client, max_size=65535)
                 if isinstance(out, Forward):
                     reply = forward(
@@ -921,14 +1047,18 @@ class Server:
                     )
                     out = reply if reply is not None else servfail(out, 65535)
                 if out is None:
+                    self.counters.add("tcp_bad")
                     return  # not a query: hang up
+                if out[3] & 0xF == RCODE.FORMERR:
+                    self.counters.add("formerr")
+                # a client that does not read its answer is bounded by the deadline too
+                conn.settimeout(max(end - time.monotonic(), 0.001))
                 conn.sendall(struct.pack("!H", len(out)) + out)
+        except TimeoutError:
+            self.counters.add("tcp_timeout")
         except OSError:
             return
         except Exception as exc:  # a bug must cost one connection, not the server
-            self._log(f"error: answering {client} over TCP: {exc!r}")
+            self._error(f"answering {client} over TCP", exc)
         finally:
-            with self._lock:
-                self._tcp_conns.discard(conn)
-            conn.close()
-            self._tcp_slots.release()
+            self._forget(conn)

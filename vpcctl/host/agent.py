@@ -49,6 +49,7 @@ from vpcctl.host.changes import (
 from vpcctl.host.linktypes import ALIAS_PREFIX, RTPROT_VPCCTL
 from vpcctl.host.state import (
     StateDir,
+    as_error,
     host_as_recorded,
     only_names_changed,
     record_fingerprint,
@@ -74,7 +75,8 @@ def keygen(state: StateDir) -> tuple[str, bool]:
 def check() -> dict[str, Any]:
     """Can this host run the agent: root, WireGuard (kernel or wireguard-go), nftables."""
     import os
-    import shutil
+
+    from vpcctl.core import run
 
     problems: list[dict[str, str]] = []
     root = os.geteuid() == 0
@@ -86,7 +88,7 @@ def check() -> dict[str, Any]:
         from vpcctl.host.wireguard import kernel_has_wireguard
 
         kernel = kernel_has_wireguard()
-    userspace = shutil.which("wireguard-go") is not None
+    userspace = run.which("wireguard-go") is not None
     if not kernel and not userspace:
         problems.append(
             {
@@ -94,7 +96,7 @@ def check() -> dict[str, Any]:
                 "hint": "modprobe wireguard (Linux >= 5.6), or apt-get install wireguard-go",
             }
         )
-    nft = shutil.which("nft") is not None
+    nft = run.which("nft") is not None
     if not nft:
         problems.append({"message": "nft not found", "hint": "apt-get install nftables"})
     return {
@@ -171,10 +173,21 @@ def desired_for(
 # apply
 
 
+_WIREGUARD = (CreateWireGuard, SetPrivateKey, SetListenPort, SetPeer, RemovePeer)
+_STATE = (LoadFirewall, DeleteFirewall, WriteZone, StartResolver, StopResolver)
+
+
 def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | None) -> None:
+    if isinstance(change, _WIREGUARD):
+        _execute_wireguard(change, system, key)
+    elif isinstance(change, _STATE):
+        _execute_firewall_and_names(change, system, state)
+    else:
+        _execute_links_and_routes(change, system)
+
+
+def _execute_wireguard(change: Change, system: System, key: PrivateKey | None) -> None:
     match change:
-        case SetForwarding(on=on):
-            system.set_forwarding(on)
         case CreateWireGuard(name=name, backend=backend, mtu=mtu, alias=alias):
             system.wg_create(name, backend, mtu, alias)
         case SetPrivateKey(dev=dev):
@@ -187,6 +200,12 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
             system.wg_update_peer(dev, update)
         case RemovePeer(dev=dev, public_key=pk):
             system.wg_remove_peer(dev, pk)
+
+
+def _execute_links_and_routes(change: Change, system: System) -> None:
+    match change:
+        case SetForwarding(on=on):
+            system.set_forwarding(on)
         case CreateTunnel(name=name, local=local, mtu=mtu, alias=alias):
             system.add_ipip(name, local, mtu, alias)
         case CreateBridge(name=name, mtu=mtu, alias=alias):
@@ -203,6 +222,12 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
             system.add_route(route)
         case DelRoute(route=route):
             system.del_route(route)
+        case _:
+            raise ApplyError(f"unknown change {change!r}", "this is a bug in vpcctl")
+
+
+def _execute_firewall_and_names(change: Change, system: System, state: StateDir) -> None:
+    match change:
         case LoadFirewall(digest=digest, text=text):
             from vpcctl.host import firewall
 
@@ -223,8 +248,6 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
             system.start_resolver(argv, state.resolver_pid, state.resolver_log)
         case StopResolver():
             system.stop_resolver(state.resolver_pid)
-        case _:
-            raise ApplyError(f"unknown change {change!r}", "this is a bug in vpcctl")
 
 
 @dataclass
@@ -237,9 +260,13 @@ class Result:
     rolled_back: bool = False
     messages: list[str] = field(default_factory=list)
     zone_only: bool = False  # the names-only fast path: only the zone file was written
+    docker: dict[str, Any] | None = None  # what the Docker step did (None: no Docker here)
 
     def to_json(self) -> dict[str, Any]:
-        return result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
+        out = result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
+        if self.docker is not None:
+            out["docker"] = self.docker
+        return out
 
 
 def _run(
@@ -283,7 +310,18 @@ def apply(
         if own:
             system.close()
     if own and not dry_run:
-        record_fingerprint(spec, state)
+        from vpcctl.host import docker
+
+        if docker.present():
+            # after the bridges exist with their gateways: Docker adopts them (README "Docker")
+            report = docker.ensure_networks(spec)
+            result.docker = report.to_json()
+            result.messages += report.lines()
+        try:
+            record_fingerprint(spec, state)
+        except OSError:  # applied all the same; without a fingerprint the next apply looks closely
+            with contextlib.suppress(OSError):
+                state.fingerprint.unlink()
     result.seconds = time.monotonic() - started
     return result
 
@@ -327,9 +365,24 @@ def _write_zone_only(
     change = WriteZone(records=names, text=zone)
     if progress:
         progress(change)
-    state.write(state.zone, zone)
-    state.write(state.applied, spec_text)
-    record_fingerprint(spec, state)
+    old = state.read(state.zone)
+    try:
+        state.write(state.zone, zone)
+        state.write(state.applied, spec_text)
+        record_fingerprint(spec, state)
+    except Exception as exc:  # a full disk, say: put the old zone back
+        err = as_error(exc, state)
+        with contextlib.suppress(OSError):
+            state.fingerprint.unlink()
+        restored = "restored the previous zone"
+        try:
+            if old is not None:
+                state.write(state.zone, old)
+        except OSError:
+            restored = "could not restore the previous zone"
+        raise ApplyError(
+            f"{change.describe()} failed: {err.message}; {restored}", err.hint
+        ) from None
     return Result(host=spec.host, plan=Plan((change,)), applied=1, zone_only=True)
 
 
@@ -362,12 +415,12 @@ def _apply(
 
     try:
         result.applied = _run(p, system, state, key, step)
-    except VpcctlError as exc:
-        with contextlib.suppress(FileNotFoundError):
+        state.write(state.applied, spec_text)
+    except Exception as exc:  # any failure (a full disk, a bug): the host goes back
+        with contextlib.suppress(OSError):
             state.fingerprint.unlink()
         failed = started[-1] if started else None
-        raise _rollback(spec, system, state, key, failed, exc) from None
-    state.write(state.applied, spec_text)
+        raise _rollback(spec, system, state, key, failed, as_error(exc, state)) from None
     return result
 
 
@@ -392,11 +445,25 @@ def _rollback(
         else:
             # first apply: remove exactly what this apply created (everything vpcctl owns)
             back = plan(Desired(spec=None), observe(system, None, state))
-        _run(back, system, state, key, None)
-    except VpcctlError as again:
+    except Exception as again:
         return ApplyError(
-            f"{what} failed: {exc.message}; rollback to {target} also failed: {again.message}",
+            f"{what} failed: {exc.message}; rollback to {target} could not be planned: "
+            f"{as_error(again, state).message}",
             "inspect with `vpcctl agent status` and re-run the apply",
+        )
+    # best effort: one change that cannot be undone (a state file on a full disk) must not
+    # leave the kernel objects after it in place
+    failures: list[str] = []
+    for change in back.changes:
+        try:
+            _execute(change, system, state, key)
+        except Exception as again:
+            failures.append(f"{change.describe()}: {as_error(again, state).message}")
+    if failures:
+        return ApplyError(
+            f"{what} failed: {exc.message}; rollback to {target} also failed: {failures[0]}"
+            + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""),
+            exc.hint or "inspect with `vpcctl agent status` and re-run the apply",
         )
     return ApplyError(
         f"{what} failed: {exc.message}; restored {target} ({len(back.changes)} changes undone)",

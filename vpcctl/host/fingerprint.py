@@ -16,45 +16,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import subprocess
 from ipaddress import IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
 
+from vpcctl.core import run
 from vpcctl.core.spec import HostSpec
-
-FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
-
-
-def _run(argv: list[str]) -> str | None:
-    exe = shutil.which(argv[0])
-    if exe is None:
-        return None
-    try:
-        done = subprocess.run(
-            [exe, *argv[1:]], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
+from vpcctl.host.firewall import TABLE_FAMILY, TABLE_NAME
+from vpcctl.host.linktypes import ALIAS_PREFIX, FORWARDING, RTPROT_VPCCTL
 
 
 def _ip_batch(*commands: str) -> list[Any] | None:
     """Several `ip -j -d -4` commands in one process (`ip -batch`): one JSON document each."""
-    exe = shutil.which("ip")
-    if exe is None:
+    text = run.output(["ip", "-j", "-d", "-4", "-batch", "-"], input="\n".join(commands) + "\n")
+    if text is None:
         return None
-    try:
-        done = subprocess.run(
-            [exe, "-j", "-d", "-4", "-batch", "-"], input="\n".join(commands) + "\n",
-            capture_output=True, text=True, timeout=10, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    decoder, text, pos = json.JSONDecoder(), done.stdout, 0
+    decoder, pos = json.JSONDecoder(), 0
     docs: list[Any] = []
     try:
         while len(docs) < len(commands):
@@ -87,7 +64,7 @@ def _wg(spec: HostSpec, kind: str | None) -> Any:
         }
         return [dev.public_key, dev.listen_port, sorted(peers.items())]
     if kind == "wireguard":
-        out = _run(["wg", "show", spec.interface, "dump"])
+        out = run.output(["wg", "show", spec.interface, "dump"])
         if out is None:
             return None
         lines = [ln.split("\t") for ln in out.splitlines()]
@@ -103,6 +80,26 @@ def _wg(spec: HostSpec, kind: str | None) -> Any:
             peers[f[0]] = [ips, keep, f[2] if f[0] in want_endpoint and f[2] != "(none)" else None]
         return [head[1], int(head[2]), sorted(peers.items())]
     return None
+
+
+def _routes(spec: HostSpec, routes: list[dict[str, Any]]) -> list[list[Any]]:
+    """vpcctl's routes and any route into a VPC range, as comparable lists."""
+    nets: list[IPv4Network] = [v.cidr for v in spec.vpcs]
+    rts = []
+    for r in routes:
+        dst = r.get("dst", "default")
+        try:
+            net = ip_network(
+                "0.0.0.0/0" if dst == "default" else dst if "/" in dst else f"{dst}/32"
+            )
+        except ValueError:
+            continue
+        ours = str(r.get("protocol")) == str(RTPROT_VPCCTL)
+        if ours or any(isinstance(net, IPv4Network) and net.overlaps(n) for n in nets):
+            rts.append(
+                [dst, r.get("gateway"), r.get("dev"), r.get("protocol"), sorted(r.get("flags", []))]
+            )
+    return rts
 
 
 def fingerprint(
@@ -122,7 +119,7 @@ def fingerprint(
     for link in links:
         name = link.get("ifname")
         alias = link.get("ifalias") or ""
-        if name not in wanted and not alias.startswith("vpcctl:"):
+        if name not in wanted and not alias.startswith(ALIAS_PREFIX):
             continue
         info = link.get("linkinfo") or {}
         kind = info.get("info_kind")
@@ -136,22 +133,8 @@ def fingerprint(
             mine[a["ifname"]].append(
                 sorted(f"{x['local']}/{x['prefixlen']}" for x in a.get("addr_info", []))
             )
-    nets: list[IPv4Network] = [v.cidr for v in spec.vpcs]
-    rts = []
-    for r in routes:
-        dst = r.get("dst", "default")
-        try:
-            net = ip_network(
-                "0.0.0.0/0" if dst == "default" else dst if "/" in dst else f"{dst}/32"
-            )
-        except ValueError:
-            continue
-        ours = str(r.get("protocol")) in ("211",)
-        if ours or any(isinstance(net, IPv4Network) and net.overlaps(n) for n in nets):
-            rts.append(
-                [dst, r.get("gateway"), r.get("dev"), r.get("protocol"), sorted(r.get("flags", []))]
-            )
-    table = _run(["nft", "list", "table", "inet", "vpcctl"])
+    rts = _routes(spec, routes)
+    table = run.output(["nft", "list", "table", TABLE_FAMILY, TABLE_NAME])
     wg = _wg(spec, wg_kind)
     if wg is None and wg_kind is not None:
         return None
@@ -166,10 +149,18 @@ def fingerprint(
         except OSError:
             files.append(None)
     from vpcctl.host import processes
+    from vpcctl.host.docker import socket_stamp
 
     procs = [processes.running(p) for p in pidfiles or []]
+    # a dockerd started or restarted since (a new socket) takes the full path: its networks
+    # and vpcctl's DOCKER-USER accepts; both are part of what the last apply left
+    docker: list[object] | None = socket_stamp() if spec.vpcs else None
+    if docker is not None:
+        from vpcctl.host.iptables import listed
+
+        docker.append([r for r in listed() or [] if any(w.startswith("vpcctl:") for w in r)])
     blob = json.dumps(
-        [sorted(mine.items()), sorted(rts, key=str), wg, table, forwarding, files, procs],
+        [sorted(mine.items()), sorted(rts, key=str), wg, table, forwarding, files, procs, docker],
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -15,11 +15,10 @@ the old table and defines the new one, so the kernel swaps them atomically):
 from __future__ import annotations
 
 import hashlib
-import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vpcctl.core import run
 from vpcctl.core.errors import KernelError
 from vpcctl.core.spec import HostSpec
 
@@ -134,20 +133,13 @@ def delete_script() -> str:
 class Nft:
     binary: str = "nft"
 
-    def _run(
-        self, args: Sequence[str], stdin: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        exe = shutil.which(self.binary)
-        if exe is None:
-            raise KernelError("nft not found", "apt-get install nftables")
-        return subprocess.run(
-            [exe, *args], input=stdin, capture_output=True, text=True, check=False, timeout=30
-        )
+    def _run(self, args: Sequence[str], stdin: str | None = None) -> run.Done:
+        return run.run([self.binary, *args], input=stdin, hint="apt-get install nftables")
 
     def list_table(self) -> str | None:
         """Our table as nft lists it, or None when it does not exist."""
         done = self._run(["list", "table", TABLE_FAMILY, TABLE_NAME])
-        if done.returncode != 0:
+        if done.rc != 0:
             if "No such file" in done.stderr or "does not exist" in done.stderr:
                 return None
             raise KernelError(
@@ -159,7 +151,7 @@ class Nft:
     def load(self, table_text: str) -> None:
         script = load_script(table_text, self.list_table() is not None)
         done = self._run(["-f", "-"], stdin=script)
-        if done.returncode != 0:
+        if done.rc != 0:
             raise KernelError(
                 f"nft could not load the vpcctl table: {done.stderr.strip().splitlines()[0] if done.stderr.strip() else 'error'}",
                 "the kernel may lack nf_tables NAT support (modprobe nft_nat nft_chain_nat)",
@@ -169,7 +161,7 @@ class Nft:
         if self.list_table() is None:
             return
         done = self._run(["-f", "-"], stdin=delete_script())
-        if done.returncode != 0:
+        if done.rc != 0:
             raise KernelError(
                 f"nft could not delete the vpcctl table: {done.stderr.strip()}",
                 "check `nft list ruleset`",

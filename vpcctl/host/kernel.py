@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Protocol
 
 from vpcctl.core.errors import KernelError
-from vpcctl.host.linktypes import Link, Route
+from vpcctl.core.model import split_endpoint
+from vpcctl.host.linktypes import FORWARDING, Link, Route
 from vpcctl.host.wgtypes import PeerUpdate, WgDevice, WireGuardBackend
-
-FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
 
 
 class System(Protocol):
@@ -198,7 +197,7 @@ class LinuxSystem:
         processes.stop(pidfile)
 
     def resolve_endpoint(self, endpoint: str) -> str:
-        host, _, port = endpoint.rpartition(":")
+        host, port = split_endpoint(endpoint)
         if host.startswith("["):
             return endpoint
         try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
 
+FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")  # the sysctl vpcctl sets (and reads back)
 RT_TABLE_MAIN = 254
 # Routes vpcctl installs carry this route protocol number (see /etc/iproute2/rt_protos); vpcctl
 # only ever deletes routes that carry it.

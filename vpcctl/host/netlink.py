@@ -32,6 +32,7 @@ from pyroute2 import IPRoute, NetlinkError, WireGuard
 from pyroute2.netlink.generic.wireguard import AsyncWireGuard
 
 from vpcctl.core.errors import KernelError
+from vpcctl.core.model import WG_MTU
 from vpcctl.host.linktypes import Link, Route
 from vpcctl.host.wgtypes import (
     PeerConfig,
@@ -60,7 +61,6 @@ RTNH_F_ONLINK = 4
 IFF_UP = 0x1
 NLM_F_DUMP_INTR = 0x10
 DUMP_RETRIES = 5
-DEFAULT_WG_MTU = 1420
 # Allowed ips per WG_CMD_SET_DEVICE message; more are sent in follow-up
 # update_only messages (like wg(8) does), keeping each message well below the
 # netlink socket buffer limits.
@@ -788,7 +788,7 @@ class KernelWireGuard:
 
     def create(self, ifname: str, *, mtu: int | None = None, alias: str | None = None) -> None:
         with self._netlink_factory() as nl:
-            nl.add_wireguard(ifname, mtu=mtu or DEFAULT_WG_MTU, alias=alias or "")
+            nl.add_wireguard(ifname, mtu=mtu or WG_MTU, alias=alias or "")
 
     def delete(self, ifname: str) -> None:
         with self._netlink_factory() as nl:

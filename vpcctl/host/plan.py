@@ -131,48 +131,49 @@ def _link_changes(
     return out
 
 
-def plan(desired: Desired, observed: Observed) -> Plan:
-    spec = desired.spec
-    if spec is None:
-        return _plan_down(observed)
-    mine = alias_for(spec.mesh)
-    wg_kind = "wireguard" if observed.backend == "kernel" else "tun"
+def _wanted_links(spec: HostSpec, wg_kind: str) -> dict[str, str | None]:
+    """The links this spec wants, by name, with the kind each must have."""
     wanted: dict[str, str | None] = {spec.interface: wg_kind}
     if spec.tunnel is not None:
         wanted[spec.tunnel.name] = "ipip"
     for v in spec.vpcs:
         wanted[v.bridge] = "bridge"
-    _check_conflicts(spec, observed, wanted)
+    return wanted
 
-    changes: list[Change] = []
-    deletes_first: list[Change] = []
-    if not observed.forwarding:
-        changes.append(SetForwarding(True))
 
-    # -- WireGuard device
+Steps = tuple[list[Change], list[Change]]  # (deletes that must come first, the changes)
+
+
+def _wireguard(desired: Desired, observed: Observed, spec: HostSpec, wg_kind: str) -> Steps:
+    """The WireGuard device: created (or recreated when its kind is wrong), or adjusted."""
     iface = observed.links.get(spec.interface)
-    wg = observed.wg
+    first: list[Change] = []
     if iface is not None and iface.kind != wg_kind:
-        deletes_first.append(DeleteLink(spec.interface, iface.kind))
-        iface, wg = None, None
+        first.append(DeleteLink(spec.interface, iface.kind))
+        iface = None
+    key = desired.public_key or "?"
     if iface is None:
-        changes.append(CreateWireGuard(spec.interface, observed.backend, spec.mtu, mine))
-        changes.append(SetPrivateKey(spec.interface, desired.public_key or "?"))
+        return first, [
+            CreateWireGuard(spec.interface, observed.backend, spec.mtu, alias_for(spec.mesh)),
+            SetPrivateKey(spec.interface, key),
+            SetListenPort(spec.interface, spec.port),
+            SetLink(spec.interface, mtu=None, up=True),
+            AddAddress(spec.interface, spec.address),
+        ]
+    wg = observed.wg
+    changes: list[Change] = []
+    if wg is None or wg.public_key != desired.public_key:
+        changes.append(SetPrivateKey(spec.interface, key))
+    if wg is None or wg.listen_port != spec.port:
         changes.append(SetListenPort(spec.interface, spec.port))
-        changes.append(SetLink(spec.interface, mtu=None, up=True))
-        changes.append(AddAddress(spec.interface, spec.address))
-    else:
-        if wg is None or wg.public_key != desired.public_key:
-            changes.append(SetPrivateKey(spec.interface, desired.public_key or "?"))
-        if wg is None or wg.listen_port != spec.port:
-            changes.append(SetListenPort(spec.interface, spec.port))
-        changes += _link_changes(spec.interface, iface, spec.mtu, (spec.address,))
+    return first, changes + _link_changes(spec.interface, iface, spec.mtu, (spec.address,))
 
-    # -- peers, changed in place
+
+def _peers(spec: HostSpec, observed: Observed, wg: WgDevice | None) -> list[Change]:
+    """Peers changed in place: each one's minimal update, and removals."""
     current = dict(wg.peers) if wg is not None else {}
-    desired_keys = set()
+    changes: list[Change] = []
     for p in spec.peers:
-        desired_keys.add(p.public_key)
         endpoint = observed.endpoints.get(p.endpoint, p.endpoint) if p.endpoint else None
         cfg = PeerConfig(
             public_key=p.public_key,
@@ -185,79 +186,86 @@ def plan(desired: Desired, observed: Observed) -> Plan:
         if update is not None:
             changes.append(
                 SetPeer(
-                    spec.interface,
-                    p.name,
-                    cfg.public_key,
-                    cfg.endpoint,
-                    cfg.allowed_ips,
-                    cfg.keepalive,
-                    new=have is None,
-                    update=update,
+                    spec.interface, p.name, cfg.public_key, cfg.endpoint, cfg.allowed_ips,
+                    cfg.keepalive, new=have is None, update=update,
                 )
-            )
-    changes += [RemovePeer(spec.interface, k) for k in sorted(set(current) - desired_keys)]
+            )  # fmt: skip
+    desired_keys = {p.public_key for p in spec.peers}
+    return changes + [RemovePeer(spec.interface, k) for k in sorted(set(current) - desired_keys)]
 
-    # -- IPIP tunnel
-    if spec.tunnel is not None:
-        t = spec.tunnel
-        tun = observed.links.get(t.name)
-        if tun is not None and (tun.kind != "ipip" or tun.ipip_local != t.local or tun.ipip_remote):
-            deletes_first.append(DeleteLink(t.name, tun.kind))
-            tun = None
-        if tun is None:
-            changes.append(CreateTunnel(t.name, t.local, t.mtu, mine))
-            changes.append(SetLink(t.name, up=True))
-        else:
-            changes += _link_changes(t.name, tun, t.mtu, ())
 
-    # -- bridges
+def _tunnel(spec: HostSpec, observed: Observed) -> Steps:
+    if spec.tunnel is None:
+        return [], []
+    t = spec.tunnel
+    tun = observed.links.get(t.name)
+    first: list[Change] = []
+    if tun is not None and (tun.kind != "ipip" or tun.ipip_local != t.local or tun.ipip_remote):
+        first.append(DeleteLink(t.name, tun.kind))
+        tun = None
+    if tun is None:
+        return first, [CreateTunnel(t.name, t.local, t.mtu, alias_for(spec.mesh)),
+                       SetLink(t.name, up=True)]  # fmt: skip
+    return first, _link_changes(t.name, tun, t.mtu, ())
+
+
+def _bridges(spec: HostSpec, observed: Observed) -> Steps:
+    first: list[Change] = []
+    changes: list[Change] = []
     for v in spec.vpcs:
         br = observed.links.get(v.bridge)
         if br is not None and br.kind != "bridge":
-            deletes_first.append(DeleteLink(v.bridge, br.kind))
+            first.append(DeleteLink(v.bridge, br.kind))
             br = None
         if br is None:
-            changes.append(CreateBridge(v.bridge, v.mtu, mine))
+            changes.append(CreateBridge(v.bridge, v.mtu, alias_for(spec.mesh)))
             changes.append(SetLink(v.bridge, up=True))
             changes.append(AddAddress(v.bridge, v.gateway))
         else:
             changes += _link_changes(v.bridge, br, v.mtu, (v.gateway,))
+    return first, changes
 
-    # -- owned links that are no longer wanted (a removed VPC's bridge, the tunnel after a
-    #    switch to routing "wireguard")
+
+def _routes_and_stale_links(
+    spec: HostSpec, observed: Observed, wanted: dict[str, str | None]
+) -> list[Change]:
+    """Routes (add = replace, so a changed next hop needs no delete), then the owned links that
+    are no longer wanted (a removed VPC's bridge, the tunnel after a switch to routing
+    "wireguard"). A foreign route to a wanted destination is a conflict."""
     stale = [
         DeleteLink(name, link.kind)
         for name, link in sorted(observed.links.items())
         if owned(link) and name not in wanted
     ]
-
-    # -- routes (add = replace, so a changed next hop needs no delete)
     want_routes = {
         Route(dst=r.dst, dev=r.dev, via=r.via, onlink=r.onlink, proto=RTPROT_VPCCTL)
         for r in spec.routes
     }
+    want_dsts = {r.dst for r in want_routes}
     have_routes = {r for r in observed.routes if r.proto == RTPROT_VPCCTL}
     for r in observed.routes:
-        if r.proto == RTPROT_VPCCTL:
-            continue
-        if r.dst in {w.dst for w in want_routes} and r.dev not in wanted:
+        if r.proto != RTPROT_VPCCTL and r.dst in want_dsts and r.dev not in wanted:
             raise ApplyError(
                 f"a route to {r.dst} via {r.via or r.dev} exists that vpcctl does not own",
                 f"it overlaps a VPC slice: remove it (ip route del {r.dst}) or renumber the VPC",
             )
-    changes += [AddRoute(r) for r in sorted(want_routes - have_routes, key=_route_key)]
-    want_dsts = {r.dst for r in want_routes}
+    changes: list[Change] = [AddRoute(r) for r in sorted(want_routes - have_routes, key=_route_key)]
     gone_links = {c.name for c in stale}
     changes += [
         DelRoute(r)
         for r in sorted(have_routes - want_routes, key=_route_key)
         if r.dst not in want_dsts and r.dev not in gone_links
     ]
-    changes += stale
+    return changes + stale
 
-    # -- firewall
+
+def _firewall_and_names(desired: Desired, observed: Observed) -> list[Change]:
+    """The nftables table (reloaded unless both its text and its listing are as recorded), the
+    zone file, and the resolver (restarted only when its command line changes; zones reload by
+    themselves)."""
     from vpcctl.host.firewall import digest
 
+    changes: list[Change] = []
     want_fw = digest(desired.firewall)
     rec = observed.firewall_record
     fw_ok = (
@@ -268,18 +276,33 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     )
     if not fw_ok:
         changes.append(LoadFirewall(want_fw, desired.firewall))
-
-    # -- resolver zone
     if desired.zone and observed.zone_text != desired.zone:
         changes.append(WriteZone(desired.zone_names, desired.zone))
-
-    # -- the resolver (restarted only when its command line changes; zones reload by themselves)
     if desired.resolver is not None and observed.resolver != desired.resolver:
         changes.append(StartResolver(desired.resolver))
     elif desired.resolver is None and observed.resolver is not None:
         changes.append(StopResolver())
+    return changes
 
-    return Plan(tuple(deletes_first + changes))
+
+def plan(desired: Desired, observed: Observed) -> Plan:
+    """The changes, in a safe order, that bring the observed host to the desired state."""
+    spec = desired.spec
+    if spec is None:
+        return _plan_down(observed)
+    wg_kind = "wireguard" if observed.backend == "kernel" else "tun"
+    wanted = _wanted_links(spec, wg_kind)
+    _check_conflicts(spec, observed, wanted)
+    wg_first, wg_changes = _wireguard(desired, observed, spec, wg_kind)
+    # a WireGuard device that is recreated has no peers yet
+    wg = None if wg_first or spec.interface not in observed.links else observed.wg
+    tun_first, tun_changes = _tunnel(spec, observed)
+    br_first, br_changes = _bridges(spec, observed)
+    changes: list[Change] = [SetForwarding(True)] if not observed.forwarding else []
+    changes += wg_changes + _peers(spec, observed, wg) + tun_changes + br_changes
+    changes += _routes_and_stale_links(spec, observed, wanted)
+    changes += _firewall_and_names(desired, observed)
+    return Plan(tuple(wg_first + tun_first + br_first + changes))
 
 
 def _route_key(r: Route) -> tuple[int, int, str]:

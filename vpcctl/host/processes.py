@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from vpcctl.core import run
 from vpcctl.core.errors import KernelError
 
 
@@ -47,26 +47,17 @@ def stop(pidfile: Path, timeout: float = 3.0) -> None:
 def start(argv: Sequence[str], pidfile: Path, log: Path) -> int:
     """Start ``argv`` in its own session (it outlives the agent and its SSH session)."""
     stop(pidfile)
-    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(log, "ab") as out:
-        try:
-            proc = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd="/",
-                start_new_session=True, close_fds=True,
-            )  # fmt: skip
-        except OSError as exc:
-            raise KernelError(
-                f"cannot start {argv[0]}: {exc.strerror}", "check the installation"
-            ) from None
+    proc = run.spawn(argv, log, hint="check the installation")
     pidfile.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = pidfile.with_name(pidfile.name + ".tmp")
     tmp.write_text(f"{proc.pid}\n")
     tmp.replace(pidfile)
     time.sleep(0.05)
-    if proc.poll() is not None:
+    rc = proc.poll()
+    if rc is not None:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
         raise KernelError(
-            f"the resolver exited at once ({proc.returncode}): {tail[0] if tail else ''}",
+            f"the resolver exited at once ({rc}): {tail[0] if tail else ''}",
             f"see {log}",
         )
     return proc.pid

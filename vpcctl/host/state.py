@@ -15,6 +15,7 @@ and fingerprint.py.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -22,15 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vpcctl.core.errors import SpecError
+from vpcctl.core.errors import ApplyError, SpecError, VpcctlError
 from vpcctl.core.keys import write_secret
+from vpcctl.core.model import DEFAULT_STATE_DIR, STATE_DIR_ENV, ZONE_FILE
 from vpcctl.core.spec import HostSpec, from_json
 
 if TYPE_CHECKING:
     from vpcctl.host.plan import FirewallRecord
 
-DEFAULT_STATE_DIR = Path("/etc/vpcctl")
-STATE_ENV = "VPCCTL_STATE_DIR"
 KEY_FILE = "private.key"
 
 
@@ -42,7 +42,7 @@ class StateDir:
     def default(cls, explicit: Path | None = None) -> StateDir:
         if explicit is not None:
             return cls(explicit)
-        env = os.environ.get(STATE_ENV)
+        env = os.environ.get(STATE_DIR_ENV)
         return cls(Path(env) if env else DEFAULT_STATE_DIR)
 
     def key(self, name: str = KEY_FILE) -> Path:
@@ -58,7 +58,7 @@ class StateDir:
 
     @property
     def zone(self) -> Path:
-        return self.path / "zone.json"
+        return self.path / ZONE_FILE
 
     @property
     def resolver_pid(self) -> Path:
@@ -121,11 +121,28 @@ class StateDir:
 
     @contextlib.contextmanager
     def locked(self, wait: float = 60.0) -> Iterator[None]:
-        from vpcctl.admin.inventory import locked
+        from vpcctl.core.lock import locked
 
         self.ensure()
         with locked(self.path / "agent", wait, what="this host (another agent apply runs)"):
             yield
+
+
+def as_error(exc: BaseException, state: StateDir) -> VpcctlError:
+    """Any exception as a one-line VpcctlError naming what failed (a path, for OSError) with a
+    hint; vpcctl's own errors as they are."""
+    if isinstance(exc, VpcctlError):
+        return exc
+    if isinstance(exc, OSError):
+        where = exc.filename or state.path
+        what = f"{where}: {exc.strerror or exc}"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return ApplyError(what, f"free space on the file system of {state.path} (df -h "
+                                    f"{state.path}), then apply again")  # fmt: skip
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return ApplyError(what, f"{state.path} must be writable by the agent (root)")
+        return ApplyError(what, "fix that, then apply again")
+    return ApplyError(f"{type(exc).__name__}: {exc}", "this is a bug in vpcctl; please report it")
 
 
 def result_json(

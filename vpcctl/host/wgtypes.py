@@ -7,7 +7,6 @@ appear in any of them.
 
 from __future__ import annotations
 
-import binascii
 from base64 import b64decode, b64encode
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,8 +14,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from types import MappingProxyType
 from typing import Literal, Protocol, runtime_checkable
 
-KEY_LEN = 32
-MAX_IFNAME_LEN = 15  # IFNAMSIZ - 1
+from vpcctl.core.model import KEY_LEN, ifname_problem, key_bytes, split_endpoint
 
 BackendName = Literal["kernel", "userspace"]
 
@@ -34,11 +32,9 @@ def normalize_key(key: str | bytes) -> str:
         return b64encode(key).decode("ascii")
     text = key.decode("ascii", errors="replace") if isinstance(key, bytes) else key
     try:
-        raw = b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("WireGuard key is not valid base64") from exc
-    if len(raw) != KEY_LEN:
-        raise ValueError(f"WireGuard key must decode to {KEY_LEN} bytes, got {len(raw)}")
+        raw = key_bytes(text)
+    except ValueError as exc:
+        raise ValueError(f"WireGuard key is {exc}") from None
     return b64encode(raw).decode("ascii")
 
 
@@ -67,10 +63,9 @@ def check_private_key(raw: bytes) -> bytes:
 
 def validate_ifname(name: str) -> str:
     """Validate a Linux interface name (1..15 chars, no '/', ':' or whitespace)."""
-    if not 0 < len(name) <= MAX_IFNAME_LEN or name in (".", ".."):
-        raise ValueError(f"invalid interface name {name!r}: must be 1..{MAX_IFNAME_LEN} chars")
-    if any(c in name for c in "/:") or any(c.isspace() for c in name) or not name.isprintable():
-        raise ValueError(f"invalid interface name {name!r}")
+    problem = ifname_problem(name)
+    if problem is not None:
+        raise ValueError(f"invalid interface name {name!r}: {problem}")
     return name
 
 
@@ -79,15 +74,14 @@ def validate_ifname(name: str) -> str:
 
 def parse_endpoint(endpoint: str) -> tuple[IPv4Address | IPv6Address, int]:
     """Parse "1.2.3.4:51820" or "[2001:db8::1]:51820" (IP literals only)."""
-    text = endpoint.strip()
-    if text.startswith("["):
-        host, sep, port_s = text[1:].partition("]:")
-        if not sep:
-            raise ValueError(f"invalid endpoint {endpoint!r}: expected [ipv6]:port")
-    else:
-        host, sep, port_s = text.rpartition(":")
-        if not sep or ":" in host:
-            raise ValueError(f"invalid endpoint {endpoint!r}: expected ip:port")
+    try:
+        host, port_s = split_endpoint(endpoint.strip())
+    except ValueError:
+        raise ValueError(f"invalid endpoint {endpoint!r}: expected ip:port") from None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host or host.startswith("["):
+        raise ValueError(f"invalid endpoint {endpoint!r}: expected ip:port or [ipv6]:port")
     try:
         addr = ip_address(host)
         port = int(port_s)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import socket
-import subprocess
 import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
+from vpcctl.core import run
 from vpcctl.core.errors import KernelError
 from vpcctl.host.wgtypes import (
     PeerConfig,
@@ -332,7 +331,7 @@ class UserspaceWireGuard:
     def create(self, ifname: str, *, mtu: int | None = None, alias: str | None = None) -> None:
         """Start a detached wireguard-go for ifname and wait (<= timeout) until it answers."""
         validate_ifname(ifname)
-        binary = shutil.which(self.binary)
+        binary = run.which(self.binary)
         if binary is None:
             raise KernelError(
                 f"create WireGuard device {ifname}: {self.binary} not found on PATH", HINT_INSTALL
@@ -377,43 +376,19 @@ class UserspaceWireGuard:
         # Old wireguard-go releases refuse to run on Linux without this.
         env["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD"] = "1"
         log_path = self.log_path(ifname)
-        try:
-            self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            logf = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
-        except OSError as exc:
-            raise KernelError(
-                f"create WireGuard device {ifname}: cannot open log {log_path}: {exc.strerror}",
-                "run as root",
-            ) from exc
         log.info("starting %s for %s (log: %s)", binary, ifname, log_path)
-        try:
-            proc = subprocess.Popen(
-                [binary, ifname],
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=logf,
-                env=env,
-                cwd="/",
-                close_fds=True,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise KernelError(
-                f"create WireGuard device {ifname}: cannot run {binary}: {exc.strerror}",
-                HINT_INSTALL,
-            ) from exc
-        finally:
-            logf.close()
-        try:
-            rc = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired as exc:
+        proc = run.spawn(
+            [binary, ifname], log_path, env=env, what=f"create WireGuard device {ifname}",
+            hint=HINT_INSTALL,
+        )  # fmt: skip
+        rc = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        if rc is None:
             proc.kill()
-            proc.wait()
             raise KernelError(
                 f"create WireGuard device {ifname}: wireguard-go did not start within "
                 f"{self.timeout:g}s",
                 f"see {log_path}",
-            ) from exc
+            )
         if rc != 0:
             tail = self._log_tail(ifname)
             raise KernelError(

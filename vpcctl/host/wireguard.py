@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 from pathlib import Path
 
-from vpcctl.core.errors import KernelError
+from vpcctl.core import run
+from vpcctl.core.errors import KernelError, ProgramError
 from vpcctl.host.netlink import KernelWireGuard, kernel_wireguard_available, probe_wireguard_link
 from vpcctl.host.wgtypes import WireGuardBackend
 from vpcctl.host.wguapi import HINT_INSTALL, UserspaceWireGuard
@@ -19,21 +18,11 @@ BACKENDS = ("kernel", "userspace")
 
 
 def _modprobe_wireguard() -> bool:
-    modprobe = shutil.which("modprobe")
-    if modprobe is None:
-        return False
     try:
-        res = subprocess.run(
-            [modprobe, "wireguard"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        return run.run(["modprobe", "wireguard"], timeout=10).ok
+    except ProgramError as exc:
         log.debug("modprobe wireguard failed: %s", exc)
         return False
-    return res.returncode == 0
 
 
 def kernel_has_wireguard(*, modprobe: bool = True, link_probe: bool = True) -> bool:
@@ -79,7 +68,7 @@ def detect_backend(
             "modprobe wireguard (Linux >= 5.6 ships it) — or use the userspace backend "
             "(apt-get install wireguard-go)",
         )
-    if shutil.which(userspace_binary) is not None:
+    if run.which(userspace_binary) is not None:
         return UserspaceWireGuard(binary=userspace_binary)
     if prefer == "userspace":
         raise KernelError(
