@@ -763,7 +763,10 @@ def test_usage_errors_exit_2(runner: CliRunner, net: Path, args: list[str]) -> N
     before = snapshot(net)
     result = run(runner, *args)
     assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert result.stdout == "" and "Error" in result.stderr
+    assert result.stdout == ""
+    error, hint = result.stderr.splitlines()  # one error line, one hint line
+    assert error.startswith("error: ") and len(error) > len("error: ") + 10, error
+    assert hint.startswith("hint: see `vpcctl"), hint
     assert snapshot(net) == before
 
 

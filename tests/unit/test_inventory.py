@@ -545,5 +545,5 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     assert "vpcctl init" in (info.value.hint or "")
     binary = tmp_path / "vpc.toml"
     binary.write_bytes(b"\xff\xfe")
-    with pytest.raises(InventoryError, match="cannot read"):
+    with pytest.raises(InventoryError, match="not UTF-8"):
         inventory.load(binary)

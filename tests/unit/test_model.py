@@ -17,7 +17,6 @@ from vpcctl.core.errors import ValidationError
 from vpcctl.core.model import (
     PortSpec,
     SshTarget,
-    bridge_name,
     parse_address,
     parse_domain,
     parse_endpoint,
@@ -30,8 +29,8 @@ from vpcctl.core.model import (
     parse_public_key,
     parse_ssh,
     split_key,
-    tunnel_name,
 )
+from vpcctl.core.names import bridge_name, tunnel_name
 
 KEY = public_key("model")
 
@@ -103,7 +102,9 @@ def test_portspec_prints_back_canonically() -> None:
         (parse_label, 7, "not a valid name"),
         (parse_domain, "vpc..internal", "not a valid domain"),
         (parse_domain, "Vpc.internal", "not a valid domain"),
-        (parse_domain, "a." * 101, "not a valid domain"),
+        (parse_domain, "a." * 125, "too long"),
+        (parse_domain, "10.in-addr.arpa", "reverse-DNS"),
+        (parse_domain, "ip6.arpa", "reverse-DNS"),
         # interface names: Linux allows 15 characters
         (parse_ifname, "a" * 16, "not a valid interface name"),
         (parse_ifname, "vpc 0", "not a valid interface name"),

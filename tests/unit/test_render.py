@@ -226,14 +226,17 @@ labels = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, m
     lambda s: s[0] != "-" and s[-1] != "-"
 )
 ports = st.integers(1, 65535)
-hostnames = st.lists(labels, min_size=1, max_size=4).map(".".join)
+# a DNS name never ends in an all-numeric label (that is an IPv4 address, refused when malformed)
+hostnames = st.lists(labels, min_size=1, max_size=4).map(".".join).map(lambda h: h + ".lan")
 endpoints = st.one_of(
     st.none(),
-    st.builds(lambda a, p: f"{IPv4Address(a)}:{p}", st.integers(0, 2**32 - 1), ports),
+    st.builds(
+        lambda a, p: f"{IPv4Address(a)}:{p}", st.integers(1, 2**28 * 14 - 1), ports
+    ),  # unicast
     st.builds(lambda h, p: f"{h}:{p}", hostnames, ports),
     st.builds(
         lambda a, scope, p: f"[{IPv6Address(a)}{scope}]:{p}",
-        st.integers(0, 2**128 - 1),
+        st.integers(1, 2**120 * 0xFF - 1),  # not ::, not multicast
         st.sampled_from(["", "%eth0", "%wg_0.1"]),
         ports,
     ),
@@ -258,7 +261,7 @@ def test_anything_the_parsers_accept_renders_well_formed(
         inv = edits.add_host(
             inv,
             parse_label(name, "NAME"),
-            parse_ssh(f"root@{name}", "--ssh"),
+            parse_ssh(f"root@{name}.lan", "--ssh"),
             endpoint=None if endpoint is None else parse_endpoint(endpoint, "--endpoint"),
             public_key=public_key(name),
         )

@@ -22,8 +22,9 @@ from typing import Any
 
 import tomli_w
 
+from vpcctl.admin import limits
 from vpcctl.core.errors import InventoryError, ValidationError
-from vpcctl.core.lock import lock_path as lock_path
+from vpcctl.core.lock import lock_path as _sidecar
 from vpcctl.core.lock import locked
 from vpcctl.core.model import (
     DAEMON_PORT,
@@ -55,6 +56,7 @@ from vpcctl.core.model import (
     parse_port,
     parse_portspec,
     parse_public_key,
+    parse_range,
     parse_ssh,
     split_key,
 )
@@ -100,16 +102,24 @@ def init_path(explicit: Path | None = None) -> Path:
 # parsing (pure)
 
 
-def parse(text: str, source: str = FILENAME) -> Inventory:
-    """TOML text -> validated :class:`Inventory` (syntax, types, then cross-object checks)."""
+def parse_toml(text: str, source: str = FILENAME) -> dict[str, Any]:
+    """TOML text -> the raw dict, every syntax problem as one :class:`InventoryError`."""
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         hint = "fix the TOML syntax at that line"
         if "twice" in str(exc):
             hint = "a git merge may have added the same table twice: keep one (then `vpcctl check`)"
         raise InventoryError(f"{source}: {exc}", hint) from None
-    inv = from_dict(raw, source)
+    except RecursionError:
+        raise InventoryError(
+            f"{source}: nested too deeply to read", "an inventory never nests more than 3 levels"
+        ) from None
+
+
+def parse(text: str, source: str = FILENAME) -> Inventory:
+    """TOML text -> validated :class:`Inventory` (syntax, types, then cross-object checks)."""
+    inv = from_dict(parse_toml(text, source), source)
     found = problems(inv, source)
     if found:
         raise found[0]
@@ -126,7 +136,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     r = Reader(source)
     r.keys(raw, "", ("version", "mesh"), ("hosts", "vpcs", "containers", "services"))
     version = raw["version"]
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # True == 1 == 1.0 in Python
         raise ValidationError(
             f"{r.where('version')}: unsupported schema version {version!r}",
             f"this vpcctl reads version {SCHEMA_VERSION}; upgrade vpcctl to read newer files",
@@ -144,7 +154,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
     mesh = Mesh(
         name=parse_label(m["name"], r.where("mesh.name"), "mesh name"),
-        cidr=parse_network(m["cidr"], r.where("mesh.cidr")),
+        cidr=parse_range(m["cidr"], r.where("mesh.cidr")),
         port=parse_port(m.get("port", DEFAULT_PORT), r.where("mesh.port")),
         interface=parse_ifname(m.get("interface", DEFAULT_INTERFACE), r.where("mesh.interface")),
         domain=parse_domain(m.get("domain", DEFAULT_DOMAIN), r.where("mesh.domain")),
@@ -186,7 +196,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         key = f"vpcs.{toml_key(name)}"
         t = r.mapping(value, key)
         r.keys(t, key, ("cidr", "services"), ("slice_prefix",))
-        cidr = parse_network(t["cidr"], r.where(f"{key}.cidr"))
+        cidr = parse_range(t["cidr"], r.where(f"{key}.cidr"))
         vpcs[name] = Vpc(
             name=parse_label(name, r.where(key), "VPC name"),
             cidr=cidr,
@@ -196,7 +206,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
                 cidr.prefixlen + 1,
                 30,
             ),
-            services=parse_network(t["services"], r.where(f"{key}.services")),
+            services=parse_range(t["services"], r.where(f"{key}.services")),
         )
 
     containers: dict[str, Container] = {}
@@ -286,6 +296,7 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
     for check in (_cidr_problems, _host_problems, _vpc_problems, _container_problems,
                   _service_problems):  # fmt: skip
         check(inv, bad)
+    out.extend(limits.problems(inv, source))  # names and ranges that cannot work
     return out
 
 
@@ -477,15 +488,10 @@ def check_file(
 ) -> tuple[Inventory | None, list[ValidationError], list[str], bool]:
     """`vpcctl check`: (the inventory if it could be read, every problem, every warning, whether
     the file is in canonical form). A TOML syntax error raises, as :func:`parse` words it."""
+    text = read_text(path)
+    raw = parse_toml(text, str(path))  # a syntax error is the one error
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot read ({exc})", "check the path") from None
-    try:
-        inv = from_dict(tomllib.loads(text), str(path))
-    except tomllib.TOMLDecodeError:
-        parse(text, str(path))  # raises the friendly error
-        raise
+        inv = from_dict(raw, str(path))
     except ValidationError as exc:
         return None, [exc], [], False
     found = problems(inv, str(path))
@@ -500,6 +506,11 @@ def warnings(inv: Inventory) -> list[str]:
         out.append(
             f"hosts {', '.join(nat)} are all behind NAT (no endpoint): they cannot reach each other "
             "directly; give one of them a public endpoint"
+        )
+    for key, net in limits.public_ranges(inv):
+        out.append(
+            f"{key} {net} is a public range: addresses there on the internet become unreachable "
+            "from the mesh; prefer a private range (10/8, 172.16/12, 192.168/16)"
         )
     missing = sorted(h.name for h in inv.hosts.values() if h.public_key is None)
     if missing:
@@ -587,23 +598,71 @@ def dump(inv: Inventory) -> str:
 # disk I/O
 
 
-def load(path: Path) -> Inventory:
+def read_text(path: Path) -> str:
+    """The inventory's text; every way reading can fail is one :class:`InventoryError`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InventoryError(
             f"{path}: no such file", "run `vpcctl init NAME` first, or pass -i PATH"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise InventoryError(
+            f"{path}: is a directory", f"pass the file, e.g. -i {path / FILENAME}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise InventoryError(
+            f"{path}: not UTF-8 text (byte {exc.start})",
+            "the inventory is UTF-8 TOML: restore it from git (`git checkout -- FILE`)",
+        ) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise InventoryError(
             f"{path}: cannot read ({exc})", "check the path and its permissions"
         ) from None
-    return parse(text, str(path))
+
+
+def load(path: Path) -> Inventory:
+    return parse(read_text(path), str(path))
+
+
+def target(path: Path) -> Path:
+    """Where writes go: a symlinked inventory is written through to the file it points to (the
+    link stays a link), and the lock and temp files sit beside that file."""
+    try:
+        return Path(os.path.realpath(path)) if path.is_symlink() else path
+    except (OSError, ValueError):
+        return path
+
+
+def temp_pattern(path: Path) -> str:
+    """The glob of :func:`write_atomic`'s temp files (``.vpc.toml.*.tmp``), for .gitignore."""
+    return f".{path.name}.*.tmp"
+
+
+def _clean_stale_temps(path: Path, directory: Path) -> None:
+    """Temp files a writer killed mid-way left behind (we hold the lock: nobody else writes)."""
+    with contextlib.suppress(OSError):
+        for stale in directory.glob(temp_pattern(path)):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same directory, fsync, rename over, fsync the directory."""
+    """Temp file in the same directory, fsync, rename over, fsync the directory. Call it under
+    :func:`locked`: it also removes temp files an earlier, killed writer left behind."""
+    path = target(path)
     directory = path.parent if str(path.parent) else Path(".")
+    try:
+        _write_atomic(path, directory, text)
+    except OSError as exc:
+        raise InventoryError(
+            f"{path}: cannot write ({exc.strerror or exc})",
+            f"check that {directory} is writable and has free space; the file is unchanged",
+        ) from None
+
+
+def _write_atomic(path: Path, directory: Path, text: str) -> None:
+    _clean_stale_temps(path, directory)
     mode = 0o644
     with contextlib.suppress(FileNotFoundError):
         mode = path.stat().st_mode & 0o777
@@ -626,29 +685,45 @@ def write_atomic(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def lock_path(path: Path) -> Path:
+    """The lock file beside the inventory (beside its target when it is a symlink)."""
+    return _sidecar(target(path))
+
+
 def ignore_lock_file(path: Path) -> Path | None:
-    """In a git work tree, list the lock file in the directory's .gitignore (once)."""
+    """In a git work tree, list the lock file and the temp files of an interrupted write in the
+    directory's .gitignore (once). Returns the .gitignore it changed, if any; a .gitignore that
+    cannot be read or written is an :class:`InventoryError` (the inventory itself is fine)."""
+    path = target(path)
     directory = path.resolve().parent
     if not any((d / ".git").exists() for d in (directory, *directory.parents)):
         return None
     gitignore = directory / ".gitignore"
-    name = lock_path(path).name
+    wanted = [lock_path(path).name, temp_pattern(path)]
     try:
-        lines = gitignore.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        lines = []
-    if name in lines:
-        return None
-    with open(gitignore, "a", encoding="utf-8") as handle:
-        if lines and not gitignore.read_text(encoding="utf-8").endswith("\n"):
-            handle.write("\n")
-        handle.write(f"{name}\n")
+        try:
+            text = gitignore.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        lines = text.splitlines()
+        missing = [name for name in wanted if name not in lines]
+        if not missing:
+            return None
+        with open(gitignore, "a", encoding="utf-8") as handle:
+            if text and not text.endswith("\n"):
+                handle.write("\n")
+            handle.write("".join(f"{name}\n" for name in missing))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(
+            f"{gitignore}: cannot add {', '.join(wanted)} ({exc})",
+            f"add those lines to a .gitignore yourself; {path} was created",
+        ) from None
     return gitignore
 
 
 def update(path: Path, change: Callable[[Inventory], Inventory], wait: float = 30.0) -> Inventory:
     """Load under the lock, apply a pure change, validate, write atomically. All or nothing."""
-    with locked(path, wait):
+    with locked(target(path), wait):
         before = load(path)
         after = change(before)
         found = problems(after, str(path))
@@ -660,11 +735,28 @@ def update(path: Path, change: Callable[[Inventory], Inventory], wait: float = 3
 
 
 def create(path: Path, inv: Inventory) -> None:
+    if "\0" in str(path):
+        raise InventoryError(f"{path!r}: a path cannot hold a NUL byte", "check the path")
+    try:
+        path.lstat()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a name too long, a file where a directory should be...
+        raise InventoryError(f"{path}: {exc.strerror or exc}", "check the path") from None
+    if path.is_dir():
+        raise InventoryError(
+            f"{path}: is a directory", f"pass a file name, e.g. -i {path / FILENAME}"
+        )
     if path.exists():
         raise InventoryError(
             f"{path}: already exists", "use the existing inventory, or pick another path with -i"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        raise InventoryError(
+            f"{path.parent}: cannot create the directory ({exc})", "check the path"
+        ) from None
     with locked(path, 5.0):
         if path.exists():
             raise InventoryError(f"{path}: already exists", "use the existing inventory")

@@ -16,10 +16,9 @@ from vpcctl.core.model import (
     VPC_MTU,
     WG_MTU,
     Inventory,
-    bridge_name,
     gateway,
-    tunnel_name,
 )
+from vpcctl.core.names import bridge_name, tunnel_name
 from vpcctl.core.spec import (
     DaemonSpec,
     HostSpec,

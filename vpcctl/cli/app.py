@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.core import TyperGroup
 
-from vpcctl.core.errors import ExitCode, VpcctlError
+from vpcctl.core.errors import ExitCode, UsageError, VpcctlError
+
+# click's UsageError (typer vendors click from 0.20 on): found through typer's public BadParameter
+_ClickUsageError: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
 
 if TYPE_CHECKING:
     from vpcctl.admin.transport import Transport
@@ -21,24 +27,93 @@ if TYPE_CHECKING:
 class Group(TyperGroup):
     """The only place where errors become exit codes (README "Exit codes")."""
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _ClickUsageError as exc:
+            _usage(ctx, exc)
+        except VpcctlError as exc:  # an option callback refused a value
+            report(exc)
+            ctx.exit(int(exc.exit_code))
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except VpcctlError as exc:
-            _report(exc)
+            report(exc)
             ctx.exit(int(exc.exit_code))
+        except _ClickUsageError as exc:
+            _usage(ctx, exc)
         except KeyboardInterrupt:
             sys.stderr.write("interrupted\n")
             ctx.exit(int(ExitCode.INTERRUPTED))
         except BrokenPipeError:
             ctx.exit(int(ExitCode.OK))
+        except OSError as exc:
+            # the last net under every file operation: a path the OS refuses is the user's to fix
+            where = f"{exc.filename}: " if exc.filename else ""
+            report(
+                VpcctlError(
+                    f"{where}{exc.strerror or exc}",
+                    "check the path, its permissions and free space",
+                )
+            )
+            ctx.exit(int(ExitCode.ERROR))
 
 
-def _report(exc: VpcctlError) -> None:
-    sys.stderr.write(f"error: {exc.message}\n")
+def _one_line(text: str) -> str:
+    """Control characters made visible, so that one message is one line whatever it quotes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def report(exc: VpcctlError) -> None:
+    """``error: MESSAGE`` and ``hint: HINT`` on stderr, each one line."""
+    sys.stderr.write(f"error: {_one_line(exc.message)}\n")
     if exc.hint:
-        sys.stderr.write(f"hint: {exc.hint}\n")
+        sys.stderr.write(f"hint: {_one_line(exc.hint)}\n")
     sys.stderr.flush()
+
+
+def _usage(ctx: Any, exc: Exception) -> None:
+    """A click usage error as our one error line (exit 2); "no arguments" still shows the help."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc
+    where = getattr(exc, "ctx", None) or ctx
+    format_message = getattr(exc, "format_message", None)
+    text = format_message() if callable(format_message) else str(exc)
+    sys.stderr.write(f"error: {_one_line(str(text))}\n")
+    sys.stderr.write(f"hint: see `{_one_line(where.command_path)} --help`\n")
+    sys.stderr.flush()
+    ctx.exit(int(ExitCode.USAGE))
+
+
+def _opt(param: typer.CallbackParam) -> str:
+    return max(param.opts, key=len) if param.opts else str(param.name)
+
+
+def nonnegative(param: typer.CallbackParam, value: float | None) -> float | None:
+    """Option callback: a finite number of seconds, 0 or more (every --wait and timeout)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise UsageError(
+            f"{_opt(param)}: {value!r} is not a number of seconds",
+            "use a finite number, 0 or more, e.g. 30",
+        )
+    return value
+
+
+def _int_in(param: typer.CallbackParam, value: int | None, low: int) -> int | None:
+    high = 2**31 - 1
+    if value is not None and not low <= value <= high:
+        raise UsageError(
+            f"{_opt(param)}: {value!r} is out of range", f"use an integer from {low} to {high}"
+        )
+    return value
+
+
+def positive(param: typer.CallbackParam, value: int | None) -> int | None:
+    """Option callback: a count, 1 or more (--parallel)."""
+    return _int_in(param, value, 1)
 
 
 def new_app(help_text: str, **kw: Any) -> typer.Typer:

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from vpcctl import __version__
-from vpcctl.cli.app import inventory_path, new_app, state
+from vpcctl.cli.app import inventory_path, new_app, report, state
 from vpcctl.cli.dns import dns_app
 from vpcctl.cli.objects import container_app, host_app, mesh_app, service_app, vpc_app
 from vpcctl.cli.output import info, print_json, warn
@@ -93,8 +93,8 @@ def init(
         parse_domain,
         parse_ifname,
         parse_label,
-        parse_network,
         parse_port,
+        parse_range,
     )
 
     if routing not in ROUTINGS:
@@ -103,7 +103,7 @@ def init(
         )
     inv = edits.new(
         parse_label(name, "NAME", "mesh name"),
-        parse_network(mesh_cidr, "--mesh-cidr"),
+        parse_range(mesh_cidr, "--mesh-cidr"),
         port=parse_port(port, "--port"),
         interface=parse_ifname(interface, "--interface"),
         domain=parse_domain(domain, "--domain"),
@@ -111,10 +111,19 @@ def init(
     )
     path = inventory.init_path(state(ctx).inventory)
     inventory.create(path, inv)
-    ignored = inventory.ignore_lock_file(path)
     info(f"created {path} for mesh {name} ({mesh_cidr}, {routing} routing)")
+    from vpcctl.core.errors import InventoryError
+
+    try:
+        ignored = inventory.ignore_lock_file(path)
+    except InventoryError as exc:
+        warn(f"{exc.message}; {exc.hint}")
+        ignored = None
     if ignored:
-        info(f"added {inventory.lock_path(path).name} to {ignored}")
+        info(
+            f"added {inventory.lock_path(path).name} and {inventory.temp_pattern(path)} "
+            f"to {ignored}"
+        )
     info("next: `vpcctl join HOST --ssh root@HOST` for each machine, then `vpcctl vpc add`")
 
 
@@ -144,7 +153,7 @@ def check(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
         )
     else:
         for p in problems:
-            sys.stderr.write(f"error: {p.message}\n" + (f"hint: {p.hint}\n" if p.hint else ""))
+            report(p)
         for n in notes:
             warn(n)
         if inv is not None and not problems:
@@ -215,12 +224,24 @@ def resolve(
 
     from vpcctl.admin import inventory
     from vpcctl.admin.render import zone_data
-    from vpcctl.core.errors import ExitCode
+    from vpcctl.core import names
+    from vpcctl.core.errors import ExitCode, ValidationError
     from vpcctl.dns import zone
 
     inv = inventory.load(inventory_path(ctx))
     client = _asker(inv, source)
     qt = qtype.upper()
+    if qt not in RESOLVE_TYPES:
+        raise ValidationError(
+            f"--type: {qtype!r} is not a record type the resolver answers",
+            f"use one of {', '.join(RESOLVE_TYPES)}",
+        )
+    stripped = name.rstrip(".")
+    if not stripped or names.too_long(stripped) or not name.isprintable() or " " in name:
+        raise ValidationError(
+            f"NAME: {name!r} is not a DNS name",
+            "give a name such as db, db.prod or db.prod.vpc.internal (at most 253 characters)",
+        )
     if qt == "PTR" and not name.endswith(".in-addr.arpa"):
         with contextlib.suppress(ValueError):
             name = zone.reverse_name(IPv4Address(name))
@@ -239,6 +260,15 @@ def resolve(
         _print_answer(name, qt, ans)
     if ans.rcode in ("NXDOMAIN", "REFUSED"):
         raise typer.Exit(int(ExitCode.ERROR))
+
+
+RESOLVE_TYPES = ("A", "AAAA", "PTR", "SRV", "SOA", "NS", "ANY")
+
+
+def _escaped(text: str) -> str:
+    """Control characters (and anything unprintable) as escapes: a name can never reach the
+    terminal as raw bytes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _asker(inv: Any, source: str | None) -> Any:
@@ -263,7 +293,7 @@ def _asker(inv: Any, source: str | None) -> Any:
 
 def _print_answer(name: str, qt: str, ans: Any) -> None:
     for r in ans.answers:
-        sys.stdout.write(r.text() + "\n")
+        sys.stdout.write(_escaped(r.text()) + "\n")
     if ans.rcode == "FORWARD":
         info(f"{name}: not in the zone; the resolver forwards it upstream")
     elif ans.rcode != "NOERROR":

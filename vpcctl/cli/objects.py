@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from vpcctl.cli.app import inventory_path, new_app
-from vpcctl.cli.output import info, print_json, table
+from vpcctl.cli.app import inventory_path, new_app, nonnegative
+from vpcctl.cli.output import info, print_json, table, warn
 
 host_app = new_app("Hosts of the mesh: machines vpcctl configures over SSH.")
 vpc_app = new_app("VPCs: private networks with their own CIDR, sliced per host.")
@@ -17,7 +17,9 @@ mesh_app = new_app("The mesh itself: settings every host shares.")
 service_app = new_app("Services: a name + stable virtual IP, load-balanced to backends.")
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON (for scripts).")
-WAIT_OPT = typer.Option(30.0, "--wait", help="Seconds to wait for the inventory lock.")
+WAIT_OPT = typer.Option(
+    30.0, "--wait", help="Seconds to wait for the inventory lock.", callback=nonnegative
+)
 
 
 def _complete(section: str) -> Any:
@@ -65,6 +67,34 @@ def _vpc_and_name(name: str, vpc: str | None, what: str) -> tuple[str, str]:
             f"which VPC is {what} {name!r} in?", f"pass --vpc VPC or write VPC/{name}"
         )
     return parse_label(vpc, "--vpc", "VPC name"), parse_label(name, what, f"{what} name")
+
+
+def _existing(ctx: typer.Context, name: str, vpc: str | None, what: str) -> tuple[str, str]:
+    """Like :func:`_vpc_and_name`, but a name unique across VPCs needs no VPC (``rm db-1``)."""
+    from vpcctl.core.errors import NotFoundError
+
+    if "/" in name or vpc is not None:
+        return _vpc_and_name(name, vpc, what)
+    section = _load(ctx).containers if what == "container" else _load(ctx).services
+    found = sorted(obj.vpc for obj in section.values() if obj.name == name)
+    if len(found) > 1:
+        raise NotFoundError(
+            f"{what} {name!r} is in several VPCs: {', '.join(found)}",
+            f"write it as VPC/{name}, e.g. {found[0]}/{name}",
+        )
+    if not found:
+        raise NotFoundError(f"no {what} named {name!r} in any VPC", f"see `vpcctl {what} ls`")
+    return found[0], name
+
+
+def _known(inv: Any, vpc: str | None, host: str | None) -> None:
+    """A filter naming a VPC or host that does not exist is a mistake, not an empty list."""
+    from vpcctl.core.errors import NotFoundError
+
+    if vpc is not None and vpc not in inv.vpcs:
+        raise NotFoundError(f"--vpc: no VPC named {vpc!r}", "see `vpcctl vpc ls`")
+    if host is not None and host not in inv.hosts:
+        raise NotFoundError(f"--host: no host named {host!r}", "see `vpcctl host ls`")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,8 +186,16 @@ def host_set(
       vpcctl host set nas --agent "sudo -n /opt/vpcctl/bin/vpcctl"
     """
     from vpcctl.admin import edits
+    from vpcctl.core.errors import UsageError
     from vpcctl.core.model import parse_agent, parse_endpoint, parse_public_key
 
+    if endpoint is not None and no_endpoint:
+        raise UsageError("--endpoint and --no-endpoint contradict each other", "give one of them")
+    if public_key is None and endpoint is None and not no_endpoint and agent is None:
+        raise UsageError(
+            "nothing to set",
+            "give --public-key KEY, --endpoint HOST:PORT, --no-endpoint or --agent COMMAND",
+        )
     key = parse_public_key(public_key, "--public-key") if public_key is not None else None
     ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
     command = parse_agent(agent, "--agent") if agent is not None else None
@@ -286,15 +324,20 @@ def vpc_add(
       vpcctl vpc add prod --cidr 10.100.0.0/16
     """
     from vpcctl.admin import edits
-    from vpcctl.core.model import parse_label, parse_network
+    from vpcctl.core.model import parse_label, parse_range
 
     n = parse_label(name, "NAME", "VPC name")
-    net = parse_network(cidr, "--cidr")
-    svc = parse_network(services, "--services") if services is not None else None
+    net = parse_range(cidr, "--cidr")
+    svc = parse_range(services, "--services") if services is not None else None
     inv = _update(
         ctx, lambda inv: edits.add_vpc(inv, n, net, slice_prefix=slice_prefix, services=svc), wait
     )
     v = inv.vpcs[n]
+    from vpcctl.admin.limits import public_ranges
+
+    for key, public in public_ranges(inv):
+        if key == f"vpcs.{n}.cidr":
+            warn(f"{public} is a public range: those internet addresses become unreachable here")
     if as_json:
         print_json(_vpc_json(inv, v))
     else:
@@ -426,7 +469,7 @@ def container_rm(
     """
     from vpcctl.admin import edits
 
-    v, n = _vpc_and_name(name, vpc, "container")
+    v, n = _existing(ctx, name, vpc, "container")
     _update(ctx, lambda inv: edits.rm_container(inv, n, v, force=force), wait)
     info(f"removed container {v}/{n}")
 
@@ -440,7 +483,9 @@ VIA_OPT = typer.Option(
     help="With --live: ask only this host (its table holds the whole mesh's); repeatable.",
     autocompletion=_complete("hosts"),
 )
-CONNECT_OPT = typer.Option(10.0, "--connect-timeout", help="Seconds to wait for SSH to connect.")
+CONNECT_OPT = typer.Option(
+    10.0, "--connect-timeout", help="Seconds to wait for SSH to connect.", callback=nonnegative
+)
 KNOWN_OPT = typer.Option(
     None,
     "--known-hosts",
@@ -541,6 +586,7 @@ def container_ls(
     from vpcctl.admin import views
 
     inv = _load(ctx)
+    _known(inv, vpc, host)
     failed: list[str] = []
     answered: list[str] = []
     endpoints = None
@@ -680,7 +726,7 @@ def service_rm(
     """
     from vpcctl.admin import edits
 
-    v, n = _vpc_and_name(name, vpc, "service")
+    v, n = _existing(ctx, name, vpc, "service")
     _update(ctx, lambda inv: edits.rm_service(inv, n, v), wait)
     info(f"removed service {v}/{n}")
 
@@ -711,6 +757,7 @@ def service_ls(
     from vpcctl.core.model import selector_text
 
     inv = _load(ctx)
+    _known(inv, vpc, None)
     failed: list[str] = []
     backends: Any = None
     if live:

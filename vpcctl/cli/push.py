@@ -8,12 +8,18 @@ from typing import Any
 
 import typer
 
-from vpcctl.cli.app import inventory_path, state
+from vpcctl.cli.app import inventory_path, nonnegative, positive, state
 from vpcctl.cli.output import info, print_json
 
-PARALLEL_OPT = typer.Option(16, "--parallel", "-p", help="Hosts worked on at once.")
-CONNECT_OPT = typer.Option(10.0, "--connect-timeout", help="Seconds to wait for SSH to connect.")
-TIMEOUT_OPT = typer.Option(300.0, "--timeout", help="Seconds a remote command may take.")
+PARALLEL_OPT = typer.Option(
+    16, "--parallel", "-p", help="Hosts worked on at once.", callback=positive
+)
+CONNECT_OPT = typer.Option(
+    10.0, "--connect-timeout", help="Seconds to wait for SSH to connect.", callback=nonnegative
+)
+TIMEOUT_OPT = typer.Option(
+    300.0, "--timeout", help="Seconds a remote command may take.", callback=nonnegative
+)
 ACCEPT_OPT = typer.Option(
     False, "--accept-new", help="Record unknown SSH host keys (changed keys are always refused)."
 )
@@ -24,7 +30,12 @@ KNOWN_OPT = typer.Option(
     help="vpcctl's known-hosts file (default ~/.config/vpcctl/known_hosts).",
 )
 JSON_OPT = typer.Option(False, "--json", help="Per-host results as JSON.")
-WAIT_OPT = typer.Option(60.0, "--wait", help="Seconds to wait for another vpcctl holding the lock.")
+WAIT_OPT = typer.Option(
+    60.0,
+    "--wait",
+    help="Seconds to wait for another vpcctl holding the lock.",
+    callback=nonnegative,
+)
 
 
 def _connector(

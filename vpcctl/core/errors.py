@@ -33,6 +33,12 @@ class VpcctlError(Exception):
         return self.message
 
 
+class UsageError(VpcctlError):
+    """The command line itself is wrong: conflicting or missing options, a bad number."""
+
+    exit_code = ExitCode.USAGE
+
+
 class InventoryError(VpcctlError):
     """The inventory file is missing, unreadable or invalid."""
 

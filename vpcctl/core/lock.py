@@ -25,9 +25,10 @@ def locked(path: Path, wait: float = 30.0, what: str = "the inventory") -> Itera
     lock = lock_path(path)
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise LockError(
-            f"{lock}: cannot open lock file ({exc})", "check directory permissions"
+            f"{lock}: cannot open lock file ({exc})",
+            "check that the directory exists and is writable",
         ) from None
     try:
         deadline = time.monotonic() + wait

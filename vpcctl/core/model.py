@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import (
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from vpcctl.core.errors import ValidationError
+from vpcctl.core.names import MAX_FQDN, under_reverse_tree
 
 SCHEMA_VERSION = 1
 Routing = Literal["ipip", "wireguard"]
@@ -38,6 +38,8 @@ DEFAULT_PORT = 51820
 DEFAULT_INTERFACE = "vpc0"
 DEFAULT_DOMAIN = "vpc.internal"
 DEFAULT_SLICE_PREFIX = 24
+# "hostmaster.DOMAIN" (the SOA mailbox) is the shortest name the zone always holds under DOMAIN
+MAX_DOMAIN = MAX_FQDN - len("hostmaster.")
 DEFAULT_ROUTING: Routing = "ipip"
 KEEPALIVE_SECONDS = 25
 # The agent daemon (`vpcctl agent run`, README "Mesh table"): the TCP port it serves this host's
@@ -155,13 +157,27 @@ def parse_domain(value: object, where: str) -> str:
             where, f"{_shown(value)} is not a domain", 'use dotted DNS labels, e.g. "vpc.internal"'
         )
     labels = value.rstrip(".").split(".")
-    if len(value) > 200 or not all(_LABEL_RE.match(label) for label in labels):
+    if not all(_LABEL_RE.match(label) for label in labels):
         raise _fail(
             where,
             f"{_shown(value)} is not a valid domain",
             'use dotted DNS labels (a-z, 0-9, "-"), e.g. "vpc.internal"',
         )
-    return ".".join(labels)
+    domain = ".".join(labels)
+    if len(domain) > MAX_DOMAIN:
+        raise _fail(
+            where,
+            f"domain of {len(domain)} characters is too long",
+            f"use at most {MAX_DOMAIN} characters: container and service names go in front of it "
+            "and a DNS name holds at most 253",
+        )
+    if under_reverse_tree(domain):
+        raise _fail(
+            where,
+            f"{_shown(value)} is under .arpa, the reverse-DNS tree",
+            'the resolver answers PTR queries there itself: use e.g. "vpc.internal"',
+        )
+    return domain
 
 
 def parse_ifname(value: object, where: str) -> str:
@@ -212,6 +228,42 @@ def parse_network(value: object, where: str) -> IPv4Network:
     return net
 
 
+# Ranges no mesh, VPC or service range may touch (README "Addressing"): "this network" (which holds
+# the unspecified address), loopback, link-local, multicast and the reserved 240/4 (broadcast).
+UNUSABLE_RANGES: tuple[tuple[IPv4Network, str], ...] = (
+    (IPv4Network("0.0.0.0/8"), "the unspecified / this-network range"),
+    (IPv4Network("127.0.0.0/8"), "loopback"),
+    (IPv4Network("169.254.0.0/16"), "link-local"),
+    (IPv4Network("224.0.0.0/4"), "multicast"),
+    (IPv4Network("240.0.0.0/4"), "reserved (and broadcast)"),
+)
+_SHARED = IPv4Network("100.64.0.0/10")  # carrier-grade NAT: not private, not public either
+
+
+def parse_range(value: object, where: str) -> IPv4Network:
+    """A mesh, VPC or service range: a CIDR that routing can actually use."""
+    net = parse_network(value, where)
+    if net.prefixlen == 0:
+        raise _fail(
+            where,
+            f"{net} is every IPv4 address",
+            'use a private range, e.g. "10.100.0.0/16"',
+        )
+    for bad, what in UNUSABLE_RANGES:
+        if net.overlaps(bad):
+            raise _fail(
+                where,
+                f"{net} overlaps {bad}, {what}",
+                'use a private range (10/8, 172.16/12, 192.168/16), e.g. "10.100.0.0/16"',
+            )
+    return net
+
+
+def is_public(net: IPv4Network) -> bool:
+    """Not private and not shared (CGNAT): traffic meant for the internet would be routed in."""
+    return not (net.is_private or net.subnet_of(_SHARED))
+
+
 def parse_address(value: object, where: str) -> IPv4Address:
     if not isinstance(value, str):
         raise _fail(
@@ -236,15 +288,38 @@ def _parse_hostpart(host: str, where: str, original: object) -> str:
             scope = host[1:-1].partition("%")[2]
             if scope and not _IFNAME_RE.match(scope):
                 raise ValueError(scope)
-            IPv6Address(host[1:-1])
+            ip6 = IPv6Address(host[1:-1])
         except ValueError:
             raise _fail(
                 where,
                 f"{_shown(original)} has an invalid IPv6 address",
                 "write IPv6 as [2001:db8::1]",
             ) from None
+        if ip6.is_unspecified or ip6.is_multicast:
+            raise _fail(
+                where,
+                f"{_shown(original)}: {ip6} is not the address of one machine",
+                "use the address others reach the host at",
+            )
         return host
     if _HOSTNAME_RE.match(host):
+        if _is_number(host.rstrip(".").rpartition(".")[2]):
+            # no top-level domain is all digits: this is meant as an IPv4 address, and
+            # getaddrinfo would read "1.2.3" as 1.2.0.3
+            try:
+                ip = IPv4Address(host)
+            except ValueError:
+                raise _fail(
+                    where,
+                    f"{_shown(original)} has an invalid IPv4 address",
+                    'write all four parts in decimal, e.g. "203.0.113.10"',
+                ) from None
+            if ip.is_unspecified or ip.is_multicast or ip == IPv4Address("255.255.255.255"):
+                raise _fail(
+                    where,
+                    f"{_shown(original)}: {ip} is not the address of one machine",
+                    "use the address others reach the host at",
+                )
         return host
     raise _fail(
         where, f"{_shown(original)} has an invalid host name", "use a DNS name or an IP address"
@@ -334,6 +409,8 @@ def parse_public_key(value: object, where: str) -> str:
         raise _fail(where, f"{_shown(value)} {problem}", hint) from None
     if base64.b64encode(raw).decode() != value:
         raise _fail(where, f"{_shown(value)} is not a WireGuard public key", hint)
+    if raw == bytes(32):
+        raise _fail(where, "the all-zero key is not a WireGuard public key", hint)
     return value
 
 
@@ -430,34 +507,6 @@ def selects(selector: Selector, labels: Iterable[tuple[str, str]]) -> bool:
         return False
     have = dict(labels)
     return all(have.get(k) == v for k, v in selector)
-
-
-# ---------------------------------------------------------------------------------------------
-# derived kernel object names
-
-
-def _short_name(prefix: str, name: str) -> str:
-    """``prefix + name`` if it fits in 15 characters, else a truncation with a stable checksum."""
-    full = prefix + name
-    if len(full) <= 15:
-        return full
-    digest = f"{zlib.crc32(name.encode()) & 0xFFFF:04x}"
-    return (prefix + name)[: 15 - 5] + "-" + digest
-
-
-def bridge_name(vpc: str) -> str:
-    """The Linux bridge of a VPC on every host, e.g. ``vb-prod``."""
-    return _short_name("vb-", vpc)
-
-
-def docker_network_name(vpc: str) -> str:
-    """The Docker network of a VPC on every host that runs Docker, e.g. ``vpc-prod``."""
-    return f"vpc-{vpc}"
-
-
-def tunnel_name(interface: str) -> str:
-    """The IPIP tunnel that goes with WireGuard interface ``interface``, e.g. ``vpc0-ipip``."""
-    return interface[:10] + "-ipip"  # at most 15 characters, the Linux limit
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ from typing import Any
 
 from vpcctl.core.endpoints import Endpoint, Labels
 from vpcctl.core.errors import ValidationError
-from vpcctl.core.model import docker_network_name, docker_range, parse_label
+from vpcctl.core.model import docker_range, parse_label
+from vpcctl.core.names import docker_network_name
 from vpcctl.core.spec import HostSpec, VpcSpec
 from vpcctl.host.discovery import Publish
 from vpcctl.host.dockersocket import DEFAULT_URL as DEFAULT_URL
