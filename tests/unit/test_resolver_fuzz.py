@@ -372,12 +372,32 @@ def test_tcp_length_prefix_abuse_never_wedges_a_connection(
                 s.shutdown(socket.SHUT_WR)
         frames, closed = read_frames(s, started + TCP_IDLE + 1.0)
         elapsed = time.monotonic() - started
+    sent = framed_messages((struct.pack("!H", declared) + packet) * messages)
+    ids = {m[:2] for m in sent}
     for frame in frames:
-        assert frame[:2] == packet[:2] and frame[2] & 0x80
+        # a short prefix makes the rest of the packet the next framed message, with its own ID
+        assert frame[:2] in ids and frame[2] & 0x80, (frame[:2], ids)
         DNSRecord.parse(frame)
     # nothing left hanging: either answered in full, or hung up on within the idle time
-    assert closed or len(frames) == messages, (declared, len(packet), frames, elapsed)
+    assert closed or len(frames) == len(sent), (declared, len(packet), frames, elapsed)
     assert udp_answers(port)
+
+
+def framed_messages(stream: bytes) -> list[bytes]:
+    """The whole messages a DNS-over-TCP reader sees in ``stream`` (RFC 1035 4.2.2 framing)."""
+    out = []
+    while len(stream) >= 2:
+        (n,) = struct.unpack("!H", stream[:2])
+        if len(stream) < 2 + n:
+            break
+        out.append(stream[2 : 2 + n])
+        stream = stream[2 + n :]
+    return out
+
+
+def test_framing_of_a_short_prefix_splits_the_packet() -> None:
+    packet = bytes(12) + b"\x00\x0c" + b"\x00\x01" + bytes(10)
+    assert framed_messages(struct.pack("!H", 12) + packet) == [bytes(12), b"\x00\x01" + bytes(10)]
 
 
 def test_tcp_connection_deadline_and_idle_time(live_tcp: tuple[Server, int]) -> None:
