@@ -225,3 +225,17 @@ def test_discovery_for_a_host_without_docker_is_none(
     (tmp_path / "none.sock").touch()
     found = docker.discovery_for(spec(), None, url)
     assert isinstance(found, docker.DockerDiscovery) and found.host == "h1" and found.mesh == "home"
+
+
+def test_the_docker_client_is_imported_without_paramiko() -> None:
+    """docker-py's optional ssh:// transport would pull paramiko (~18 MB) into the agent daemon;
+    the host never needs it, and paramiko stays importable afterwards."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from vpcctl.host import docker as d; d._errors(); import docker; "
+        "docker.APIClient; assert 'paramiko' not in sys.modules; import paramiko; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -350,7 +350,24 @@ class DockerUnavailable(Exception):
     """dockerd cannot be reached (or answered an error)."""
 
 
+def _import_docker() -> None:
+    """Import the ``docker`` package without its optional ssh:// transport: that imports paramiko
+    (about 18 MB resident), which a host never needs; the agent daemon stays within its memory
+    budget (README "Figures"). ``None`` in ``sys.modules`` makes ``import paramiko`` fail, which
+    docker-py handles as "ssh:// not available"; the entry is removed again right after, so an
+    admin process that imports paramiko later still can."""
+    if "docker.api.client" in sys.modules or "paramiko" in sys.modules:
+        return
+    sys.modules["paramiko"] = None  # type: ignore[assignment]
+    try:
+        import docker  # noqa: F401
+    finally:
+        if sys.modules.get("paramiko", 0) is None:
+            del sys.modules["paramiko"]
+
+
 def _errors() -> tuple[type[BaseException], ...]:
+    _import_docker()
     import docker.errors
     import requests.exceptions
 
@@ -359,6 +376,7 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 def client(url: str | None = None, timeout: float = 10.0) -> Any:
     """A low-level Engine API client (its answers are the inspect JSON the pure code reads)."""
+    _import_docker()
     import docker
 
     try:
