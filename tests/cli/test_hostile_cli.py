@@ -4,10 +4,14 @@ one ``hint:`` line, the documented exit code, and the inventory byte-for-byte un
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -161,13 +165,58 @@ def test_empty_root_or_directory_paths(runner: CliRunner, net: Path, where: str)
     refused(run(runner, "-i", where, "init", "x"), 1, "is a directory")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes whatever the mode says")
-def test_unreadable_file_is_one_error(runner: CliRunner, net: Path) -> None:
-    net.chmod(0)
+def test_unreadable_file_is_one_error(runner: CliRunner, net: Path, tmp_path: Path) -> None:
+    """Root reads whatever the mode says, so as root the command runs in a forked child with the
+    effective uid of nobody, on a copy in a directory nobody may enter."""
+    if os.geteuid() != 0:
+        net.chmod(0)
+        try:
+            refused(run(runner, "host", "ls"), 1, "cannot read")
+        finally:
+            net.chmod(0o644)
+        return
+    where = Path(tempfile.mkdtemp(prefix="vpcctl-unreadable-"))
     try:
-        refused(run(runner, "host", "ls"), 1, "cannot read")
+        where.chmod(0o755)
+        copy = where / "vpc.toml"
+        copy.write_bytes(net.read_bytes())
+        # the same command once as root first: every module it needs is imported before the
+        # child drops to nobody (who may not read the interpreter's own library here)
+        assert run(runner, "-i", str(copy), "host", "ls").exit_code == 0
+        copy.chmod(0)
+        code, _out, err, clean = _as_nobody(lambda: run(runner, "-i", str(copy), "host", "ls"))
+        assert code == 1 and clean, (code, err)
+        lines = err.splitlines()
+        assert len(lines) == 2 and lines[0].startswith("error: ") and "cannot read" in lines[0]
+        assert lines[1].startswith("hint: "), err
+        assert copy.read_bytes() == net.read_bytes()
     finally:
-        net.chmod(0o644)
+        shutil.rmtree(where)
+
+
+def _as_nobody(invoke: Callable[[], Result]) -> tuple[int, str, str, bool]:
+    """Run ``invoke`` in a forked child whose effective uid and gid are nobody's (65534)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        status = 1
+        try:
+            os.close(r)
+            os.setegid(65534)
+            os.seteuid(65534)
+            res = invoke()
+            clean = res.exception is None or isinstance(res.exception, SystemExit)
+            os.write(w, json.dumps([res.exit_code, res.stdout, res.stderr, clean]).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, st = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(st) == 0 and data, "the unprivileged child failed"
+    code, out, err, clean = json.loads(data)
+    return int(code), str(out), str(err), bool(clean)
 
 
 def test_read_only_directory_is_one_error(runner: CliRunner, net: Path, tmp_path: Path) -> None:
