@@ -7,6 +7,7 @@ function that is passed in (SSH for real, fakes in tests).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shlex
 import threading
@@ -183,7 +184,48 @@ class Interrupted(VpcctlError):
         self.waiting = waiting
 
 
-def for_each(  # noqa: C901
+def _register(
+    lock: threading.Lock, running: dict[int, Transport | None], index: int, t: Transport
+) -> None:
+    with lock:
+        running[index] = t
+
+
+def _one(
+    host: Host,
+    connect: Connect,
+    work: Callable[[Host, Transport], HostResult],
+    register: Callable[[Transport], None],
+    on_start: Callable[[str], None] | None,
+    on_done: Callable[[HostResult], None] | None,
+) -> HostResult:
+    """One host's run: whatever goes wrong is that host's result, and its transport is closed."""
+    started = time.monotonic()
+    if on_start:
+        on_start(host.name)
+    t: Transport | None = None
+    try:
+        t = connect(host)
+        register(t)
+        result = work(host, t)
+    except VpcctlError as exc:
+        result = HostResult(host.name, ok=False, error=exc.message, hint=exc.hint)
+    except Exception as exc:  # a host's answer must never become a traceback
+        result = HostResult(
+            host.name, ok=False, error=f"{host.name}: unexpected answer ({exc!r})"[:300],
+            hint="is the agent command right? (`vpcctl host set NAME --agent PATH`)",
+        )  # fmt: skip
+    finally:
+        if t is not None:
+            with contextlib.suppress(Exception):
+                t.close()
+    result.seconds = time.monotonic() - started
+    if on_done:
+        on_done(result)
+    return result
+
+
+def for_each(
     hosts: Sequence[Host],
     connect: Connect,
     work: Callable[[Host, Transport], HostResult],
@@ -205,32 +247,6 @@ def for_each(  # noqa: C901
     if not pending:
         return []
 
-    def one(index: int, host: Host) -> HostResult:
-        started = time.monotonic()
-        if on_start:
-            on_start(host.name)
-        t: Transport | None = None
-        try:
-            t = connect(host)
-            with lock:
-                running[index] = t
-            result = work(host, t)
-        except VpcctlError as exc:
-            result = HostResult(host.name, ok=False, error=exc.message, hint=exc.hint)
-        except Exception as exc:  # a host's answer must never become a traceback
-            result = HostResult(
-                host.name, ok=False, error=f"{host.name}: unexpected answer ({exc!r})"[:300],
-                hint="is the agent command right? (`vpcctl host set NAME --agent PATH`)",
-            )  # fmt: skip
-        finally:
-            if t is not None:
-                with contextlib.suppress(Exception):
-                    t.close()
-        result.seconds = time.monotonic() - started
-        if on_done:
-            on_done(result)
-        return result
-
     def worker() -> None:
         while True:
             with lock:
@@ -238,7 +254,10 @@ def for_each(  # noqa: C901
                     return
                 index, host = pending.pop(0)
                 running[index] = None
-            result = one(index, host)
+            result = _one(
+                host, connect, work, functools.partial(_register, lock, running, index),
+                on_start, on_done,
+            )  # fmt: skip
             with lock:
                 running.pop(index, None)
                 results[index] = result
