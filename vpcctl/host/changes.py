@@ -18,8 +18,11 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class SetForwarding(Change):
     on: bool = True
+    restore: bool = False  # `agent down`: back to the value recorded before vpcctl's first change
 
     def describe(self) -> str:
+        if self.restore:
+            return f"restore net.ipv4.ip_forward = {int(self.on)} (its value before vpcctl)"
         return f"set net.ipv4.ip_forward = {int(self.on)}"
 
 
