@@ -99,7 +99,7 @@ def test_a_failing_change_does_not_stop_the_others_and_the_record_survives(
     sysm = FakeSystem(backend="kernel")
     _applied(state, sysm)
     sysm.fail_on["nft_delete"] = "nft: cannot delete the table"
-    with pytest.raises(ApplyError, match="teardown incomplete: delete .*cannot delete the table"):
+    with pytest.raises(ApplyError, match=r"teardown incomplete: delete .*cannot delete the table"):
         down(sysm, state)
     assert sysm.links_ == {} and sysm.fwd is False  # the rest went on
     assert state.sysctls.exists() and state.applied.exists()  # kept for the second down

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -576,7 +576,7 @@ def down(
     return result
 
 
-def _run_all(changes: list[Change], system: System, state: StateDir) -> list[str]:
+def _run_all(changes: Sequence[Change], system: System, state: StateDir) -> list[str]:
     """Execute every change, whatever fails; the failures as one line each."""
     failures = []
     for change in changes:

@@ -1,0 +1,99 @@
+"""`vpcctl down` and `vpcctl host rm --purge`: tearing hosts down over SSH (`agent down` there)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from vpcctl.cli.app import inventory_path
+from vpcctl.cli.output import info, print_json, warn
+from vpcctl.cli.push import (
+    CONNECT_OPT,
+    JSON_OPT,
+    KNOWN_OPT,
+    PARALLEL_OPT,
+    TIMEOUT_OPT,
+    WAIT_OPT,
+    _connector,
+    _exit,
+    _summary,
+)
+
+FORGET_OPT = typer.Option(
+    False, "--forget-key", help="Also delete each host's private key (it must `join` again)."
+)
+
+
+def down(
+    ctx: typer.Context,
+    hosts: list[str] = typer.Argument(None, help="Hosts to tear down (default: all)."),
+    forget_key: bool = FORGET_OPT,
+    parallel: int = PARALLEL_OPT,
+    connect_timeout: float = CONNECT_OPT,
+    timeout: float = TIMEOUT_OPT,
+    known_hosts: Path | None = KNOWN_OPT,
+    as_json: bool = JSON_OPT,
+    wait: float = WAIT_OPT,
+) -> None:
+    """Tear hosts down over SSH: `agent down` on each removes everything vpcctl owns there
+    (WireGuard interface, tunnel, bridges, routes, nftables table, DOCKER-USER rules, Docker
+    networks it made, resolver, agent daemon, state files) and nothing else, and puts the
+    sysctls it changed back. The inventory is not changed: `vpcctl up` builds it all again.
+
+    Exit 0 when every host is torn down, 4 when some failed (the table says why), 1 when all did.
+
+    [bold]Examples[/]
+
+      vpcctl down
+
+      vpcctl down vps2 --json
+
+      vpcctl down nas --forget-key && vpcctl host rm nas
+    """
+    from vpcctl.admin import fanout, inventory
+    from vpcctl.core.lock import locked
+
+    path = inventory_path(ctx)
+    connect = _connector(ctx, connect_timeout, timeout, False, known_hosts)
+    with locked(path, wait, what="the mesh (another `vpcctl up` or `down` runs)"):
+        chosen = fanout.select(inventory.load(path), hosts or [])
+        results = fanout.for_each(
+            chosen, connect, lambda h, t: fanout.down_one(h, t, forget_key=forget_key),
+            parallel=parallel,
+        )  # fmt: skip
+    if as_json:
+        print_json([r.to_json() for r in results])
+    else:
+        _summary(results, "nothing to remove")
+    _exit(results)
+
+
+def remove_host(ctx: typer.Context, name: str, *, force: bool, connect: Any, wait: float) -> None:
+    """`host rm NAME --purge`: the edit is checked first (a refusal changes nothing anywhere),
+    then the host is torn down, and only then is it removed from the inventory. A host that
+    could not be torn down stays in the inventory (exit 4) unless ``force``."""
+    from vpcctl.admin import edits, fanout, inventory
+    from vpcctl.core.errors import ExitCode
+
+    path = inventory_path(ctx)
+    inv = inventory.load(path)
+    edits.rm_host(inv, name, force=force)
+    result = fanout.for_each([inv.hosts[name]], connect, fanout.down_one, parallel=1)[0]
+    _summary([result], "nothing to remove")
+    if not result.ok and not force:
+        info(f"error: host {name} was not torn down; the inventory is unchanged")
+        info(f"hint: fix that and run it again, or add --force to remove {name} from the "
+             "inventory anyway (then tear it down by hand: `vpcctl agent down` there)")  # fmt: skip
+        raise typer.Exit(int(ExitCode.PARTIAL))
+    inventory.update(path, lambda inv: edits.rm_host(inv, name, force=force), wait)
+    if result.ok:
+        info(f"removed host {name}: torn down, and out of the inventory")
+    else:
+        warn(f"removed host {name} from the inventory although it was NOT torn down (--force)")
+    info("next: `vpcctl up` removes it from every peer")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(down)
