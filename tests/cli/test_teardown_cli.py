@@ -7,26 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from tests.builders import public_key
+from tests.cli.test_push import rows, run
 from tests.fake_transport import FakeHost, FakeNet, agent_error, unreachable
 from vpcctl.admin import edits, inventory
-from vpcctl.cli.app import State
-from vpcctl.cli.commands import app
 from vpcctl.core.model import SshTarget
-
-
-def run(runner: CliRunner, net: FakeNet, *args: str) -> Result:
-    return runner.invoke(app, list(args), prog_name="vpcctl", obj=State(connect=net.connect))
-
-
-def rows(result: Result) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in result.stdout.splitlines()[1:]:
-        name, _, rest = line.strip().partition(" ")
-        out[name] = rest.strip()
-    return out
 
 
 def _with_spare(path: Path) -> bytes:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from vpcctl.cli.app import inventory_path
-from vpcctl.cli.output import info, print_json, warn
+from vpcctl.cli.output import info, warn
 from vpcctl.cli.push import (
     CONNECT_OPT,
     JSON_OPT,
@@ -17,7 +18,7 @@ from vpcctl.cli.push import (
     TIMEOUT_OPT,
     WAIT_OPT,
     _connector,
-    _exit,
+    _converge,
     _summary,
 )
 
@@ -42,7 +43,9 @@ def down(
     networks it made, resolver, agent daemon, state files) and nothing else, and puts the
     sysctls it changed back. The inventory is not changed: `vpcctl up` builds it all again.
 
-    Exit 0 when every host is torn down, 4 when some failed (the table says why), 1 when all did.
+    On a terminal: progress and the per-host table; otherwise output only when something was
+    removed or failed (or --json). Exit 0 when every host is torn down, 4 when some failed (the
+    table says why), 1 when all did.
 
     [bold]Examples[/]
 
@@ -52,22 +55,11 @@ def down(
 
       vpcctl down nas --forget-key && vpcctl host rm nas
     """
-    from vpcctl.admin import fanout, inventory
-    from vpcctl.core.lock import locked
+    from vpcctl.admin import fanout
 
-    path = inventory_path(ctx)
     connect = _connector(ctx, connect_timeout, timeout, False, known_hosts)
-    with locked(path, wait, what="the mesh (another `vpcctl up` or `down` runs)"):
-        chosen = fanout.select(inventory.load(path), hosts or [])
-        results = fanout.for_each(
-            chosen, connect, lambda h, t: fanout.down_one(h, t, forget_key=forget_key),
-            parallel=parallel,
-        )  # fmt: skip
-    if as_json:
-        print_json([r.to_json() for r in results])
-    else:
-        _summary(results, "nothing to remove")
-    _exit(results)
+    work = functools.partial(fanout.down_one, forget_key=forget_key)
+    _converge(ctx, hosts or [], connect, parallel, as_json, wait, work, "nothing to remove")
 
 
 def remove_host(ctx: typer.Context, name: str, *, force: bool, connect: Any, wait: float) -> None:
