@@ -3,38 +3,27 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
-from typing import Any
 
 import typer
 
 from vpcctl.cli.app import inventory_path
 from vpcctl.cli.output import info, warn
-from vpcctl.cli.push import (
-    CONNECT_OPT,
-    JSON_OPT,
-    KNOWN_OPT,
-    PARALLEL_OPT,
-    TIMEOUT_OPT,
-    WAIT_OPT,
-    _connector,
-    _converge,
-    _summary,
-)
+from vpcctl.cli.push import JSON_OPT, PARALLEL_OPT, WAIT_OPT, _converge, _summary
+from vpcctl.cli.remote import Connect, ssh_options
 
 FORGET_OPT = typer.Option(
     False, "--forget-key", help="Also delete each host's private key (it must `join` again)."
 )
 
 
+@ssh_options(accept_new=False)
 def down(
     ctx: typer.Context,
     hosts: list[str] = typer.Argument(None, help="Hosts to tear down (default: all)."),
     forget_key: bool = FORGET_OPT,
     parallel: int = PARALLEL_OPT,
-    connect_timeout: float = CONNECT_OPT,
-    timeout: float = TIMEOUT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
     wait: float = WAIT_OPT,
 ) -> None:
@@ -57,12 +46,13 @@ def down(
     """
     from vpcctl.admin import fanout
 
-    connect = _connector(ctx, connect_timeout, timeout, False, known_hosts)
     work = functools.partial(fanout.down_one, forget_key=forget_key)
     _converge(ctx, hosts or [], connect, parallel, as_json, wait, work, "nothing to remove")
 
 
-def remove_host(ctx: typer.Context, name: str, *, force: bool, connect: Any, wait: float) -> None:
+def remove_host(
+    ctx: typer.Context, name: str, *, force: bool, connect: Connect, wait: float
+) -> None:
     """`host rm NAME --purge`: the edit is checked first (a refusal changes nothing anywhere),
     then the host is torn down, and only then is it removed from the inventory. A host that
     could not be torn down stays in the inventory (exit 4) unless ``force``."""
