@@ -7,6 +7,7 @@ place a host keeps vpcctl's secrets and history:
 ``applied.json``   the last HostSpec applied successfully (what rollback returns to)
 ``firewall.json``  digests of the nftables table as generated and as listed after loading
 ``zone.json``      the resolver's zone (names of the VPCs this host serves)
+``sysctl.json``    each sysctl's value before vpcctl first changed it (`agent down` restores it)
 ``.lock``          held while an apply runs
 """
 
