@@ -131,3 +131,7 @@ def test_c_down_leaves_every_host_exactly_as_before_and_the_container_running(
     assert app["State"]["Running"] and set(app["NetworkSettings"]["Networks"]) == {"bridge"}
     again = net.vpcctl_json("down")  # nothing left to remove; the key stays
     assert all(r["ok"] and not r["changes"] and r["key"] == "kept" for r in again), again
+    (gone,) = net.vpcctl_json("down", "t2", "--forget-key")
+    assert gone["ok"] and gone["key"] == "removed", gone
+    assert net.lab.run(net.hosts["t2"], "test -e /etc/vpcctl", check=False).returncode == 1
+    world.assert_as_before("t2")

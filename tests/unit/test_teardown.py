@@ -124,3 +124,13 @@ def test_stop_daemon_is_planned_first(state: StateDir) -> None:
     sysm.procs["daemon.pid"] = ("x", "--managed")
     p = down(sysm, state).plan
     assert isinstance(p.changes[0], StopDaemon)
+
+
+def test_discard_removes_an_empty_state_directory_only(state: StateDir) -> None:
+    sysm = FakeSystem(backend="kernel")
+    _applied(state, sysm)
+    down(sysm, state, forget_key=True)
+    (state.path / "endpoints.json").write_text("[]")  # the operator's file: it all stays
+    assert not state.discard() and (state.path / "endpoints.json").exists()
+    (state.path / "endpoints.json").unlink()
+    assert state.discard() and not state.path.exists()

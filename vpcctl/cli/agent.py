@@ -346,9 +346,12 @@ def cmd_down(args: argparse.Namespace) -> int:
             result = down(system, state, forget_key=args.forget_key, before_links=networks)
     finally:
         system.close()
+    if args.forget_key and state.discard():
+        result.messages.append(f"remove state directory {state.path}")
     if args.json:
         _json({"removed": result.plan.to_json(), "docker": dk.to_json(),
-               "files": [m.removeprefix("remove state file ") for m in result.messages],
+               "files": [m.removeprefix("remove state file ") for m in result.messages
+                         if m.startswith("remove state file ")],
                "key": "removed" if args.forget_key else "kept"})  # fmt: skip
         return 0
     lines = [f"remove Docker network {n}" for n in dk.removed] + result.plan.describe()

@@ -149,6 +149,18 @@ class StateDir:
                 gone.append(path.name)
         return gone
 
+    def discard(self) -> bool:
+        """After `agent down --forget-key` (the lock released): remove the lock file and the
+        directory when nothing else is in it. False when something else is (it all stays)."""
+        with contextlib.suppress(FileNotFoundError):
+            if {e.name for e in os.scandir(self.path)} - {".agent.lock"}:
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / ".agent.lock").unlink()
+            with contextlib.suppress(OSError):  # someone wrote a file meanwhile: it stays
+                self.path.rmdir()
+        return True
+
     def save_spec(self, text: str, path: Path | None = None) -> None:
         """Store the spec as given (atomically, 0600) at ``path``, by default :attr:`spec`."""
         if path is None:
