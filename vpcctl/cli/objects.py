@@ -239,20 +239,41 @@ def mesh_set(
 
 
 @host_app.command("rm")
+@ssh_options(accept_new=False)
 def host_rm(
     ctx: typer.Context,
     name: str = typer.Argument(..., autocompletion=_complete("hosts")),
-    force: bool = typer.Option(False, "--force", help="Also remove its containers."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Also remove its containers; with --purge, remove it from the "
+        "inventory even when it could not be torn down.",
+    ),
+    purge: bool = typer.Option(
+        False, "--purge", help="First tear the host down over SSH (`agent down` there)."
+    ),
+    *,
+    connect: Connect,
     wait: float = WAIT_OPT,
 ) -> None:
-    """Remove a host from the inventory (its addresses are never reused by others' renumbering).
+    """Remove a host from the inventory (its addresses are never reused by others' renumbering);
+    the next `vpcctl up` removes it from every peer. With --purge it is torn down first, and an
+    unreachable host (or a failed teardown) leaves the inventory unchanged (exit 4) unless
+    --force.
 
-    [bold]Example[/]
+    [bold]Examples[/]
 
-      vpcctl host rm vps2
+      vpcctl host rm vps2 --purge && vpcctl up
+
+      vpcctl host rm vps2 --purge --force    # vps2 is gone for good: remove it anyway
     """
     from vpcctl.admin import edits
 
+    if purge:
+        from vpcctl.cli import teardown
+
+        teardown.remove_host(ctx, name, force=force, connect=connect, wait=wait)
+        return
     _update(ctx, lambda inv: edits.rm_host(inv, name, force=force), wait)
     info(f"removed host {name}")
 

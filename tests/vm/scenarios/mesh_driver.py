@@ -139,6 +139,8 @@ with R.phase("imports"):
     import vpcctl.host.wireguard
     from tests.lab.harness import PRIVATE_DIRS, Lab, LabContainer, LabHost, LabNode
     from tests.lab.mesh import Mesh
+    from tests.snapshot import diff as snapshot_diff
+    from tests.snapshot import snapshot
     from vpcctl.admin import edits, inventory
     from vpcctl.core.model import Inventory, SshTarget, parse_portspec
 
@@ -820,6 +822,7 @@ def scenario(lab: VmLab) -> None:
         time.sleep(1.0)
         t_join = time.monotonic()
         mesh.add_hosts(["h4"])
+        before_h4 = snapshot(lab, H("h4"))  # issue 12: compared after its `agent down`
         addr["h4"] = str(mesh.inv.hosts["h4"].address)
         results = mesh.apply_many(["h4", *HOSTS])
         R.info("join_seconds", f"host + keygen + inventory + 4 applies: "
@@ -880,6 +883,9 @@ def scenario(lab: VmLab) -> None:
                  not re.search(r"^(vpc0|vpc0-ipip|vb-\S+)\s", gone.stdout, re.M)
                  and "proto" not in gone.stdout and "vpcctl" not in gone.stdout
                  and "key-kept" in gone.stdout, gone.stdout + gone.stderr)  # fmt: skip
+        after_h4 = snapshot(lab, H("h4"))
+        R.record("leave_h4_snapshot_equal_to_before_its_first_apply", after_h4 == before_h4,
+                 snapshot_diff(before_h4, after_h4)[:4000])  # fmt: skip
         mesh.change(lambda inv: edits.rm_host(inv, "h4"))
         left = mesh.apply_many(HOSTS)
         time.sleep(1.0)
