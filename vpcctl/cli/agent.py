@@ -181,7 +181,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from vpcctl.host import docker
+    from vpcctl.host import docker, resolved
     from vpcctl.host.agent import status
     from vpcctl.host.kernel import LinuxSystem
     from vpcctl.host.state import StateDir
@@ -193,10 +193,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         system.close()
     data["docker"] = docker.status(state.applied_spec())
+    data["resolved"] = resolved.status(state.applied_spec())
     if args.json:
         _json(data)
         return 0
     _print_mesh(data.get("daemon"))
+    sys.stdout.write(data["resolved"]["summary"] + "\n")
     iface = data["interface"]
     if iface is None:
         _info("no vpcctl interface on this host (nothing applied yet?)")
@@ -320,7 +322,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from vpcctl.host import docker
+    from vpcctl.host import docker, resolved
     from vpcctl.host.agent import down
     from vpcctl.host.kernel import LinuxSystem
     from vpcctl.host.state import StateDir
@@ -332,6 +334,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         with state.locked():
             # Docker's networks first (they sit on the bridges about to go); only vpcctl's
             dk = docker.remove_networks(applied.mesh if applied else None)
+            names = resolved.remove(applied)  # before the bridge goes
             result = down(system, state)
     finally:
         system.close()
@@ -339,8 +342,11 @@ def cmd_down(args: argparse.Namespace) -> int:
         out: dict[str, object] = {"removed": result.plan.to_json()}
         if dk.present:
             out["docker"] = dk.to_json()
+        out["resolved_reverted"] = names
         _json(out)
         return 0
+    if names:
+        _info("  revert systemd-resolved settings of the mesh domain")
     for name in dk.removed:
         _info(f"  remove Docker network {name}")
     for p in dk.problems:
