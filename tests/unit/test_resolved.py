@@ -15,56 +15,17 @@ from pathlib import Path
 import pytest
 
 from tests.builders import homelab
+from tests.fake_resolvectl import FakeResolvectl
 from vpcctl.admin.render import render
 from vpcctl.host import resolved
 
-FAKE = r"""#!/bin/sh
-echo "$*" >> "$FAKE_RESOLVED/argv"
-case "$1" in
-  status) exit "$(cat "$FAKE_RESOLVED/status_rc" 2>/dev/null || echo 0)" ;;
-  dns|domain|default-route)
-    if [ $# -eq 2 ]; then
-      printf 'Link 7 (%s): %s\n' "$2" "$(cat "$FAKE_RESOLVED/$1.$2" 2>/dev/null)"
-    else
-      what=$1; link=$2; shift 2
-      [ -f "$FAKE_RESOLVED/fail.$what" ] && { echo "Failed to set $what: boom" >&2; exit 1; }
-      echo "$*" > "$FAKE_RESOLVED/$what.$link"
-    fi ;;
-  revert) rm -f "$FAKE_RESOLVED"/*."$2" ;;
-  *) exit 2 ;;
-esac
-"""
-
-
-class Fake:
-    def __init__(self, path: Path) -> None:
-        self.dir = path
-
-    @property
-    def argv(self) -> list[str]:
-        log = self.dir / "argv"
-        return log.read_text().splitlines() if log.exists() else []
-
-    def link(self, what: str, link: str = "vb-prod") -> str | None:
-        f = self.dir / f"{what}.{link}"
-        return f.read_text().strip() if f.exists() else None
-
-    def clear(self) -> None:
-        (self.dir / "argv").unlink(missing_ok=True)
-
 
 @pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fake:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "resolvectl"
-    exe.write_text(FAKE)
-    exe.chmod(0o755)
-    state = tmp_path / "resolved"
-    state.mkdir()
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_RESOLVED", str(state))
-    return Fake(state)
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeResolvectl:
+    f = FakeResolvectl(tmp_path)
+    for key, value in f.env(os.environ["PATH"]).items():
+        monkeypatch.setenv(key, value)
+    return f
 
 
 SPEC = render(homelab(), "nas")  # VPCs prod (first by name) and staging
@@ -83,7 +44,9 @@ def test_the_registration_is_the_first_vpcs_bridge_and_gateway() -> None:
     assert resolved.registration(None) is None
 
 
-def test_ensure_registers_a_routing_only_domain_and_status_reads_it_back(fake: Fake) -> None:
+def test_ensure_registers_a_routing_only_domain_and_status_reads_it_back(
+    fake: FakeResolvectl,
+) -> None:
     gw = str(SPEC.vpcs[0].gateway.ip)
     out = resolved.ensure(SPEC)
     assert fake.argv == [
@@ -101,7 +64,7 @@ def test_ensure_registers_a_routing_only_domain_and_status_reads_it_back(fake: F
 
 
 def test_a_recreated_link_loses_its_settings_and_the_next_converge_puts_them_back(
-    fake: Fake,
+    fake: FakeResolvectl,
 ) -> None:
     resolved.ensure(SPEC)
     for f in fake.dir.glob("*.vb-prod"):  # what resolved does when the link goes away
@@ -113,7 +76,7 @@ def test_a_recreated_link_loses_its_settings_and_the_next_converge_puts_them_bac
     assert fake.link("domain") == "~vpc.internal"
 
 
-def test_down_reverts_the_link(fake: Fake) -> None:
+def test_down_reverts_the_link(fake: FakeResolvectl) -> None:
     resolved.ensure(SPEC)
     fake.clear()
     assert resolved.remove(SPEC) is True
@@ -122,7 +85,7 @@ def test_down_reverts_the_link(fake: Fake) -> None:
     assert resolved.remove(None) is False
 
 
-def test_resolved_not_running_changes_nothing_and_names_the_fallback(fake: Fake) -> None:
+def test_resolved_not_running_changes_nothing_and_names_the_fallback(fake: FakeResolvectl) -> None:
     (fake.dir / "status_rc").write_text("1\n")
     out = resolved.ensure(SPEC)
     assert fake.argv == ["status"]  # asked whether it runs, set nothing
@@ -140,7 +103,7 @@ def test_no_resolvectl_at_all_runs_nothing(tmp_path: Path, monkeypatch: pytest.M
     assert resolved.status(SPEC)["mode"] == "fallback"
 
 
-def test_a_refused_setting_is_reported_not_raised(fake: Fake) -> None:
+def test_a_refused_setting_is_reported_not_raised(fake: FakeResolvectl) -> None:
     (fake.dir / "fail.domain").write_text("")
     out = resolved.ensure(SPEC)
     assert out["registered"] is False
@@ -148,7 +111,7 @@ def test_a_refused_setting_is_reported_not_raised(fake: Fake) -> None:
     assert fake.argv[-1] == "domain vb-prod ~vpc.internal"  # stopped there
 
 
-def test_a_host_without_vpcs_registers_nothing(fake: Fake) -> None:
+def test_a_host_without_vpcs_registers_nothing(fake: FakeResolvectl) -> None:
     spec = replace(SPEC, vpcs=())
     out = resolved.ensure(spec)
     assert out["registered"] is False and "no VPC slice" in out["summary"]
