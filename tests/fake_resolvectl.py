@@ -12,7 +12,7 @@ FAKE = r"""#!/bin/sh
 echo "$*" >> "$FAKE_RESOLVED/argv"
 case "$1" in
   status) exit "$(cat "$FAKE_RESOLVED/status_rc" 2>/dev/null || echo 0)" ;;
-  dns|domain|default-route)
+  dns|domain|default-route|nta)
     if [ $# -eq 2 ]; then
       printf 'Link 7 (%s): %s\n' "$2" "$(cat "$FAKE_RESOLVED/$1.$2" 2>/dev/null)"
     else

@@ -177,7 +177,7 @@ def test_names_on_the_host_with_systemd_resolved_registered_and_reverted(world: 
         f"systemd-resolved: registered ~vpc.internal on vb-prod ({gw})"
     )
     assert fake.argv == ["status", f"dns vb-prod {gw}", "domain vb-prod ~vpc.internal",
-                         "default-route vb-prod false"]  # fmt: skip
+                         "default-route vb-prod false", "nta vb-prod vpc.internal"]  # fmt: skip
     status = json.loads(mesh.agent(h1, "status", "--json").stdout)["resolved"]
     assert status["registered"] is True and status["interface"] == "vb-prod"
     h2_addr = str(mesh.inv.hosts["h2"].address)

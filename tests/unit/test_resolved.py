@@ -39,6 +39,7 @@ def test_the_registration_is_the_first_vpcs_bridge_and_gateway() -> None:
         ["resolvectl", "dns", "vb-prod", gw],
         ["resolvectl", "domain", "vb-prod", "~vpc.internal"],
         ["resolvectl", "default-route", "vb-prod", "false"],
+        ["resolvectl", "nta", "vb-prod", "vpc.internal"],
     ]
     assert reg.revert() == ["resolvectl", "revert", "vb-prod"]
     assert resolved.registration(None) is None
@@ -54,6 +55,7 @@ def test_ensure_registers_a_routing_only_domain_and_status_reads_it_back(
         f"dns vb-prod {gw}",
         "domain vb-prod ~vpc.internal",
         "default-route vb-prod false",
+        "nta vb-prod vpc.internal",
     ]
     assert out["registered"] is True and out["mode"] == "systemd-resolved"
     assert out["summary"] == f"systemd-resolved: registered ~vpc.internal on vb-prod ({gw})"

@@ -12,7 +12,7 @@ never see it.) The resolver answers a query from one of its own addresses with t
 every VPC's names and the hosts' names, as on loopback.
 
 resolved forgets a link's settings when the link is deleted and created again, so every converge
-asserts them again (three idempotent ``resolvectl`` calls); ``agent down`` reverts the link. Where
+asserts them again (four idempotent ``resolvectl`` calls); ``agent down`` reverts the link. Where
 resolved does not run (no ``resolvectl``, or ``resolvectl status`` fails) nothing is changed, and
 :data:`FALLBACK` says what to do instead.
 """
@@ -31,9 +31,9 @@ from vpcctl.core.spec import HostSpec
 RESOLVECTL = "resolvectl"
 TIMEOUT = 5.0
 FALLBACK = (
-    "without systemd-resolved, put `nameserver 127.0.0.1` first in /etc/resolv.conf "
-    "(vpcctl's resolver answers the mesh domain and forwards the rest), or point dnsmasq at it: "
-    "`server=/{domain}/127.0.0.1`"
+    "without systemd-resolved, put `nameserver 127.0.0.1` first in /etc/resolv.conf, before "
+    "the nameservers there (vpcctl's resolver answers the mesh domain and forwards the rest to "
+    "them), or point dnsmasq at it: `server=/{domain}/127.0.0.1`"
 )
 
 
@@ -56,6 +56,9 @@ class Registration:
             [RESOLVECTL, "dns", i, str(self.server)],
             [RESOLVECTL, "domain", i, self.routing_domain],
             [RESOLVECTL, "default-route", i, "false"],
+            # a negative trust anchor: DNSSEC validation (resolved's default on some systems)
+            # would otherwise reject an unsigned private domain that is not a built-in one
+            [RESOLVECTL, "nta", i, self.domain],
         ]
 
     def revert(self) -> list[str]:
