@@ -87,8 +87,9 @@ def set_mesh(
     daemon: bool | None = None,
     daemon_port: int | None = None,
     grace: int | None = None,
+    mtu: int | None = None,
 ) -> Inventory:
-    """The agent daemon's settings of the mesh (README "Mesh table")."""
+    """The agent daemon's settings of the mesh (README "Mesh table"); the WireGuard MTU."""
     mesh = inv.mesh
     if daemon is not None:
         mesh = replace(mesh, daemon=daemon)
@@ -96,6 +97,8 @@ def set_mesh(
         mesh = replace(mesh, daemon_port=daemon_port)
     if grace is not None:
         mesh = replace(mesh, grace=grace)
+    if mtu is not None:
+        mesh = replace(mesh, mtu=mtu)
     return replace(inv, mesh=mesh)
 
 

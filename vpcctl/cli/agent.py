@@ -188,7 +188,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from vpcctl.host import docker
+    from vpcctl.host import docker, resolved
     from vpcctl.host.agent import status
     from vpcctl.host.kernel import LinuxSystem
     from vpcctl.host.state import StateDir
@@ -200,10 +200,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         system.close()
     data["docker"] = docker.status(state.applied_spec())
+    data["resolved"] = resolved.status(state.applied_spec())
     if args.json:
         _json(data)
         return 0
     _print_mesh(data.get("daemon"))
+    sys.stdout.write(data["resolved"]["summary"] + "\n")
     iface = data["interface"]
     if iface is None:
         _info("no vpcctl interface on this host (nothing applied yet?)")
@@ -327,7 +329,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from vpcctl.host import docker
+    from vpcctl.host import docker, resolved
     from vpcctl.host.agent import down
     from vpcctl.host.kernel import LinuxSystem
     from vpcctl.host.state import StateDir
@@ -335,10 +337,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     state = StateDir.default(args.state_dir)
     applied = state.applied_spec()
     dk = docker.Report()
+    names = False
 
     def networks() -> None:  # after the daemon stopped, before the bridges go; only vpcctl's
-        nonlocal dk
+        nonlocal dk, names
         dk = docker.remove_networks(applied.mesh if applied else None)
+        names = resolved.remove(applied)
 
     system = LinuxSystem()
     try:
@@ -352,9 +356,11 @@ def cmd_down(args: argparse.Namespace) -> int:
         _json({"removed": result.plan.to_json(), "docker": dk.to_json(),
                "files": [m.removeprefix("remove state file ") for m in result.messages
                          if m.startswith("remove state file ")],
+               "resolved_reverted": names,
                "key": "removed" if args.forget_key else "kept"})  # fmt: skip
         return 0
-    lines = [f"remove Docker network {n}" for n in dk.removed] + result.plan.describe()
+    lines = ["revert systemd-resolved settings of the mesh domain"] if names else []
+    lines += [f"remove Docker network {n}" for n in dk.removed] + result.plan.describe()
     lines += [f"docker: warning: {p}" for p in dk.problems] + result.messages
     for line in lines:
         _info(f"  {line}")
