@@ -34,6 +34,10 @@ from vpcctl.cli import push as _push  # noqa: E402
 
 _push.register(app, host_app)
 
+from vpcctl.cli import graph as _graph  # noqa: E402
+
+_graph.register(app)
+
 
 def _version(value: bool) -> None:
     if value:
