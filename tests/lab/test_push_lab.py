@@ -194,7 +194,7 @@ def test_graph_live_svg_one_node_per_host_one_fresh_edge_per_pair(net: SshMesh) 
         classes = (g.get("class") or "").split()
         if len(classes) >= 2:
             found.setdefault(classes[1], []).append(classes)
-    hosts = [t.text for g in svg.iter(f"{ns}g") if "host" in (g.get("class") or "").split()
+    hosts = [t.text or "" for g in svg.iter(f"{ns}g") if "host" in (g.get("class") or "").split()
              for t in list(g.iter(f"{ns}text"))[:1]]  # fmt: skip
     assert sorted(hosts) == sorted(net.hosts)
     assert len(found["link"]) == 6 and all(c[2] == "fresh" for c in found["link"]), found["link"]
