@@ -8,7 +8,8 @@ from typing import Any
 
 import typer
 
-from vpcctl.cli.app import inventory_path, nonnegative
+from vpcctl.cli.app import inventory_path
+from vpcctl.cli.remote import Connect, ssh_options
 
 GRAPHVIZ_HINT = "install Graphviz: apt-get install graphviz (or use --format dot|text)"
 
@@ -28,24 +29,19 @@ def _validate(fmt: str, output: Path | None) -> None:
                          "give a file path, e.g. -o docs/mesh.svg")  # fmt: skip
 
 
-def _live(ctx: typer.Context, inv: Any, connect_timeout: float, known: Path | None) -> Any:
+def _live(inv: Any, connect: Connect) -> Any:
     """(statuses per answering host, live endpoints, hosts that could not be asked)."""
     from vpcctl.admin import fanout
     from vpcctl.cli.objects import _ask_live
     from vpcctl.cli.output import warn
-    from vpcctl.cli.push import _connector
 
-    results = fanout.for_each(
-        fanout.select(inv, []),
-        _connector(ctx, connect_timeout, 60.0, False, known),
-        fanout.status_one,
-    )
+    results = fanout.for_each(fanout.select(inv, []), connect, fanout.status_one)
     statuses = {r.host: r.data.get("peers", []) for r in results if r.ok}
     down = {r.host for r in results if not r.ok}
     for r in results:
         if not r.ok:
             warn(f"{r.host}: no status: {r.error}")
-    endpoints, _, failed = _ask_live(ctx, inv, [], connect_timeout, known)
+    endpoints, _, failed = _ask_live(inv, [], connect)
     return statuses, endpoints, sorted(down | set(failed))
 
 
@@ -112,6 +108,7 @@ def _render(g: Any, fmt: str, output: Path | None) -> None:
         sys.stdout.write(done.stdout)
 
 
+@ssh_options(accept_new=False, timeout=60.0)
 def graph(
     ctx: typer.Context,
     fmt: str = typer.Option("text", "--format", "-f", help="text, dot, svg or png."),
@@ -119,12 +116,8 @@ def graph(
         False, "--live", help="Ask the hosts (SSH): handshake freshness, live backends."
     ),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write to FILE."),
-    connect_timeout: float = typer.Option(
-        10.0, "--connect-timeout", help="Seconds to wait for SSH to connect.", callback=nonnegative
-    ),
-    known_hosts: Path | None = typer.Option(
-        None, "--known-hosts", envvar="VPCCTL_KNOWN_HOSTS", help="vpcctl's known-hosts file."
-    ),
+    *,
+    connect: Connect,
 ) -> None:
     """The mesh as a picture: hosts (endpoint or behind NAT), mesh links, each host's VPC
     slices, services and their backends.
@@ -148,7 +141,7 @@ def graph(
     inv = inventory.load(inventory_path(ctx))
     statuses, endpoints, down = None, (), []
     if live:
-        statuses, endpoints, down = _live(ctx, inv, connect_timeout, known_hosts)
+        statuses, endpoints, down = _live(inv, connect)
     picture = g.build(inv, views.service_backends(inv, endpoints), statuses, down)
     _render(picture, fmt, output)
     if down:
