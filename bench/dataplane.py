@@ -59,6 +59,7 @@ PATHS = ("vpc", "wg", "underlay")
 PORT = 5201
 TARGET_THROUGHPUT = 0.95  # VPC >= this x bare WireGuard
 TARGET_LATENCY = 1.10  # VPC <= this x bare WireGuard
+WIREGUARD: dict[str, str] = {}  # what build() found: the WireGuard backend of the hosts
 _RTT = re.compile(r"time=([0-9.]+) ms")
 
 
@@ -95,6 +96,8 @@ def build(lab: Lab, routing: str) -> dict[str, Path_]:
     for who, dst in ((h1, mesh_h2), (c1, c2.ip)):
         if not wait_ping(lab, who, dst, timeout=60):
             raise SystemExit(f"{who.name} cannot ping {dst}: the mesh did not come up")
+    kind = lab.run(h1, ["ip", "-d", "-o", "link", "show", "dev", "vpc0"], check=False).stdout
+    WIREGUARD["backend"] = "kernel" if " wireguard " in kind else "wireguard-go (tun)"
     return {
         "vpc": Path_("vpc", c1, c2, c2.ip),
         "wg": Path_("wg", h1, h2, mesh_h2),
@@ -173,7 +176,8 @@ def summary(paths: dict[str, Path_], meta: dict[str, Any]) -> dict[str, Any]:
 def report(res: dict[str, Any]) -> str:
     m = res["meta"]
     lines = [
-        f"data plane: {m['where']}, routing {m['routing']}, {m['rounds']} rounds x "
+        f"data plane: {m['where']}, WireGuard {m.get('wireguard')}, routing {m['routing']}, "
+        f"{m['rounds']} rounds x "
         f"{m['seconds']} s iperf3 (1 TCP stream) + {m['pings']} pings per path, interleaved;",
         f"  {m['cpus']} CPUs, load average {m['load_before']:.2f} before, "
         f"{m['load_after']:.2f} after",
@@ -211,6 +215,7 @@ def run_here(args: argparse.Namespace) -> dict[str, Any]:
         paths = build(lab, args.routing)
         measure(lab, paths, args.rounds, args.seconds, args.pings)
     meta["load_after"] = os.getloadavg()[0]
+    meta["wireguard"] = WIREGUARD.get("backend", "?")
     return summary(paths, meta)
 
 
