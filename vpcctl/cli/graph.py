@@ -119,12 +119,14 @@ def graph(
     *,
     connect: Connect,
 ) -> None:
-    """The mesh as a picture: hosts (endpoint or behind NAT), mesh links, each host's VPC
-    slices, services and their backends.
+    """The mesh as a picture: hosts (endpoint or behind NAT), mesh
+    links, each host's VPC slices, services and their backends.
 
-    Offline it shows the inventory; with --live each link is coloured by its WireGuard
-    handshake (green fresh, orange stale, red none) from `status`, and services show the
-    backends the hosts' agent daemons see. svg and png need Graphviz's `dot`.
+    Offline it shows the inventory. With --live each link is coloured
+    by its WireGuard handshake (green fresh, orange stale, red none)
+    from `status`, and services show the backends the hosts' agent
+    daemons see; a host that cannot be asked is marked, exit code 4.
+    svg and png need Graphviz's `dot` (apt-get install graphviz).
 
     [bold]Examples[/]
 
