@@ -223,6 +223,7 @@ def run_vm(args: argparse.Namespace) -> dict[str, Any]:
     """The same measurement inside the kernel VM; its JSON comes back through /out."""
     out = Path(tempfile.mkdtemp(prefix="vpcctl-bench-dp-vm-"))
     env = [f"BENCH_ARGS=--rounds {args.rounds} --seconds {args.seconds} --pings {args.pings}"]
+    before = os.getloadavg()[0]
     cmd = [sys.executable, str(ROOT / "tests/vm/run_vm.py"), "--script",
            str(ROOT / "tests/vm/scenarios/dataplane.sh"), "--out", str(out), "--timeout", "1500",
            *(x for e in env for x in ("--env", e))]  # fmt: skip
@@ -231,6 +232,8 @@ def run_vm(args: argparse.Namespace) -> dict[str, Any]:
     if rc != 0 or not result.exists():
         raise SystemExit(f"the VM run failed (exit {rc}); see {out}/console.log")
     data: dict[str, Any] = json.loads(result.read_text())
+    # the loads in the VM's figures are the VM's own; the machine's, around the whole run:
+    data["meta"]["where"] += f" (machine load {before:.2f} before, {os.getloadavg()[0]:.2f} after)"
     return data
 
 
