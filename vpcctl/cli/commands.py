@@ -36,6 +36,10 @@ from vpcctl.cli import teardown as _teardown  # noqa: E402
 _push.register(app, host_app)
 _teardown.register(app)
 
+from vpcctl.cli import graph as _graph  # noqa: E402
+
+_graph.register(app)
+
 
 def _version(value: bool) -> None:
     if value:
