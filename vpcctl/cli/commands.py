@@ -34,6 +34,10 @@ from vpcctl.cli import push as _push  # noqa: E402
 
 _push.register(app, host_app)
 
+from vpcctl.cli.doctor import doctor as _doctor  # noqa: E402
+
+app.command()(_doctor)
+
 
 def _version(value: bool) -> None:
     if value:
