@@ -87,9 +87,13 @@ def set_mesh(
     daemon: bool | None = None,
     daemon_port: int | None = None,
     grace: int | None = None,
+    metrics: str | None = None,
 ) -> Inventory:
-    """The agent daemon's settings of the mesh (README "Mesh table")."""
+    """The agent daemon's settings of the mesh (README "Mesh table"); ``metrics`` "off" turns
+    the metrics endpoint off."""
     mesh = inv.mesh
+    if metrics is not None:
+        mesh = replace(mesh, metrics=None if metrics == "off" else metrics)
     if daemon is not None:
         mesh = replace(mesh, daemon=daemon)
     if daemon_port is not None:

@@ -221,6 +221,9 @@ def mesh_set(
     grace: int | None = typer.Option(
         None, "--grace", help="Seconds before an unreachable host's containers expire (1-3600)."
     ),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help='Prometheus metrics: "127.0.0.1:9586", "mesh:9586" or "off".'
+    ),
     wait: float = WAIT_OPT,
 ) -> None:
     """Change the mesh's agent-daemon settings (the mesh table of running containers).
@@ -230,18 +233,24 @@ def mesh_set(
       vpcctl mesh set --daemon && vpcctl up
 
       vpcctl mesh set --grace 8 --daemon-port 51900
+
+      vpcctl mesh set --metrics 127.0.0.1:9586
     """
     from vpcctl.admin import edits
-    from vpcctl.core.model import parse_int, parse_port
+    from vpcctl.core.model import parse_int, parse_metrics, parse_port
 
+    where = parse_metrics(metrics, "--metrics") if metrics is not None else None
+    mx = (where or "off") if metrics is not None else None
     port = parse_port(daemon_port, "--daemon-port") if daemon_port is not None else None
     secs = parse_int(grace, "--grace", 1, 3600) if grace is not None else None
     inv = _update(
-        ctx, lambda inv: edits.set_mesh(inv, daemon=daemon, daemon_port=port, grace=secs), wait
+        ctx,
+        lambda inv: edits.set_mesh(inv, daemon=daemon, daemon_port=port, grace=secs, metrics=mx),
+        wait,
     )
     m = inv.mesh
     info(f"updated mesh {m.name}: daemon {'on' if m.daemon else 'off'}, port {m.daemon_port}, "
-         f"grace {m.grace} s (apply with `vpcctl up`)")  # fmt: skip
+         f"grace {m.grace} s, metrics {m.metrics or 'off'} (apply with `vpcctl up`)")  # fmt: skip
 
 
 @host_app.command("rm")

@@ -31,6 +31,7 @@ from vpcctl.host.state import (
     as_error,
     host_as_recorded,
     only_names_changed,
+    record_apply,
     record_fingerprint,
     result_json,
     unchanged,
@@ -364,11 +365,16 @@ def converge(
     if unchanged(spec, spec_text, state):
         return Result(host=spec.host, plan=Plan(()), seconds=time.monotonic() - started)
     with state.locked():
-        if only_names_changed(spec_text, state) and host_as_recorded(spec, state):
-            result = _write_zone_only(spec, spec_text, state, progress)
-        else:
-            result = apply(spec, None, state, progress=progress, backend=backend)
-    result.seconds = time.monotonic() - started
+        try:
+            if only_names_changed(spec_text, state) and host_as_recorded(spec, state):
+                result = _write_zone_only(spec, spec_text, state, progress)
+            else:
+                result = apply(spec, None, state, progress=progress, backend=backend)
+        except VpcctlError:
+            record_apply(state, time.monotonic() - started, ok=False)
+            raise
+        result.seconds = time.monotonic() - started
+        record_apply(state, result.seconds, ok=True)
     return result
 
 
