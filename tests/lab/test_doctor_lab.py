@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.lab.conftest import require_lab
-from tests.lab.harness import Lab
+from tests.lab.harness import Lab, LabHost
 from tests.lab.sshmesh import SshMesh
 from tests.waiting import wait_until
 
@@ -28,6 +29,11 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshMesh]:
         m.add_host("d1")
         m.add_host("d2")
         m.vpcctl("vpc", "add", "prod", "--cidr", "10.100.0.0/16")
+        m.vpcctl("container", "add", "web-1", "--vpc", "prod", "--host", "d1")
+        m.vpcctl(
+            "service", "add", "web", "--vpc", "prod", "--port", "http=80", "--backend", "web-1"
+        )
+        m.vpcctl("mesh", "set", "--daemon", "--metrics", "127.0.0.1:9586")
         m.vpcctl("up")
         yield m
 
@@ -125,3 +131,39 @@ def test_udp_blocked_in_the_switch_then_let_through(net: SshMesh) -> None:
 def test_stale_threshold_is_validated(net: SshMesh) -> None:
     res = net.vpcctl("doctor", "d1", "--stale", "0", check=False)
     assert res.returncode == 2 and "error: --stale 0" in res.stderr and "hint:" in res.stderr
+
+
+def scrape(net: SshMesh, who: LabHost, url: str) -> tuple[int, str]:
+    code = ("import sys, urllib.request\n"
+            "try:\n    print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())\n"
+            "except OSError as e:\n    print(e); sys.exit(3)")  # fmt: skip
+    res = net.lab.run(who, [sys.executable, "-c", code, url], check=False)
+    return res.returncode, res.stdout
+
+
+def samples(text: str) -> dict[str, float]:
+    return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+            for ln in text.splitlines() if ln and not ln.startswith("#")}  # fmt: skip
+
+
+def test_metrics_scraped_on_loopback_only(net: SshMesh) -> None:
+    d1, d2 = net.hosts["d1"], net.hosts["d2"]
+    got: dict[str, float] = {}
+
+    def ready() -> bool:
+        rc, text = scrape(net, d1, "http://127.0.0.1:9586/metrics")
+        got.update(samples(text) if rc == 0 else {})
+        return 'vpcctl_service_backends{service="web",vpc="prod"}' in got
+
+    wait_until(ready, 30, "the daemon's metrics")
+    assert 0 <= got['vpcctl_peer_handshake_age_seconds{peer="d2"}'] < 180
+    assert got['vpcctl_peer_receive_bytes_total{peer="d2"}'] > 0
+    assert got['vpcctl_peer_transmit_bytes_total{peer="d2"}'] > 0
+    assert got['vpcctl_service_backends{service="web",vpc="prod"}'] == 1
+    assert got["vpcctl_resolver_up"] == 1
+    assert got["vpcctl_applies_total"] >= 1 and got["vpcctl_apply_failures_total"] == 0
+    assert got["vpcctl_apply_seconds_total"] > 0
+    assert "vpcctl_mesh_peer_reachable" in "".join(got)
+    # not served on the underlay: another host cannot scrape it
+    rc, text = scrape(net, d2, f"http://{d1.underlay_ip}:9586/metrics")
+    assert rc == 3 and "refused" in text
