@@ -7,8 +7,18 @@ from typing import Any
 
 import typer
 
-from vpcctl.cli.app import inventory_path, new_app, nonnegative
+from vpcctl.cli.app import (
+    AGENT_OPT,
+    ENDPOINT_OPT,
+    HOST_ARG,
+    SSH_OPT,
+    inventory_path,
+    new_app,
+    nonnegative,
+    parse_host,
+)
 from vpcctl.cli.output import info, print_json, table, warn
+from vpcctl.cli.remote import Connect, ssh_options
 
 host_app = new_app("Hosts of the mesh: machines vpcctl configures over SSH.")
 vpc_app = new_app("VPCs: private networks with their own CIDR, sliced per host.")
@@ -104,20 +114,16 @@ def _known(inv: Any, vpc: str | None, host: str | None) -> None:
 @host_app.command("add")
 def host_add(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Host name (a DNS label)."),
-    ssh: str = typer.Option(..., "--ssh", help="[USER@]HOST[:PORT] or an ~/.ssh/config alias."),
-    endpoint: str | None = typer.Option(
-        None, "--endpoint", help="Public HOST:PORT others dial. Omit for a host behind NAT."
-    ),
+    name: str = HOST_ARG,
+    ssh: str = SSH_OPT,
+    endpoint: str | None = ENDPOINT_OPT,
     public_key: str | None = typer.Option(
         None, "--public-key", help="WireGuard public key (normally recorded by `vpcctl join`)."
     ),
     address: str | None = typer.Option(
         None, "--address", help="Mesh address (default: next free)."
     ),
-    agent: str | None = typer.Option(
-        None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
-    ),
+    agent: str | None = AGENT_OPT,
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -133,21 +139,11 @@ def host_add(
       vpcctl host add nas --ssh admin@nas.lan:2222
     """
     from vpcctl.admin import edits
-    from vpcctl.core.model import (
-        parse_address,
-        parse_agent,
-        parse_endpoint,
-        parse_label,
-        parse_public_key,
-        parse_ssh,
-    )
+    from vpcctl.core.model import parse_address, parse_public_key
 
-    n = parse_label(name, "NAME", "host name")
-    target = parse_ssh(ssh, "--ssh")
-    ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
+    n, target, ep, agent = parse_host(name, ssh, endpoint, agent)
     key = parse_public_key(public_key, "--public-key") if public_key is not None else None
     addr = parse_address(address, "--address") if address is not None else None
-    agent = parse_agent(agent, "--agent") if agent is not None else None
     inv = _update(
         ctx,
         lambda inv: edits.add_host(
@@ -172,9 +168,7 @@ def host_set(
     public_key: str | None = typer.Option(None, "--public-key", help="New WireGuard public key."),
     endpoint: str | None = typer.Option(None, "--endpoint", help="New public HOST:PORT."),
     no_endpoint: bool = typer.Option(False, "--no-endpoint", help="The host is now behind NAT."),
-    agent: str | None = typer.Option(
-        None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
-    ),
+    agent: str | None = AGENT_OPT,
     wait: float = WAIT_OPT,
 ) -> None:
     """Change a host's public key, endpoint or agent command.
@@ -492,37 +486,17 @@ VIA_OPT = typer.Option(
     help="With --live: ask only this host (its table holds the whole mesh's); repeatable.",
     autocompletion=_complete("hosts"),
 )
-CONNECT_OPT = typer.Option(
-    10.0, "--connect-timeout", help="Seconds to wait for SSH to connect.", callback=nonnegative
-)
-KNOWN_OPT = typer.Option(
-    None,
-    "--known-hosts",
-    envvar="VPCCTL_KNOWN_HOSTS",
-    help="vpcctl's known-hosts file (default ~/.config/vpcctl/known_hosts).",
-)
 
 
-def _ask_live(
-    ctx: typer.Context,
-    inv: Any,
-    via: list[str],
-    connect_timeout: float,
-    known_hosts: Path | None,
-) -> tuple[Any, list[str], list[str]]:
+def _ask_live(inv: Any, via: list[str], connect: Connect) -> tuple[Any, list[str], list[str]]:
     """Every asked host's live table -> (the running endpoints, the hosts that answered, the
     hosts that failed).
 
     Says on stderr which hosts could not be asked, and which answered without a daemon."""
     from vpcctl.admin import fanout, views
     from vpcctl.cli.output import warn
-    from vpcctl.cli.push import _connector
 
-    results = fanout.for_each(
-        fanout.select(inv, via),
-        _connector(ctx, connect_timeout, 60.0, False, known_hosts),
-        fanout.table_one,
-    )
+    results = fanout.for_each(fanout.select(inv, via), connect, fanout.table_one)
     tables = []
     failed = []
     for r in results:
@@ -562,6 +536,7 @@ def _partial(failed: list[str]) -> None:
 
 
 @container_app.command("ls")
+@ssh_options(accept_new=False, timeout=60.0)
 def container_ls(
     ctx: typer.Context,
     vpc: str | None = typer.Option(
@@ -572,8 +547,8 @@ def container_ls(
     ),
     live: bool = LIVE_OPT,
     via: list[str] = VIA_OPT,
-    connect_timeout: float = CONNECT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
 ) -> None:
     """List containers: declared ones, and with --live the running ones the hosts discovered.
@@ -600,7 +575,7 @@ def container_ls(
     answered: list[str] = []
     endpoints = None
     if live:
-        endpoints, answered, failed = _ask_live(ctx, inv, via, connect_timeout, known_hosts)
+        endpoints, answered, failed = _ask_live(inv, via, connect)
     rows = views.container_rows(inv, endpoints, answered)
     rows = [r for r in rows if (vpc is None or r.vpc == vpc) and (host is None or r.host == host)]
     if as_json:
@@ -741,13 +716,14 @@ def service_rm(
 
 
 @service_app.command("ls")
+@ssh_options(accept_new=False, timeout=60.0)
 def service_ls(
     ctx: typer.Context,
     vpc: str | None = typer.Option(None, "--vpc", autocompletion=_complete("vpcs")),
     live: bool = LIVE_OPT,
     via: list[str] = VIA_OPT,
-    connect_timeout: float = CONNECT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
 ) -> None:
     """List services; with --live, also each service's live backends.
@@ -770,7 +746,7 @@ def service_ls(
     failed: list[str] = []
     backends: Any = None
     if live:
-        endpoints, _, failed = _ask_live(ctx, inv, via, connect_timeout, known_hosts)
+        endpoints, _, failed = _ask_live(inv, via, connect)
         backends = views.service_backends(inv, endpoints)
     rows = sorted(inv.services.values(), key=lambda s: (s.vpc, s.name))
     rows = [s for s in rows if vpc is None or s.vpc == vpc]
