@@ -165,7 +165,9 @@ def _shared(inv: Inventory) -> _Shared:
         vpcs=vpcs,
         services=services,
         zone=zone_data(inv),
-        daemon=DaemonSpec(enabled=mesh.daemon, port=mesh.daemon_port, grace=mesh.grace),
+        daemon=DaemonSpec(
+            enabled=mesh.daemon, port=mesh.daemon_port, grace=mesh.grace, metrics=mesh.metrics
+        ),
     )
 
 

@@ -39,6 +39,7 @@ EPILOG = {
         "  vpcctl agent run --state-dir /etc/vpcctl -v"
     ),
     "table": "Examples:\n  vpcctl agent table\n  vpcctl agent table --json",
+    "doctor": "Examples:\n  vpcctl agent doctor\n  vpcctl agent doctor --json --stale 30",
 }
 
 
@@ -115,7 +116,21 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--managed", action="store_true", help=argparse.SUPPRESS)
     add("table", "Print the merged live table: every running endpoint this host knows "
                  "(its own and every reachable peer's), from the agent daemon.")  # fmt: skip
+    dp = add("doctor", "Diagnose this host: every check of `vpcctl doctor` with the exact fix "
+                       "for each failure (the admin's `vpcctl doctor` also checks version and clock).")  # fmt: skip
+    dp.add_argument("--stale", type=_seconds, default=180.0,
+                    help="seconds after which a peer's handshake counts as stale (default 180)")  # fmt: skip
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 < SECONDS <= 86400")
+    return value
 
 
 def _read_spec(source: str) -> tuple[str, str]:
@@ -370,6 +385,23 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from vpcctl.core.doctor import failed, host_checks
+    from vpcctl.host.doctor import facts
+    from vpcctl.host.state import StateDir
+
+    data = facts(StateDir.default(args.state_dir))
+    checks = host_checks(data, args.stale)
+    if args.json:
+        _json({**data, "checks": [c.to_json() for c in checks]})
+    else:
+        for c in checks:
+            sys.stdout.write(f"  {c.status:<4}  {c.name:<18} {c.detail}\n")
+            if c.fix:
+                sys.stdout.write(f"        fix: {c.fix}\n")
+    return int(ExitCode.ERROR) if failed(checks) else 0
+
+
 COMMANDS = {
     "keygen": cmd_keygen,
     "apply": cmd_apply,
@@ -378,6 +410,7 @@ COMMANDS = {
     "down": cmd_down,
     "run": cmd_run,
     "table": cmd_table,
+    "doctor": cmd_doctor,
 }
 
 

@@ -40,6 +40,10 @@ from vpcctl.cli import graph as _graph  # noqa: E402
 
 _graph.register(app)
 
+from vpcctl.cli.doctor import doctor as _doctor  # noqa: E402
+
+app.command()(_doctor)
+
 
 def _version(value: bool) -> None:
     if value:

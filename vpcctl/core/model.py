@@ -209,6 +209,32 @@ def parse_port(value: object, where: str) -> int:
     return value
 
 
+METRICS_HINT = (
+    'use "127.0.0.1:9586" (loopback), "mesh:9586" (this host\'s mesh address) or "off"; '
+    "metrics are never served on other addresses"
+)
+
+
+def parse_metrics(value: object, where: str) -> str | None:
+    """Where the agent daemon serves Prometheus metrics: ``127.x.y.z:PORT``, ``mesh:PORT`` (the
+    host's mesh address) or ``off`` (None). Never a wildcard or another address."""
+    if value == "off":
+        return None
+    if not isinstance(value, str) or value.count(":") != 1:
+        raise _fail(where, f"{_shown(value)} is not ADDRESS:PORT", METRICS_HINT)
+    addr, _, port = value.partition(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise _fail(where, f"{_shown(value)}: bad port", METRICS_HINT)
+    if addr != "mesh":
+        try:
+            ip = IPv4Address(addr)
+        except ValueError:
+            raise _fail(where, f"{_shown(value)} is not ADDRESS:PORT", METRICS_HINT) from None
+        if not ip.is_loopback:
+            raise _fail(where, f"{_shown(value)}: {addr} is not loopback", METRICS_HINT)
+    return f"{addr}:{int(port)}"
+
+
 def parse_int(value: object, where: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _fail(
@@ -534,6 +560,7 @@ class Mesh:
     daemon_port: int = DAEMON_PORT
     grace: int = DEFAULT_GRACE  # seconds
     mtu: int = WG_MTU  # of the WireGuard interface (README "MTU")
+    metrics: str | None = None  # the daemon's Prometheus metrics: "127.0.0.1:9586", "mesh:9586"
 
 
 @dataclass(frozen=True, slots=True)

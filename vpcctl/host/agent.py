@@ -33,6 +33,7 @@ from vpcctl.host.state import (
     as_error,
     host_as_recorded,
     only_names_changed,
+    record_apply,
     record_fingerprint,
     result_json,
     unchanged,
@@ -380,10 +381,15 @@ def converge(
         result = Result(host=spec.host, plan=Plan(()))
     else:
         with state.locked():
-            if only_names_changed(spec_text, state) and host_as_recorded(spec, state):
-                result = _write_zone_only(spec, spec_text, state, progress)
-            else:
-                result = apply(spec, None, state, progress=progress, backend=backend)
+            try:
+                if only_names_changed(spec_text, state) and host_as_recorded(spec, state):
+                    result = _write_zone_only(spec, spec_text, state, progress)
+                else:
+                    result = apply(spec, None, state, progress=progress, backend=backend)
+            except VpcctlError:
+                record_apply(state, time.monotonic() - started, ok=False)
+                raise
+            record_apply(state, time.monotonic() - started, ok=True)
     _register_names(result, spec)
     result.seconds = time.monotonic() - started
     return result
