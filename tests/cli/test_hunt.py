@@ -14,6 +14,8 @@ handful through ``python -m vpcctl``. ``VPCCTL_HUNT_EXAMPLES`` sets the examples
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -387,6 +389,33 @@ def test_hostile_output_files(place: Path, where: str, fmt: str) -> None:
     made = [place / k for k in after if k not in before]
     assert len(made) == 1, (what, sorted(after))
     assert made[0].stat().st_mode & 0o777 == 0o600, (what, oct(made[0].stat().st_mode))
+
+
+# ---------------------------------------------------------------------------------------------
+# the agent's new subcommands: only their parsing is hunted (running them changes this machine)
+
+AGENT: dict[str, tuple[list[str], list[tuple[str | None, str | bool]]]] = {
+    "agent down": (["down"], [("--forget-key", True), ("--json", True), ("--state-dir", "s")]),
+}
+
+
+@HUNT
+@given(case=command_lines(AGENT))
+def test_hostile_options_of_agent_commands(case: tuple[str, list[str]]) -> None:
+    """Parsed into their typed values, or argparse's usage error (exit 2), never a traceback."""
+    from vpcctl.cli.agent import parser
+
+    name, argv = case
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            args = parser().parse_args(argv)
+    except SystemExit as exc:
+        assert exc.code in (0, 2), (name, argv, exc.code)  # 0: a hostile value was --help
+        assert exc.code == 0 or ": error: " in err.getvalue(), err.getvalue()
+        return
+    assert args.command == argv[0] and isinstance(args.json, bool), (name, argv)
+    assert isinstance(getattr(args, "forget_key", False), bool), (name, argv)
 
 
 # ---------------------------------------------------------------------------------------------
