@@ -34,12 +34,19 @@ def new(
     interface: str,
     domain: str,
     routing: Routing,
+    psk: bool = False,
 ) -> Inventory:
     if cidr.prefixlen > 30:
         raise ValidationError(f"--mesh-cidr {cidr} is too small", "use at most a /30 (e.g. a /24)")
     return Inventory(
         mesh=Mesh(
-            name=name, cidr=cidr, port=port, interface=interface, domain=domain, routing=routing
+            name=name,
+            cidr=cidr,
+            port=port,
+            interface=interface,
+            domain=domain,
+            routing=routing,
+            psk=psk,
         )
     )
 
@@ -87,9 +94,12 @@ def set_mesh(
     daemon: bool | None = None,
     daemon_port: int | None = None,
     grace: int | None = None,
+    psk: bool | None = None,
 ) -> Inventory:
-    """The agent daemon's settings of the mesh (README "Mesh table")."""
+    """The mesh's settings: the agent daemon (README "Mesh table"), preshared keys."""
     mesh = inv.mesh
+    if psk is not None:
+        mesh = replace(mesh, psk=psk)
     if daemon is not None:
         mesh = replace(mesh, daemon=daemon)
     if daemon_port is not None:

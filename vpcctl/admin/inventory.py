@@ -144,7 +144,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     m = r.mapping(raw["mesh"], "mesh")
     r.keys(
         m, "mesh", ("name", "cidr"),
-        ("port", "interface", "domain", "routing", "daemon", "daemon_port", "grace"),
+        ("port", "interface", "domain", "routing", "daemon", "daemon_port", "grace", "psk"),
     )  # fmt: skip
     routing = m.get("routing", DEFAULT_ROUTING)
     if routing not in ROUTINGS:
@@ -162,6 +162,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         daemon=_boolean(m.get("daemon", False), r.where("mesh.daemon")),
         daemon_port=parse_port(m.get("daemon_port", DAEMON_PORT), r.where("mesh.daemon_port")),
         grace=parse_int(m.get("grace", DEFAULT_GRACE), r.where("mesh.grace"), 1, 3600),
+        psk=_boolean(m.get("psk", False), r.where("mesh.psk")),
     )
 
     hosts: dict[str, Host] = {}
@@ -544,6 +545,8 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
         out["mesh"]["daemon_port"] = m.daemon_port
     if m.grace != DEFAULT_GRACE:
         out["mesh"]["grace"] = m.grace
+    if m.psk:
+        out["mesh"]["psk"] = True
     hosts: dict[str, Any] = {}
     for name in sorted(inv.hosts):
         h = inv.hosts[name]

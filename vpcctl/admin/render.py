@@ -202,6 +202,7 @@ def _spec(inv: Inventory, shared: _Shared, host: str) -> HostSpec:
         services=shared.services,
         dns=shared.zone,
         daemon=shared.daemon,
+        psk=mesh.psk,
     )
 
 

@@ -221,15 +221,20 @@ def mesh_set(
     grace: int | None = typer.Option(
         None, "--grace", help="Seconds before an unreachable host's containers expire (1-3600)."
     ),
+    psk: bool | None = typer.Option(
+        None, "--psk/--no-psk", help="A WireGuard preshared key per host pair (made on the hosts)."
+    ),
     wait: float = WAIT_OPT,
 ) -> None:
-    """Change the mesh's agent-daemon settings (the mesh table of running containers).
+    """Change the mesh's settings: the agent daemon (the mesh table), preshared keys.
 
     [bold]Examples[/]
 
       vpcctl mesh set --daemon && vpcctl up
 
       vpcctl mesh set --grace 8 --daemon-port 51900
+
+      vpcctl mesh set --psk && vpcctl up
     """
     from vpcctl.admin import edits
     from vpcctl.core.model import parse_int, parse_port
@@ -237,11 +242,14 @@ def mesh_set(
     port = parse_port(daemon_port, "--daemon-port") if daemon_port is not None else None
     secs = parse_int(grace, "--grace", 1, 3600) if grace is not None else None
     inv = _update(
-        ctx, lambda inv: edits.set_mesh(inv, daemon=daemon, daemon_port=port, grace=secs), wait
+        ctx,
+        lambda inv: edits.set_mesh(inv, daemon=daemon, daemon_port=port, grace=secs, psk=psk),
+        wait,
     )
     m = inv.mesh
     info(f"updated mesh {m.name}: daemon {'on' if m.daemon else 'off'}, port {m.daemon_port}, "
-         f"grace {m.grace} s (apply with `vpcctl up`)")  # fmt: skip
+         f"grace {m.grace} s, preshared keys {'on' if m.psk else 'off'} "
+         "(apply with `vpcctl up`)")  # fmt: skip
 
 
 @host_app.command("rm")

@@ -524,6 +524,7 @@ class Mesh:
     daemon: bool = False  # `vpcctl agent apply` starts (and keeps) the agent daemon
     daemon_port: int = DAEMON_PORT
     grace: int = DEFAULT_GRACE  # seconds
+    psk: bool = False  # a WireGuard preshared key per host pair, made and kept on the hosts
 
 
 @dataclass(frozen=True, slots=True)

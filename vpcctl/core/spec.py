@@ -133,6 +133,7 @@ class HostSpec:
     services: tuple[ServiceSpec, ...]
     dns: ZoneData
     daemon: DaemonSpec = DaemonSpec()
+    psk: bool = False  # a preshared key per pair, from the agent's own store (never in here)
     version: int = SPEC_VERSION
 
 
@@ -253,6 +254,7 @@ class Encoder:
             ],
             "dns": self._memo(s.dns, zone_to_dict),
             "daemon": {"enabled": s.daemon.enabled, "port": s.daemon.port, "grace": s.daemon.grace},
+            **({"psk": True} if s.psk else {}),
         }
 
     def dumps(self, s: HostSpec, *, compact: bool = False) -> str:
@@ -420,6 +422,7 @@ def from_dict(raw: object, source: str = "spec") -> HostSpec:
         services=tuple(services),
         dns=zone_from_dict(r.get(top, "dns", "dns"), source),
         daemon=_daemon(r, top.get("daemon")),
+        psk=r.boolean(top.get("psk", False), "psk"),
     )
 
 

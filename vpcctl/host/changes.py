@@ -132,12 +132,20 @@ class SetPeer(Change):
         ep = self.endpoint or "no endpoint (behind NAT)"
         ips = ", ".join(str(n) for n in self.allowed_ips)
         ka = f", keepalive {self.keepalive}s" if self.keepalive else ""
-        return f"{verb} peer {self.name} on {self.dev}: {ep}, allowed {ips}{ka}"
+        psk = self.update.preshared_key
+        key = "" if psk is None else ", preshared key set" if any(psk.raw) else ", no preshared key"
+        return f"{verb} peer {self.name} on {self.dev}: {ep}, allowed {ips}{ka}{key}"
 
     def to_json(self) -> dict[str, Any]:
-        data = super().to_json()
-        data.pop("update", None)
-        return data
+        # not asdict(): the update carries the preshared key, which must not even be copied
+        from dataclasses import fields
+
+        from vpcctl.host.plans import _jsonable
+
+        data = {
+            f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "update"
+        }
+        return {"op": type(self).__name__, **data, "text": self.describe()}
 
 
 @dataclass(frozen=True)
