@@ -6,24 +6,14 @@ memory, never printed) and decides the order (README "Preshared keys", "Rotating
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import typer
 
 from vpcctl.cli.app import inventory_path
 from vpcctl.cli.output import print_json
-from vpcctl.cli.push import (
-    CONNECT_OPT,
-    JSON_OPT,
-    KNOWN_OPT,
-    PARALLEL_OPT,
-    TIMEOUT_OPT,
-    WAIT_OPT,
-    _connector,
-    _exit,
-    _summary,
-)
+from vpcctl.cli.push import JSON_OPT, PARALLEL_OPT, WAIT_OPT, _exit, _summary
+from vpcctl.cli.remote import Connect, ssh_options
 
 
 def _report(results: list[Any], as_json: bool) -> None:
@@ -68,13 +58,13 @@ def _apply_in_order(
     return pairkeys.merge(results, failed)
 
 
+@ssh_options(accept_new=False)
 def rotate_psk(
     ctx: typer.Context,
     hosts: list[str] = typer.Argument(None, help="New keys for these hosts' pairs (default: all)."),
     parallel: int = PARALLEL_OPT,
-    connect_timeout: float = CONNECT_OPT,
-    timeout: float = TIMEOUT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
     wait: float = WAIT_OPT,
 ) -> None:
@@ -100,7 +90,6 @@ def rotate_psk(
             f"mesh {inv.mesh.name} has no preshared keys to rotate",
             "turn them on first: `vpcctl mesh set --psk && vpcctl up`",
         )
-    connect = _connector(ctx, connect_timeout, timeout, False, known_hosts)
     only = set(hosts) if hosts else set(inv.hosts)
     _report(_apply_in_order(ctx, connect, parallel, wait, only=only), as_json)
 
@@ -115,14 +104,13 @@ def _next_key(host: Any, t: Any) -> Any:
     return fanout.HostResult(host.name, ok=True, changed=True, data={"public_key": public})
 
 
+@ssh_options(accept_new=False)
 def rotate_key(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The host whose WireGuard key is replaced."),
     parallel: int = PARALLEL_OPT,
-    connect_timeout: float = CONNECT_OPT,
-    timeout: float = TIMEOUT_OPT,
-    accept_new: bool = typer.Option(False, "--accept-new", help="Record unknown SSH host keys."),
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
     wait: float = WAIT_OPT,
 ) -> None:
@@ -144,7 +132,6 @@ def rotate_key(
 
     path = inventory_path(ctx)
     host = fanout.select(inventory.load(path), [name])[0]
-    connect = _connector(ctx, connect_timeout, timeout, accept_new, known_hosts)
     made = fanout.for_each([host], connect, _next_key, parallel=1)[0]
     if not made.ok:
         raise AgentError(f"{name}: no new key made ({made.error}); nothing changed", made.hint)
