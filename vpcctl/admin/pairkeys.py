@@ -77,13 +77,61 @@ def up_work(specs: dict[str, str], sealed: dict[str, dict[str, str]]) -> Work:
 
     def work(host: Host, t: Transport) -> HostResult:
         changed = accept(host, t, sealed.get(host.name))
-        result = fanout.up_one(host, t, specs[host.name])
-        if changed:
-            result.changed = True
-            result.changes.insert(0, f"stored {changed} preshared keys from peers")
-        return result
+        return _noted(fanout.up_one(host, t, specs[host.name]), changed)
 
     return work
+
+
+def _noted(result: HostResult, changed: int) -> HostResult:
+    if changed:
+        result.changed = True
+        result.changes.insert(0, f"stored {changed} preshared keys from peers")
+    return result
+
+
+class FirstThenAll:
+    """`host rotate-key`: one host applies before any other does. The others connect and take
+    their keys meanwhile and apply the moment it has (its packets wait in WireGuard's queue
+    until then), or not at all when it failed. Hand ``fanout.for_each`` the first host first
+    (it starts first and waits for nobody), with :meth:`connect` and :meth:`work`."""
+
+    def __init__(
+        self, first: str, connect: Connect, specs: dict[str, str], sealed: dict[str, dict[str, str]]
+    ) -> None:
+        import threading
+
+        self.first = first
+        self._connect = connect
+        self.specs = specs
+        self.sealed = sealed
+        self.done = threading.Event()
+        self.first_ok = False
+
+    def connect(self, host: Host) -> Transport:
+        try:
+            return self._connect(host)
+        except BaseException:
+            if host.name == self.first:
+                self.done.set()
+            raise
+
+    def work(self, host: Host, t: Transport) -> HostResult:
+        if host.name == self.first:
+            try:
+                changed = accept(host, t, self.sealed.get(host.name))
+                result = fanout.up_one(host, t, self.specs[host.name])
+                self.first_ok = True
+            finally:
+                self.done.set()
+            return _noted(result, changed)
+        changed = accept(host, t, self.sealed.get(host.name))
+        self.done.wait()
+        if not self.first_ok:
+            raise AgentError(
+                f"{host.name}: not applied: {self.first} did not take its new key",
+                f"fix {self.first} (see its row) and run the same command again",
+            )
+        return _noted(fanout.up_one(host, t, self.specs[host.name]), changed)
 
 
 def merge(results: list[HostResult], failed: list[HostResult]) -> list[HostResult]:

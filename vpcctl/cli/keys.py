@@ -49,12 +49,14 @@ def _apply_in_order(
             sealed, failed = pairkeys.offer(
                 inv, names, connect, parallel, only=only, rotate=only is not None
             )
-        work = pairkeys.up_work(specs, sealed)
-        waves = [[first], [n for n in names if n != first]] if first else [names]
-        results: list[Any] = []
-        for wave in waves:
-            hosts = [inv.hosts[n] for n in wave]
-            results += fanout.for_each(hosts, connect, work, parallel=parallel)
+        if first is None:
+            work, reach = pairkeys.up_work(specs, sealed), connect
+            order = names
+        else:
+            ordered = pairkeys.FirstThenAll(first, connect, specs, sealed)
+            work, reach = ordered.work, ordered.connect
+            order = [first, *(n for n in names if n != first)]
+        results = fanout.for_each([inv.hosts[n] for n in order], reach, work, parallel=parallel)
     return pairkeys.merge(results, failed)
 
 
