@@ -38,17 +38,7 @@ def new(
 ) -> Inventory:
     if cidr.prefixlen > 30:
         raise ValidationError(f"--mesh-cidr {cidr} is too small", "use at most a /30 (e.g. a /24)")
-    return Inventory(
-        mesh=Mesh(
-            name=name,
-            cidr=cidr,
-            port=port,
-            interface=interface,
-            domain=domain,
-            routing=routing,
-            psk=psk,
-        )
-    )
+    return Inventory(mesh=Mesh(name, cidr, port, interface, domain, routing, psk=psk))
 
 
 def _exists(what: str, name: str, hint: str) -> ValidationError:
