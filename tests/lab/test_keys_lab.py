@@ -97,6 +97,8 @@ def admin_files(k: Keys) -> bytes:
 class PingStats:
     sent: int
     received: int
+    lost: int  # replies missing between the first and the last one (the one in flight when
+    # ping is stopped is not lost)
     longest_gap: float  # seconds without a reply (missing sequence numbers x interval)
 
 
@@ -120,7 +122,7 @@ class FastPing:
         assert m, text[-300:]
         seqs = sorted(int(s) for s in re.findall(r"icmp_seq=(\d+) ttl", text))
         gaps = [b - a - 1 for a, b in itertools.pairwise(seqs)]
-        return PingStats(int(m.group(1)), int(m.group(2)), max([0, *gaps]) * 0.01)
+        return PingStats(int(m.group(1)), int(m.group(2)), sum(gaps), max([0, *gaps]) * 0.01)
 
 
 def test_a_every_pair_has_one_key_at_both_ends_and_none_on_the_admin_side(keys: Keys) -> None:
@@ -155,7 +157,7 @@ def test_b_rotate_psk_keeps_the_tunnels_and_a_new_handshake_uses_the_new_key(
     after = all_pairs(keys, pub)
     assert not set(before.values()) & set(after.values())
     print(f"rotate-psk: {stats}")  # the figure README quotes
-    assert stats.sent - stats.received == 0, stats
+    assert stats.lost == 0 and stats.received > 100, stats
     # force a fresh handshake on k1-k2 with the new key: drop the peer on k1, `up` restores it
     lab.run(keys.host("k1"), ["wg", "set", "vpc0", "peer", pub["k2"], "remove"])
     keys.vpcctl("up", "k1")
@@ -182,4 +184,4 @@ def test_c_rotate_key_records_the_new_key_and_the_peers_follow(keys: Keys) -> No
         assert new["k2"] in peers and old["k2"] not in peers
         assert keys.ping(peer, "k2")
     all_pairs(keys, new)  # the new pairs have their keys too
-    assert stats.received > 0 and stats.longest_gap <= 5.5, stats  # at most one handshake retry
+    assert stats.received > 100 and stats.longest_gap <= 1.0, stats  # about one handshake at most

@@ -90,22 +90,42 @@ def _noted(result: HostResult, changed: int) -> HostResult:
 
 
 class FirstThenAll:
-    """`host rotate-key`: one host applies before any other does. The others connect and take
-    their keys meanwhile and apply the moment it has (its packets wait in WireGuard's queue
-    until then), or not at all when it failed. Hand ``fanout.for_each`` the first host first
-    (it starts first and waits for nobody), with :meth:`connect` and :meth:`work`."""
+    """`host rotate-key`: the others connect, take their keys and start following the first
+    host's new key (``agent follow``: the new key beside the old one, swapped by the host itself
+    at the first handshake from it); then the first host applies (switches to its new key); then
+    the others apply, which finishes what following left. A host that fails to switch leaves the
+    others unapplied. Hand ``fanout.for_each`` the first host first, with :meth:`connect` and
+    :meth:`work`."""
+
+    FOLLOW_WAIT = 60.0  # seconds the first host waits for the others to be following
 
     def __init__(
-        self, first: str, connect: Connect, specs: dict[str, str], sealed: dict[str, dict[str, str]]
+        self,
+        first: Host,
+        old_key: str,
+        others: int,
+        connect: Connect,
+        specs: dict[str, str],
+        sealed: dict[str, dict[str, str]],
     ) -> None:
         import threading
 
-        self.first = first
+        self.first = first.name
+        self.new_key = first.public_key or ""
+        self.old_key = old_key
+        self.others = others
         self._connect = connect
         self.specs = specs
         self.sealed = sealed
         self.done = threading.Event()
+        self.ready = threading.Condition()
+        self.readied = 0
         self.first_ok = False
+
+    def _readied(self) -> None:
+        with self.ready:
+            self.readied += 1
+            self.ready.notify_all()
 
     def connect(self, host: Host) -> Transport:
         try:
@@ -113,10 +133,14 @@ class FirstThenAll:
         except BaseException:
             if host.name == self.first:
                 self.done.set()
+            else:
+                self._readied()
             raise
 
     def work(self, host: Host, t: Transport) -> HostResult:
         if host.name == self.first:
+            with self.ready:
+                self.ready.wait_for(lambda: self.readied >= self.others, self.FOLLOW_WAIT)
             try:
                 changed = accept(host, t, self.sealed.get(host.name))
                 result = fanout.up_one(host, t, self.specs[host.name])
@@ -124,7 +148,12 @@ class FirstThenAll:
             finally:
                 self.done.set()
             return _noted(result, changed)
-        changed = accept(host, t, self.sealed.get(host.name))
+        try:
+            changed = accept(host, t, self.sealed.get(host.name))
+            argv = ["agent", "follow", self.new_key, "--old", self.old_key, "--json"]
+            fanout._json(host, t.run(fanout.agent_argv(host, *argv)), "agent follow")
+        finally:
+            self._readied()
         self.done.wait()
         if not self.first_ok:
             raise AgentError(

@@ -26,6 +26,10 @@ EPILOG = {
         "Examples:\n  vpcctl agent keygen\n  vpcctl agent keygen --json\n"
         "  vpcctl agent keygen --rotate --json   # the next key (run by `vpcctl host rotate-key`)"
     ),
+    "follow": (
+        "Example (run by `vpcctl host rotate-key` on every peer of the host):\n"
+        "  vpcctl agent follow NEWKEY --old OLDKEY --json"
+    ),
     "psk": (
         "Examples (run by `vpcctl up` and `vpcctl rotate-psk`, the request on stdin):\n"
         '  echo \'{"own": "KEY", "peers": ["PEER"]}\' | vpcctl agent psk offer --json\n'
@@ -90,6 +94,13 @@ def parser() -> argparse.ArgumentParser:
                     "and prints them sealed to each peer's key; `accept` stores the ones peers "
                     "made (sealed to this host's key). Requests come on stdin as JSON.")  # fmt: skip
     pp.add_argument("action", choices=("offer", "accept"))
+    fp = add(
+        "follow",
+        "A peer's new WireGuard key: add it beside the old one (no allowed IPs) "
+        "and move the old peer's allowed IPs to it at its first handshake.",
+    )
+    fp.add_argument("new", help="the peer's new public key")
+    fp.add_argument("--old", required=True, help="its old public key")
     pp.add_argument("--rotate", action="store_true", help="offer: make new keys for these pairs")
     ap = add(
         "apply", "Converge this host to a HostSpec: observe, plan, apply; roll back on failure."
@@ -173,6 +184,18 @@ def cmd_psk(args: argparse.Namespace) -> int:
         _json(out)
     else:
         _info(f"psk {args.action}: {out.get('made', out.get('changed'))} changed")
+    return 0
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    from vpcctl.host.rotation import follow
+    from vpcctl.host.state import StateDir
+
+    out = follow(StateDir.default(args.state_dir), args.new, args.old)
+    if args.json:
+        _json(out)
+    else:
+        _info("following" if out["following"] else "nothing to follow")
     return 0
 
 
@@ -398,6 +421,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 COMMANDS = {
     "keygen": cmd_keygen,
     "psk": cmd_psk,
+    "follow": cmd_follow,
     "apply": cmd_apply,
     "status": cmd_status,
     "check": cmd_check,

@@ -31,6 +31,7 @@ def _apply_in_order(
     wait: float,
     *,
     first: str | None = None,
+    old_key: str = "",
     only: set[str] | None = None,
 ) -> list[Any]:
     """Under the inventory's lock: the preshared keys (new ones for the pairs of ``only`` when
@@ -53,7 +54,9 @@ def _apply_in_order(
             work, reach = pairkeys.up_work(specs, sealed), connect
             order = names
         else:
-            ordered = pairkeys.FirstThenAll(first, connect, specs, sealed)
+            ordered = pairkeys.FirstThenAll(
+                inv.hosts[first], old_key, min(len(names), parallel) - 1, connect, specs, sealed
+            )
             work, reach = ordered.work, ordered.connect
             order = [first, *(n for n in names if n != first)]
         results = fanout.for_each([inv.hosts[n] for n in order], reach, work, parallel=parallel)
@@ -134,12 +137,14 @@ def rotate_key(
 
     path = inventory_path(ctx)
     host = fanout.select(inventory.load(path), [name])[0]
+    if host.public_key is None:
+        raise AgentError(f"host {name} has no key yet", f"run `vpcctl join {name}` first")
     made = fanout.for_each([host], connect, _next_key, parallel=1)[0]
     if not made.ok:
         raise AgentError(f"{name}: no new key made ({made.error}); nothing changed", made.hint)
     public = made.data["public_key"]
     inventory.update(path, lambda inv: edits.set_host(inv, name, public_key=public), wait)
-    results = _apply_in_order(ctx, connect, parallel, wait, first=name)
+    results = _apply_in_order(ctx, connect, parallel, wait, first=name, old_key=host.public_key)
     if not as_json:
         from vpcctl.cli.output import info
 

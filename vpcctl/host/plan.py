@@ -316,7 +316,13 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     tun_first, tun_changes = _tunnel(spec, observed)
     br_first, br_changes = _bridges(spec, observed)
     changes: list[Change] = [SetForwarding(True)] if not observed.forwarding else []
-    changes += wg_changes + _peers(spec, observed, wg, desired.psks) + tun_changes + br_changes
+    peers = _peers(spec, observed, wg, desired.psks)
+    if wg is not None:  # a new key on a live device: the peers (their new preshared keys) first,
+        # so the first handshake with the new key already uses them (`host rotate-key`)
+        rekey: list[Change] = [c for c in wg_changes if isinstance(c, SetPrivateKey)]
+        wg_changes = [c for c in wg_changes if not isinstance(c, SetPrivateKey)] + peers + rekey
+        peers = []
+    changes += wg_changes + peers + tun_changes + br_changes
     changes += _routes_and_stale_links(spec, observed, wanted)
     changes += _firewall_and_names(desired, observed)
     return Plan(tuple(wg_first + tun_first + br_first + changes))
