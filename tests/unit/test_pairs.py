@@ -230,3 +230,41 @@ def test_keygen_rotate_makes_the_next_key_which_an_apply_expecting_it_takes(tmp_
     spec = cast(Any, SimpleNamespace(public_key=nxt, private_key_file="private.key", host="h"))
     assert _key_for(spec, state).public_key() == nxt
     assert keygen(state)[0] == nxt and not state.next_key().exists()
+
+
+def test_a_rotated_key_is_set_after_the_peers_new_preshared_keys_and_a_reapply_is_empty(
+    tmp_path: Path,
+) -> None:
+    from tests.fakes import FakeSystem
+    from tests.unit.test_plan_agent import _inv
+    from vpcctl.admin import edits
+    from vpcctl.admin.render import render
+    from vpcctl.host.agent import apply, keygen
+    from vpcctl.host.changes import SetPeer, SetPrivateKey
+
+    state = StateDir(tmp_path / "h1")
+    own = keygen(state)[0]
+    inv = edits.set_mesh(_inv("wireguard", 3, {"h1": own}), psk=True)
+
+    def give_keys(me: str) -> None:
+        store = load_psks(state.psk)
+        for name, host in inv.hosts.items():
+            if name != "h1" and host.public_key:
+                store[pairs.pair_id(me, host.public_key)] = PresharedKey.generate()
+        save_psks(state.psk, store)
+
+    give_keys(own)
+    system = FakeSystem(backend="kernel")
+    first = apply(render(inv, "h1"), system, state)
+    assert all("preshared key set" in c.describe() for c in first.plan.changes
+               if isinstance(c, SetPeer))  # fmt: skip
+    assert apply(render(inv, "h1"), system, state).plan.empty  # the keys are as stored
+    new = keygen(state, rotate=True)[0]
+    inv = edits.set_host(inv, "h1", public_key=new)
+    give_keys(new)
+    steps = apply(render(inv, "h1"), system, state).plan.changes
+    kinds = [type(c).__name__ for c in steps]
+    assert kinds.index("SetPrivateKey") > max(i for i, k in enumerate(kinds) if k == "SetPeer")
+    assert sum(isinstance(c, SetPeer) for c in steps) == 2
+    assert any(isinstance(c, SetPrivateKey) for c in steps)
+    assert apply(render(inv, "h1"), system, state).plan.empty
