@@ -7,7 +7,16 @@ from typing import Any
 
 import typer
 
-from vpcctl.cli.app import inventory_path, new_app, nonnegative
+from vpcctl.cli.app import (
+    AGENT_OPT,
+    ENDPOINT_OPT,
+    HOST_ARG,
+    SSH_OPT,
+    inventory_path,
+    new_app,
+    nonnegative,
+    parse_host,
+)
 from vpcctl.cli.output import info, print_json, table, warn
 from vpcctl.cli.remote import Connect, ssh_options
 
@@ -105,20 +114,16 @@ def _known(inv: Any, vpc: str | None, host: str | None) -> None:
 @host_app.command("add")
 def host_add(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Host name (a DNS label)."),
-    ssh: str = typer.Option(..., "--ssh", help="[USER@]HOST[:PORT] or an ~/.ssh/config alias."),
-    endpoint: str | None = typer.Option(
-        None, "--endpoint", help="Public HOST:PORT others dial. Omit for a host behind NAT."
-    ),
+    name: str = HOST_ARG,
+    ssh: str = SSH_OPT,
+    endpoint: str | None = ENDPOINT_OPT,
     public_key: str | None = typer.Option(
         None, "--public-key", help="WireGuard public key (normally recorded by `vpcctl join`)."
     ),
     address: str | None = typer.Option(
         None, "--address", help="Mesh address (default: next free)."
     ),
-    agent: str | None = typer.Option(
-        None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
-    ),
+    agent: str | None = AGENT_OPT,
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -134,21 +139,11 @@ def host_add(
       vpcctl host add nas --ssh admin@nas.lan:2222
     """
     from vpcctl.admin import edits
-    from vpcctl.core.model import (
-        parse_address,
-        parse_agent,
-        parse_endpoint,
-        parse_label,
-        parse_public_key,
-        parse_ssh,
-    )
+    from vpcctl.core.model import parse_address, parse_public_key
 
-    n = parse_label(name, "NAME", "host name")
-    target = parse_ssh(ssh, "--ssh")
-    ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
+    n, target, ep, agent = parse_host(name, ssh, endpoint, agent)
     key = parse_public_key(public_key, "--public-key") if public_key is not None else None
     addr = parse_address(address, "--address") if address is not None else None
-    agent = parse_agent(agent, "--agent") if agent is not None else None
     inv = _update(
         ctx,
         lambda inv: edits.add_host(
@@ -173,9 +168,7 @@ def host_set(
     public_key: str | None = typer.Option(None, "--public-key", help="New WireGuard public key."),
     endpoint: str | None = typer.Option(None, "--endpoint", help="New public HOST:PORT."),
     no_endpoint: bool = typer.Option(False, "--no-endpoint", help="The host is now behind NAT."),
-    agent: str | None = typer.Option(
-        None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
-    ),
+    agent: str | None = AGENT_OPT,
     wait: float = WAIT_OPT,
 ) -> None:
     """Change a host's public key, endpoint or agent command.
@@ -222,12 +215,20 @@ def mesh_set(
     grace: int | None = typer.Option(
         None, "--grace", help="Seconds before an unreachable host's containers expire (1-3600)."
     ),
+    mtu: int | None = typer.Option(
+        None, "--mtu", help="WireGuard MTU: the underlay's MTU - 80 (default 1420; 1280-9000)."
+    ),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help='Prometheus metrics: "127.0.0.1:9586", "mesh:9586" or "off".'
+    ),
     psk: bool | None = typer.Option(
         None, "--psk/--no-psk", help="A WireGuard preshared key per host pair (made on the hosts)."
     ),
     wait: float = WAIT_OPT,
 ) -> None:
-    """Change the mesh's settings: the agent daemon (the mesh table), preshared keys.
+    """Change the mesh's agent-daemon settings (the mesh table of running containers), the
+    WireGuard MTU (the tunnel, VPC bridges and Docker networks get 20 less with routing ipip) and
+    preshared keys.
 
     [bold]Examples[/]
 
@@ -235,39 +236,70 @@ def mesh_set(
 
       vpcctl mesh set --grace 8 --daemon-port 51900
 
+      vpcctl mesh set --mtu 1320      # an underlay with MTU 1400 (PPPoE, a cloud VPC)
+
+      vpcctl mesh set --metrics 127.0.0.1:9586
+
       vpcctl mesh set --psk && vpcctl up
     """
     from vpcctl.admin import edits
-    from vpcctl.core.model import parse_int, parse_port
+    from vpcctl.core.model import MTU_MAX, MTU_MIN, parse_int, parse_metrics, parse_port
 
+    where = parse_metrics(metrics, "--metrics") if metrics is not None else None
+    mx = (where or "off") if metrics is not None else None
     port = parse_port(daemon_port, "--daemon-port") if daemon_port is not None else None
     secs = parse_int(grace, "--grace", 1, 3600) if grace is not None else None
+    size = parse_int(mtu, "--mtu", MTU_MIN, MTU_MAX) if mtu is not None else None
     inv = _update(
         ctx,
-        lambda inv: edits.set_mesh(inv, daemon=daemon, daemon_port=port, grace=secs, psk=psk),
+        lambda inv: edits.set_mesh(
+            inv, daemon=daemon, daemon_port=port, grace=secs, mtu=size, metrics=mx, psk=psk
+        ),
         wait,
     )
     m = inv.mesh
     info(f"updated mesh {m.name}: daemon {'on' if m.daemon else 'off'}, port {m.daemon_port}, "
-         f"grace {m.grace} s, preshared keys {'on' if m.psk else 'off'} "
+         f"grace {m.grace} s, mtu {m.mtu}, metrics {m.metrics or 'off'}, "
+         f"preshared keys {'on' if m.psk else 'off'} "
          "(apply with `vpcctl up`)")  # fmt: skip
 
 
 @host_app.command("rm")
+@ssh_options(accept_new=False)
 def host_rm(
     ctx: typer.Context,
     name: str = typer.Argument(..., autocompletion=_complete("hosts")),
-    force: bool = typer.Option(False, "--force", help="Also remove its containers."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Also remove its containers; with --purge, remove it from the "
+        "inventory even when it could not be torn down.",
+    ),
+    purge: bool = typer.Option(
+        False, "--purge", help="First tear the host down over SSH (`agent down` there)."
+    ),
+    *,
+    connect: Connect,
     wait: float = WAIT_OPT,
 ) -> None:
-    """Remove a host from the inventory (its addresses are never reused by others' renumbering).
+    """Remove a host from the inventory (its addresses are never reused by others' renumbering);
+    the next `vpcctl up` removes it from every peer. With --purge it is torn down first, and an
+    unreachable host (or a failed teardown) leaves the inventory unchanged (exit 4) unless
+    --force.
 
-    [bold]Example[/]
+    [bold]Examples[/]
 
-      vpcctl host rm vps2
+      vpcctl host rm vps2 --purge && vpcctl up
+
+      vpcctl host rm vps2 --purge --force    # vps2 is gone for good: remove it anyway
     """
     from vpcctl.admin import edits
 
+    if purge:
+        from vpcctl.cli import teardown
+
+        teardown.remove_host(ctx, name, force=force, connect=connect, wait=wait)
+        return
     _update(ctx, lambda inv: edits.rm_host(inv, name, force=force), wait)
     info(f"removed host {name}")
 

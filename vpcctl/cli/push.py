@@ -8,7 +8,16 @@ from typing import Any
 
 import typer
 
-from vpcctl.cli.app import inventory_path, nonnegative, positive
+from vpcctl.cli.app import (
+    AGENT_OPT,
+    ENDPOINT_OPT,
+    HOST_ARG,
+    SSH_OPT,
+    inventory_path,
+    nonnegative,
+    parse_host,
+    positive,
+)
 from vpcctl.cli.output import info, print_json
 from vpcctl.cli.remote import Connect, ssh_options
 
@@ -102,25 +111,28 @@ def _converge(
     parallel: int,
     as_json: bool,
     wait: float,
+    work: Any = None,
+    verb: str = "up to date",
 ) -> None:
-    """Converge hosts. On a terminal: progress and a summary; otherwise output only when
-    something changed or failed (cron mails only then), or with --json."""
+    """Converge hosts (or do ``work`` on each: `down`). On a terminal: progress and a summary;
+    otherwise output only when something changed or failed (cron mails only then), or with
+    --json."""
     from vpcctl.admin import fanout, inventory, pairkeys
     from vpcctl.core.lock import locked
 
     path = inventory_path(ctx)
     tty = sys.stderr.isatty() and not as_json
-    with locked(path, wait, what="the mesh (another `vpcctl up` runs)"):
+    with locked(path, wait, what="the mesh (another `vpcctl up` or `down` runs)"):
         inv = inventory.load(path)
         chosen = fanout.select(inv, hosts)
-        specs = fanout.specs_json(inv)
-        sealed, failed = _psk_offers(inv, chosen, connect, parallel)
-        progress = _Progress(tty, len(chosen), "converging")
+        specs = fanout.specs_json(inv) if work is None else {}
+        sealed, failed = _psk_offers(inv, chosen, connect, parallel) if work is None else ({}, [])
+        progress = _Progress(tty, len(chosen), "converging" if work is None else verb)
         try:
             results = fanout.for_each(
                 chosen,
                 connect,
-                pairkeys.up_work(specs, sealed),
+                work or pairkeys.up_work(specs, sealed),
                 parallel=parallel,
                 on_start=progress.start,
                 on_done=progress.done,
@@ -131,7 +143,7 @@ def _converge(
     if as_json:
         print_json([r.to_json() for r in results])
     elif tty or any(r.changed or not r.ok for r in results):
-        _summary(results, "up to date")
+        _summary(results, verb)
     _exit(results)
 
 
@@ -292,12 +304,9 @@ def _probe(ctx: typer.Context, name: str, ssh: str, endpoint: str | None, agent:
     """The host as `join` is about to record it (validated; same --ssh as before if it exists)."""
     from vpcctl.admin import inventory
     from vpcctl.core.errors import ValidationError
-    from vpcctl.core.model import Host, parse_agent, parse_endpoint, parse_label, parse_ssh
+    from vpcctl.core.model import Host
 
-    n = parse_label(name, "NAME", "host name")
-    target = parse_ssh(ssh, "--ssh")
-    ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
-    agent = parse_agent(agent, "--agent") if agent is not None else None
+    n, target, ep, agent = parse_host(name, ssh, endpoint, agent)
     inv = inventory.load(inventory_path(ctx))
     existing = inv.hosts.get(n)
     if existing is not None and str(existing.ssh) != str(target):
@@ -328,14 +337,10 @@ def _record_join(ctx: typer.Context, probe: Any, key: str, wait: float) -> Any:
 @ssh_options()
 def join(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Host name (a DNS label)."),
-    ssh: str = typer.Option(..., "--ssh", help="[USER@]HOST[:PORT] or an ~/.ssh/config alias."),
-    endpoint: str | None = typer.Option(
-        None, "--endpoint", help="Public HOST:PORT others dial. Omit for a host behind NAT."
-    ),
-    agent: str | None = typer.Option(
-        None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
-    ),
+    name: str = HOST_ARG,
+    ssh: str = SSH_OPT,
+    endpoint: str | None = ENDPOINT_OPT,
+    agent: str | None = AGENT_OPT,
     *,
     connect: Connect,
     as_json: bool = JSON_OPT,
