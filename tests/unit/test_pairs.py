@@ -268,3 +268,23 @@ def test_a_rotated_key_is_set_after_the_peers_new_preshared_keys_and_a_reapply_i
     assert sum(isinstance(c, SetPeer) for c in steps) == 2
     assert any(isinstance(c, SetPrivateKey) for c in steps)
     assert apply(render(inv, "h1"), system, state).plan.empty
+
+
+def test_down_keeps_the_preshared_keys_and_the_next_key_unless_forget_key(tmp_path: Path) -> None:
+    from tests.fakes import FakeSystem
+    from tests.unit.test_plan_agent import _inv
+    from vpcctl.admin import edits
+    from vpcctl.admin.render import render
+    from vpcctl.host.agent import apply, down, keygen
+
+    state = StateDir(tmp_path / "h1")
+    inv = edits.set_mesh(_inv("wireguard", 3, {"h1": keygen(state)[0]}), psk=True)
+    save_psks(state.psk, {"a b": PresharedKey.generate()})
+    keygen(state, rotate=True)
+    system = FakeSystem(backend="kernel")
+    apply(render(inv, "h1"), system, state)
+    down(system, state)
+    assert state.psk.exists() and state.next_key().exists()
+    apply(render(inv, "h1"), system, state)
+    down(system, state, forget_key=True)
+    assert not state.psk.exists() and not state.next_key().exists() and not state.key().exists()

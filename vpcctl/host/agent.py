@@ -591,6 +591,7 @@ def down(
         )
     applied = state.applied_spec()
     keys = tuple(dict.fromkeys([KEY_FILE, *([applied.private_key_file] if applied else [])]))
+    keys += (state.next_key().name, state.psk.name)  # the next key, the pairs' preshared keys
     first = [c for c in p.changes if isinstance(c, StopDaemon)]
     failures = _run_all(first, system, state)
     if before_links is not None:
