@@ -8,9 +8,10 @@ did not check). Schema: README "HostSpec".
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any
+from typing import Any, TypeVar
 
 from vpcctl.core.errors import SpecError, ValidationError
 from vpcctl.core.model import (
@@ -36,6 +37,7 @@ from vpcctl.core.model import (
 from vpcctl.core.reader import Reader
 
 SPEC_VERSION = 1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,18 +274,29 @@ def to_json(spec: HostSpec) -> str:
 # from JSON (validating)
 
 
-def from_json(text: str | bytes, source: str = "spec") -> HostSpec:
+def read_json(
+    text: str | bytes,
+    source: str,
+    hint: str,
+    reader: Callable[[object, str], T],
+    pick: Callable[[object], object] = lambda raw: raw,
+) -> T:
+    """A JSON document read by ``reader(pick(parsed), source)``; every problem a SpecError
+    (not JSON: with ``hint``)."""
     try:
         raw = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(
-            f"{source}: not valid JSON ({exc})",
-            "pass the output of `vpcctl render HOST --format json`",
-        ) from None
+        raise SpecError(f"{source}: not valid JSON ({exc})", hint) from None
     try:
-        return from_dict(raw, source)
+        return reader(pick(raw), source)
     except ValidationError as exc:
         raise SpecError(exc.message, exc.hint) from None
+
+
+def from_json(text: str | bytes, source: str = "spec") -> HostSpec:
+    return read_json(
+        text, source, "pass the output of `vpcctl render HOST --format json`", from_dict
+    )
 
 
 def from_dict(raw: object, source: str = "spec") -> HostSpec:
