@@ -715,6 +715,7 @@ def test_every_command_is_covered() -> None:
         "check",
         "container add", "container ls", "container rm",
         "dns serve",
+        "down",
         "host add", "host bootstrap", "host ls", "host rm", "host set",
         "init",
         "join",
@@ -869,7 +870,17 @@ def test_mesh_set_the_agent_daemon(runner: CliRunner, net: Path) -> None:
     assert "daemon =" not in net.read_text()  # the default is not written
 
 
+def test_mesh_set_mtu_for_a_smaller_underlay(runner: CliRunner, net: Path) -> None:
+    result = ok(runner, "mesh", "set", "--mtu", "1320")
+    assert "mtu 1320" in result.stderr and "mtu = 1320" in net.read_text()
+    assert inventory.load(net).mesh.mtu == 1320
+    ok(runner, "mesh", "set", "--mtu", "1420")
+    assert "mtu =" not in net.read_text()  # the default is not written
+
+
 @pytest.mark.parametrize(("args", "says"), [(["--grace", "0"], "--grace"),
-                                            (["--daemon-port", "70000"], "--daemon-port")])  # fmt: skip
+                                            (["--daemon-port", "70000"], "--daemon-port"),
+                                            (["--mtu", "1279"], "--mtu"),
+                                            (["--mtu", "9001"], "--mtu")])  # fmt: skip
 def test_mesh_set_refused(runner: CliRunner, net: Path, args: list[str], says: str) -> None:
     refused(runner, net, says, "mesh", "set", *args)
