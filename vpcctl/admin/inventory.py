@@ -173,10 +173,9 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     )
 
     hosts: dict[str, Host] = {}
-    for name, value in r.mapping(raw.get("hosts", {}), "hosts").items():
-        key = f"hosts.{toml_key(name)}"
-        t = r.mapping(value, key)
-        r.keys(t, key, ("ssh", "address"), ("endpoint", "public_key", "agent", "slices"))
+    for name, key, t in r.tables(
+        raw, "hosts", ("ssh", "address"), ("endpoint", "public_key", "agent", "slices")
+    ):
         slices: dict[str, IPv4Network] = {}
         for vpc, cidr in r.mapping(t.get("slices", {}), f"{key}.slices").items():
             where = r.where(f"{key}.slices.{toml_key(vpc)}")
@@ -200,10 +199,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
 
     vpcs: dict[str, Vpc] = {}
-    for name, value in r.mapping(raw.get("vpcs", {}), "vpcs").items():
-        key = f"vpcs.{toml_key(name)}"
-        t = r.mapping(value, key)
-        r.keys(t, key, ("cidr", "services"), ("slice_prefix",))
+    for name, key, t in r.tables(raw, "vpcs", ("cidr", "services"), ("slice_prefix",)):
         cidr = parse_range(t["cidr"], r.where(f"{key}.cidr"))
         vpcs[name] = Vpc(
             name=parse_label(name, r.where(key), "VPC name"),
@@ -218,11 +214,8 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
 
     containers: dict[str, Container] = {}
-    for name, value in r.mapping(raw.get("containers", {}), "containers").items():
-        key = f"containers.{toml_key(name)}"
+    for name, key, t in r.tables(raw, "containers", ("host", "ip"), ()):
         vpc, cname = split_key(name, r.where(key))
-        t = r.mapping(value, key)
-        r.keys(t, key, ("host", "ip"), ())
         containers[name] = Container(
             vpc=vpc,
             name=cname,
@@ -231,11 +224,8 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
 
     services: dict[str, Service] = {}
-    for name, value in r.mapping(raw.get("services", {}), "services").items():
-        key = f"services.{toml_key(name)}"
+    for name, key, t in r.tables(raw, "services", ("vip", "ports"), ("backends", "selector")):
         vpc, sname = split_key(name, r.where(key))
-        t = r.mapping(value, key)
-        r.keys(t, key, ("vip", "ports"), ("backends", "selector"))
         ports, backends = t["ports"], t.get("backends", [])
         if not isinstance(ports, list) or not ports:
             raise ValidationError(
