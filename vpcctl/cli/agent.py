@@ -39,6 +39,7 @@ EPILOG = {
         "  vpcctl agent run --state-dir /etc/vpcctl -v"
     ),
     "table": "Examples:\n  vpcctl agent table\n  vpcctl agent table --json",
+    "doctor": "Examples:\n  vpcctl agent doctor\n  vpcctl agent doctor --json --stale 30",
 }
 
 
@@ -115,7 +116,21 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--managed", action="store_true", help=argparse.SUPPRESS)
     add("table", "Print the merged live table: every running endpoint this host knows "
                  "(its own and every reachable peer's), from the agent daemon.")  # fmt: skip
+    dp = add("doctor", "Diagnose this host: every check of `vpcctl doctor` with the exact fix "
+                       "for each failure (the admin's `vpcctl doctor` also checks version and clock).")  # fmt: skip
+    dp.add_argument("--stale", type=_seconds, default=180.0,
+                    help="seconds after which a peer's handshake counts as stale (default 180)")  # fmt: skip
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 < SECONDS <= 86400")
+    return value
 
 
 def _read_spec(source: str) -> tuple[str, str]:
@@ -188,7 +203,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from vpcctl.host import docker
+    from vpcctl.host import docker, resolved
     from vpcctl.host.agent import status
     from vpcctl.host.kernel import LinuxSystem
     from vpcctl.host.state import StateDir
@@ -200,10 +215,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         system.close()
     data["docker"] = docker.status(state.applied_spec())
+    data["resolved"] = resolved.status(state.applied_spec())
     if args.json:
         _json(data)
         return 0
     _print_mesh(data.get("daemon"))
+    sys.stdout.write(data["resolved"]["summary"] + "\n")
     iface = data["interface"]
     if iface is None:
         _info("no vpcctl interface on this host (nothing applied yet?)")
@@ -327,7 +344,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from vpcctl.host import docker
+    from vpcctl.host import docker, resolved
     from vpcctl.host.agent import down
     from vpcctl.host.kernel import LinuxSystem
     from vpcctl.host.state import StateDir
@@ -335,10 +352,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     state = StateDir.default(args.state_dir)
     applied = state.applied_spec()
     dk = docker.Report()
+    names = False
 
     def networks() -> None:  # after the daemon stopped, before the bridges go; only vpcctl's
-        nonlocal dk
+        nonlocal dk, names
         dk = docker.remove_networks(applied.mesh if applied else None)
+        names = resolved.remove(applied)
 
     system = LinuxSystem()
     try:
@@ -352,9 +371,11 @@ def cmd_down(args: argparse.Namespace) -> int:
         _json({"removed": result.plan.to_json(), "docker": dk.to_json(),
                "files": [m.removeprefix("remove state file ") for m in result.messages
                          if m.startswith("remove state file ")],
+               "resolved_reverted": names,
                "key": "removed" if args.forget_key else "kept"})  # fmt: skip
         return 0
-    lines = [f"remove Docker network {n}" for n in dk.removed] + result.plan.describe()
+    lines = ["revert systemd-resolved settings of the mesh domain"] if names else []
+    lines += [f"remove Docker network {n}" for n in dk.removed] + result.plan.describe()
     lines += [f"docker: warning: {p}" for p in dk.problems] + result.messages
     for line in lines:
         _info(f"  {line}")
@@ -362,6 +383,23 @@ def cmd_down(args: argparse.Namespace) -> int:
     _info(f"removed {n} objects{'' if args.forget_key else '; the key stays'}"
           if n else "nothing to remove")  # fmt: skip
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from vpcctl.core.doctor import failed, host_checks
+    from vpcctl.host.doctor import facts
+    from vpcctl.host.state import StateDir
+
+    data = facts(StateDir.default(args.state_dir))
+    checks = host_checks(data, args.stale)
+    if args.json:
+        _json({**data, "checks": [c.to_json() for c in checks]})
+    else:
+        for c in checks:
+            sys.stdout.write(f"  {c.status:<4}  {c.name:<18} {c.detail}\n")
+            if c.fix:
+                sys.stdout.write(f"        fix: {c.fix}\n")
+    return int(ExitCode.ERROR) if failed(checks) else 0
 
 
 COMMANDS = {
@@ -372,6 +410,7 @@ COMMANDS = {
     "down": cmd_down,
     "run": cmd_run,
     "table": cmd_table,
+    "doctor": cmd_doctor,
 }
 
 

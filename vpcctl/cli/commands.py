@@ -36,6 +36,14 @@ from vpcctl.cli import teardown as _teardown  # noqa: E402
 _push.register(app, host_app)
 _teardown.register(app)
 
+from vpcctl.cli import graph as _graph  # noqa: E402
+
+_graph.register(app)
+
+from vpcctl.cli.doctor import doctor as _doctor  # noqa: E402
+
+app.command()(_doctor)
+
 
 def _version(value: bool) -> None:
     if value:

@@ -33,6 +33,7 @@ from vpcctl.host.state import (
     as_error,
     host_as_recorded,
     only_names_changed,
+    record_apply,
     record_fingerprint,
     result_json,
     unchanged,
@@ -287,11 +288,14 @@ class Result:
     messages: list[str] = field(default_factory=list)
     zone_only: bool = False  # the names-only fast path: only the zone file was written
     docker: dict[str, Any] | None = None  # what the Docker step did (None: no Docker here)
+    resolved: dict[str, Any] | None = None  # systemd-resolved registration (host/resolved.py)
 
     def to_json(self) -> dict[str, Any]:
         out = result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
         if self.docker is not None:
             out["docker"] = self.docker
+        if self.resolved is not None:
+            out["resolved"] = self.resolved
         return out
 
 
@@ -374,14 +378,31 @@ def converge(
         return apply(spec, None, state, dry_run=True, backend=backend)
     spec_text = to_json(spec)
     if unchanged(spec, spec_text, state):
-        return Result(host=spec.host, plan=Plan(()), seconds=time.monotonic() - started)
-    with state.locked():
-        if only_names_changed(spec_text, state) and host_as_recorded(spec, state):
-            result = _write_zone_only(spec, spec_text, state, progress)
-        else:
-            result = apply(spec, None, state, progress=progress, backend=backend)
+        result = Result(host=spec.host, plan=Plan(()))
+    else:
+        with state.locked():
+            try:
+                if only_names_changed(spec_text, state) and host_as_recorded(spec, state):
+                    result = _write_zone_only(spec, spec_text, state, progress)
+                else:
+                    result = apply(spec, None, state, progress=progress, backend=backend)
+            except VpcctlError:
+                record_apply(state, time.monotonic() - started, ok=False)
+                raise
+            record_apply(state, time.monotonic() - started, ok=True)
+    _register_names(result, spec)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _register_names(result: Result, spec: HostSpec) -> None:
+    """Names on the host itself (systemd-resolved), asserted on every converge: resolved forgets
+    a link's settings when the link is recreated (README "Names on the hosts themselves")."""
+    from vpcctl.host import resolved
+
+    result.resolved = resolved.ensure(spec)
+    if result.resolved["mode"] == "systemd-resolved" and not result.resolved["registered"]:
+        result.messages.append(f"warning: {result.resolved['summary']}")
 
 
 def _write_zone_only(

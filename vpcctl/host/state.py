@@ -94,6 +94,11 @@ class StateDir:
         return self.path / "daemon.log"
 
     @property
+    def apply_stats(self) -> Path:
+        """Counts and durations of the applies that changed something (the metrics read it)."""
+        return self.path / "apply-stats.json"
+
+    @property
     def fingerprint(self) -> Path:
         return self.path / "fingerprint"
 
@@ -290,3 +295,35 @@ def only_names_changed(spec_text: str, state: StateDir) -> bool:
     old.pop("dns", None)
     new.pop("dns", None)
     return bool(old == new)
+
+
+def read_apply_stats(state: StateDir) -> dict[str, float]:
+    """``applies``, ``failures``, ``seconds_sum``, ``last_seconds``, ``last_failure`` (a time);
+    zeros when nothing was recorded or the file is unreadable."""
+    stats = {"applies": 0.0, "failures": 0.0, "seconds_sum": 0.0, "last_seconds": 0.0,
+             "last_failure": 0.0}  # fmt: skip
+    try:
+        raw = json.loads(state.read(state.apply_stats) or "{}")
+    except ValueError:
+        return stats
+    if isinstance(raw, dict):
+        for k in stats:
+            v = raw.get(k)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                stats[k] = float(v)
+    return stats
+
+
+def record_apply(state: StateDir, seconds: float, *, ok: bool) -> None:
+    """Count one apply that was not a no-change fast path (best effort: never fails an apply)."""
+    import time
+
+    s = read_apply_stats(state)
+    s["applies"] += 1
+    s["seconds_sum"] += seconds
+    s["last_seconds"] = seconds
+    if not ok:
+        s["failures"] += 1
+        s["last_failure"] = time.time()
+    with contextlib.suppress(OSError):
+        state.write(state.apply_stats, json.dumps(s) + "\n")

@@ -724,6 +724,16 @@ def scenario(lab: VmLab) -> None:
             name = f"vpc_ping_{a}_{b}".replace("-", "")
             # 1400-byte packets with DF set fit: VPC MTU 1400 = 1420 (WireGuard) - 20 (IPIP)
             R.record(name + ("_1400_bytes_df" if x else ""), *pinged(r, 3))
+        # one byte more does not fit; and the MSS clamp is in the table (README "MTU")
+        over, fwd = lab.run_many([
+            (c["web-1"], f"ping -n -q -c 1 -W 2 -M do -s 1373 {c['db-1'].ip}"),
+            (H("h1"), "nft list chain inet vpcctl forward"),
+        ])  # fmt: skip
+        R.record("vpc_ping_1401_bytes_df_refused", *not_pinged(over))
+        clamp = "tcp flags syn tcp option maxseg size set rt mtu"
+        R.record("mss_clamp_rule_on_vpc0_and_tunnel",
+                 f'oifname {{ "vpc0", "vpc0-ipip" }} {clamp}' in fwd.out
+                 and f'iifname {{ "vpc0", "vpc0-ipip" }} {clamp}' in fwd.out, fwd.text)  # fmt: skip
         srv = serve(lab, [(c["db-1"], 7001, "tcp-db-1"), (c["web-1"], 7002, "tcp-web-1")])
         try:
             rs = lab.run_many([(c["web-1"], nc_cmd(c["db-1"].ip, 7001, 2)),
