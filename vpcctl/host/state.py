@@ -145,7 +145,7 @@ class StateDir:
         the operator's input, not the agent's)."""
         return [self.applied, self.firewall, self.zone, self.resolver_pid, self.resolver_log,
                 self.live, self.mesh_status, self.daemon_pid, self.daemon_log, self.fingerprint,
-                self.spec, self.sysctls]  # fmt: skip
+                self.spec, self.sysctls, self.apply_stats]  # fmt: skip
 
     def forget(self, *, keys: tuple[str, ...] = ()) -> list[str]:
         """Teardown: remove every file the agent wrote (and the key files named in ``keys``,
