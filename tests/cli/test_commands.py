@@ -717,6 +717,7 @@ def test_every_command_is_covered() -> None:
         "check",
         "container add", "container ls", "container rm",
         "dns serve",
+        "doctor",
         "host add", "host bootstrap", "host ls", "host rm", "host set",
         "init",
         "join",

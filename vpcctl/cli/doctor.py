@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 import typer
 
 from vpcctl.cli.app import inventory_path
 from vpcctl.cli.output import print_json
-from vpcctl.cli.push import CONNECT_OPT, JSON_OPT, KNOWN_OPT, PARALLEL_OPT, _connector
+from vpcctl.cli.push import JSON_OPT, PARALLEL_OPT
+from vpcctl.cli.remote import Connect, ssh_options
 
 
 def _stale(value: float) -> float:
@@ -39,6 +39,7 @@ def _print(results: list[Any]) -> None:
                 sys.stdout.write(f"        fix: {c['fix']}\n")
 
 
+@ssh_options(accept_new=False, timeout=120.0)
 def doctor(
     ctx: typer.Context,
     hosts: list[str] = typer.Argument(None, help="Hosts to diagnose (default: all)."),
@@ -46,8 +47,8 @@ def doctor(
         180.0, "--stale", help="Seconds after which a peer's handshake is stale."
     ),
     parallel: int = PARALLEL_OPT,
-    connect_timeout: float = CONNECT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Diagnose hosts: WireGuard, ipip, nftables, forwarding, each peer's reachability and
@@ -70,7 +71,7 @@ def doctor(
     inv = inventory.load(inventory_path(ctx))
     results = fanout.for_each(
         fanout.select(inv, hosts or []),
-        _connector(ctx, connect_timeout, 120.0, False, known_hosts),
+        connect,
         lambda h, t: doctor_one(h, t, wait),
         parallel=parallel,
     )
