@@ -17,9 +17,11 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vpcctl import __version__
+from vpcctl.core.confirm import Pending
 from vpcctl.core.errors import ApplyError, ExitCode, KeyFileError, VpcctlError
 from vpcctl.core.keys import PrivateKey, ensure_private, load_private
 from vpcctl.core.spec import HostSpec, to_json
@@ -275,11 +277,14 @@ class Result:
     messages: list[str] = field(default_factory=list)
     zone_only: bool = False  # the names-only fast path: only the zone file was written
     docker: dict[str, Any] | None = None  # what the Docker step did (None: no Docker here)
+    confirm: Pending | None = None  # a confirmed apply: the revert it armed (None: nothing)
 
     def to_json(self) -> dict[str, Any]:
         out = result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
         if self.docker is not None:
             out["docker"] = self.docker
+        if self.confirm is not None:
+            out["confirm"] = {"armed": True, **self.confirm.describe(time.time())}
         return out
 
 
@@ -347,6 +352,7 @@ def converge(
     dry_run: bool = False,
     progress: Callable[[Change], None] | None = None,
     backend: str | None = None,
+    confirm: Confirm | None = None,
 ) -> Result:
     """What `vpcctl agent apply` does on this Linux host, cheapest way first:
 
@@ -356,20 +362,43 @@ def converge(
        differs in its DNS zone only, so only the zone file is written (the resolver reloads it);
     3. otherwise the full observe -> plan -> apply, under the state directory's lock.
 
-    A dry run always takes the full path (without the lock), so it shows what `apply` sees."""
+    A dry run always takes the full path (without the lock), so it shows what `apply` sees.
+    With ``confirm`` the apply is a confirmed one (host/confirm.py); without, an apply that
+    would change something while one is pending is refused."""
     started = time.monotonic()
     if dry_run:
         return apply(spec, None, state, dry_run=True, backend=backend)
     spec_text = to_json(spec)
-    if unchanged(spec, spec_text, state):
+    if unchanged(spec, spec_text, state) and (confirm is None or not state.confirm.exists()):
         return Result(host=spec.host, plan=Plan(()), seconds=time.monotonic() - started)
-    with state.locked():
+
+    def locked() -> Result:
         if only_names_changed(spec_text, state) and host_as_recorded(spec, state):
-            result = _write_zone_only(spec, spec_text, state, progress)
+            return _write_zone_only(spec, spec_text, state, progress)
+        return apply(spec, None, state, progress=progress, backend=backend)
+
+    with state.locked():
+        from vpcctl.host import confirm as confirmed
+
+        if confirm is None:
+            confirmed.refuse_while_pending(state)
+            result = locked()
         else:
-            result = apply(spec, None, state, progress=progress, backend=backend)
+            result, result.confirm = confirmed.apply_confirmed(
+                state, spec_text, confirm.token, confirm.seconds, confirm.save, locked
+            )
     result.seconds = time.monotonic() - started
     return result
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """`agent apply --confirm SECONDS`: revert unless `agent confirm --token TOKEN` comes within
+    SECONDS of the end of the apply; ``save`` the spec file `--save` writes."""
+
+    token: str
+    seconds: float
+    save: Path | None = None
 
 
 def _write_zone_only(
