@@ -109,10 +109,13 @@ def apply_confirmed(
     seconds: float,
     save: Path | None,
     run: Callable[[], Result],
+    start: Callable[[StateDir, str], None] | None = None,
 ) -> tuple[Result, Pending | None]:
     """Arm the revert, store the spec (``save``), apply (``run``), and start the window at the
     end of the apply. Returns the result and the pending record (None: nothing changed, so
-    nothing to confirm). The caller holds the state lock."""
+    nothing to confirm). The caller holds the state lock. ``start`` starts the reverter
+    (tests pass their own)."""
+    start = start or _start_reverter
     old = pending(state)
     if old is not None:  # replaced: same target, new token and deadline
         armed = Pending(token, seconds, time.time() + seconds, old.previous, old.saved,
@@ -123,7 +126,7 @@ def apply_confirmed(
             state.read(save) if save else None, str(save) if save else None,
         )  # fmt: skip
     state.write(state.confirm, armed.to_text())
-    _start_reverter(state, token)
+    start(state, token)
     if save is not None:
         state.save_spec(spec_text, save)
     try:
@@ -133,7 +136,7 @@ def apply_confirmed(
             _drop(state)
         else:  # as it was before this apply
             state.write(state.confirm, old.to_text())
-            _start_reverter(state, old.token)
+            start(state, old.token)
         raise
     if old is None and result.plan.empty:
         _drop(state)
@@ -143,7 +146,12 @@ def apply_confirmed(
     return result, armed
 
 
-def confirm(state: StateDir, token: str | None, wait: float) -> dict[str, Any]:
+def confirm(
+    state: StateDir,
+    token: str | None,
+    wait: float,
+    start: Callable[[StateDir, str], None] | None = None,
+) -> dict[str, Any]:
     """Disarm the pending revert (the one with ``token``, or any when None). The answer says
     ``confirmed`` (bool), ``outcome`` and ``message``; a confirmation after the deadline is
     refused and the revert goes ahead."""
@@ -152,7 +160,7 @@ def confirm(state: StateDir, token: str | None, wait: float) -> dict[str, Any]:
         now = time.time()
         if p is not None and token in (None, p.token):
             if p.deadline <= now:
-                _ensure_reverter(state, p)
+                _ensure_reverter(state, p, start or _start_reverter)
                 return _answer(False, "too late", p.token, f"too late: the revert was due at "
                                f"{clock(p.deadline)}; it goes ahead", p.deadline)  # fmt: skip
             _drop(state)
@@ -170,7 +178,11 @@ def confirm(state: StateDir, token: str | None, wait: float) -> dict[str, Any]:
             at = clock(float(done.get("at") or 0))
             ok = what == "confirmed"
             return _answer(
-                ok, what, token, f"{what} at {at}" if ok else f"too late: {what} at {at}"
+                ok,
+                what,
+                token,
+                f"{what} at {at}" if ok else f"too late: {what} at {at}",
+                float(done.get("at") or 0),
             )
         return _answer(False, "unknown", token, "no confirmed apply with this token here (its "
                        "apply failed and rolled back, or never arrived)")  # fmt: skip
@@ -183,11 +195,11 @@ def _answer(
     return {"confirmed": ok, "outcome": outcome, "token": token, "message": message, "at": at}
 
 
-def _ensure_reverter(state: StateDir, p: Pending) -> None:
+def _ensure_reverter(state: StateDir, p: Pending, start: Callable[[StateDir, str], None]) -> None:
     from vpcctl.host import processes
 
     if processes.running(state.revert_pid) is None:
-        _start_reverter(state, p.token)
+        start(state, p.token)
 
 
 def disarm(state: StateDir) -> None:
