@@ -130,7 +130,11 @@ def test_a_confirmed_apply_stays_and_one_that_cuts_the_admin_off_reverts(mesh: S
 
     wait_until(reverted, timeout=30, what="s1 to revert")
     assert snapshot(m.lab, m.hosts["s1"]) == before
-    # reachable again over SSH, at its previous state: with the bad VPC gone, nothing to do
+    # reachable again over SSH; the reverted spec is not brought back without --confirm
+    # (cron's `vpcctl sync` would cut the admin off again)
+    res = m.vpcctl("up", "s1", check=False)
+    assert res.returncode == 1 and "was reverted at" in res.stdout, res.stdout + res.stderr
+    # and at its previous state: with the bad VPC gone, nothing to do
     m.vpcctl("vpc", "rm", "office")
     m.vpcctl("vpc", "rm", "dev")
     res = m.vpcctl("plan", "s1", "--exit-code", check=False)

@@ -141,3 +141,17 @@ def test_status_shows_the_deadline(state: StateDir) -> None:
     assert 0 < s["seconds_left"] <= 30 and s["reverter_running"] is False
     hc.disarm(state)
     assert hc.status(state)["last"]["outcome"] == "cancelled by agent down"
+
+
+def test_the_spec_just_reverted_is_refused_without_confirm(state: StateDir) -> None:
+    hc.apply_confirmed(state, NEW, "aaaa0001", 30, state.spec, lambda: changed(state), Starts())
+    p = hc.pending(state)
+    assert p is not None
+    state.write(state.applied, NEW)
+    # what the reverter records (the revert itself, a kernel apply, runs in the lab)
+    hc._write_last(state, p.token, "reverted", spec=hc._sha(NEW))
+    hc._drop(state)
+    with pytest.raises(ApplyError) as exc:
+        hc.refuse_while_pending(state, NEW)
+    assert "reverted" in exc.value.message and exc.value.hint and "--confirm" in exc.value.hint
+    hc.refuse_while_pending(state, '{"spec": "fixed"}\n')  # a changed spec goes through

@@ -381,7 +381,7 @@ def converge(
         from vpcctl.host import confirm as confirmed
 
         if confirm is None:
-            confirmed.refuse_while_pending(state)
+            confirmed.refuse_while_pending(state, spec_text)
             result = locked()
         else:
             result, result.confirm = confirmed.apply_confirmed(

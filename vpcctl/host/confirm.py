@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from vpcctl.host.agent import Result
 
 
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def clock(epoch: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(epoch))
 
@@ -89,9 +93,23 @@ def _drop(state: StateDir) -> None:
     processes.stop(state.revert_pid)
 
 
-def refuse_while_pending(state: StateDir) -> None:
-    """A plain apply that would change this host while a confirmed apply is pending."""
+def refuse_while_pending(state: StateDir, spec_text: str | None = None) -> None:
+    """A plain apply that would change this host while a confirmed apply is pending, or that
+    brings back the very spec that was just reverted (cron's `vpcctl sync` would otherwise cut
+    the admin off again, for good)."""
     p = pending(state)
+    done = last(state) if p is None and spec_text is not None else None
+    if (
+        done is not None
+        and done.get("outcome") == "reverted"
+        and done.get("spec") == _sha(spec_text or "")
+    ):
+        raise ApplyError(
+            f"this HostSpec was reverted at {clock(float(done.get('at') or 0))}: it was applied "
+            "with --confirm and not confirmed in time; nothing changed",
+            "fix the inventory (did this change cut you off?), or apply it again with "
+            "`vpcctl up --confirm SECONDS`",
+        )
     if p is None:
         return
     raise ApplyError(
@@ -259,7 +277,7 @@ def revert(state: StateDir, p: Pending) -> str:
         else:
             write_secret(path, p.saved.encode("utf-8"))
     _write_last(state, p.token, "reverted" if error is None else "revert failed", error=error,
-                spec=hashlib.sha256(reverted.encode()).hexdigest())  # fmt: skip
+                spec=_sha(reverted))  # fmt: skip
     _drop(state)
     return f"reverted: not confirmed by {clock(p.deadline)}" + (f"; {error}" if error else "")
 
