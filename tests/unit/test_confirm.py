@@ -152,3 +152,19 @@ def test_failed_applies_are_not_confirmed_and_all_failed_is_exit_1() -> None:
     assert results[0].data["confirm"]["state"] == "failed"
     assert net.calls("a", "agent confirm") == []
     assert exit_code(results) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--confirm", "0.5"], ["--confirm", "nan"], ["--confirm", "3601"], ["--token", "aaaa0001"],
+     ["--confirm", "30", "--token", "XYZ"], ["--confirm", "30", "--dry-run"]],
+)  # fmt: skip
+def test_the_agent_validates_its_options_before_reading_anything(
+    args: list[str], capsys: pytest.CaptureFixture[str], tmp_path: object
+) -> None:
+    from vpcctl.cli.agent import run as agent
+
+    rc = agent(["apply", str(tmp_path) + "/missing.json", "--state-dir", str(tmp_path), *args])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and len(err) == 2, err
+    assert err[0].startswith("error: --") and err[1].startswith("hint: ")

@@ -25,7 +25,8 @@ EPILOG = {
     "keygen": "Example:\n  vpcctl agent keygen\n  vpcctl agent keygen --json",
     "apply": (
         "Examples:\n  vpcctl render vps1 | ssh root@vps1 vpcctl agent apply -\n"
-        "  vpcctl agent apply /etc/vpcctl/spec.json --dry-run"
+        "  vpcctl agent apply /etc/vpcctl/spec.json --dry-run\n"
+        "  vpcctl agent apply spec.json --confirm 60   # reverts unless `agent confirm` in 60 s"
     ),
     "status": "Example:\n  vpcctl agent status --json",
     "check": "Example:\n  vpcctl agent check --json",
@@ -175,9 +176,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from vpcctl.host.agent import converge
     from vpcctl.host.state import StateDir
 
-    text, spec = _spec(args)
     state = StateDir.default(args.state_dir)
-    confirm = _confirm_request(args, state)
+    confirm = _confirm_request(args, state)  # options first: nothing is read on bad input
+    text, spec = _spec(args)
     if args.save is not None and confirm is None:
         state.save_spec(text, Path(args.save) if args.save else None)
     quiet = args.json or args.dry_run
@@ -226,11 +227,15 @@ def _confirm_request(args: argparse.Namespace, state: Any) -> Any:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
+    import math
+
     from vpcctl.core.confirm import parse_token
     from vpcctl.host import confirm
     from vpcctl.host.state import StateDir
 
     token = parse_token(args.token) if args.token is not None else None
+    if not (math.isfinite(args.wait) and args.wait >= 0):
+        raise UsageError(f"--wait: {args.wait!r} is not a number of seconds", "e.g. --wait 30")
     answer = confirm.confirm(StateDir.default(args.state_dir), token, args.wait)
     if args.json:
         _json(answer)
