@@ -70,10 +70,17 @@ class _GiveUp:
 
 
 def _apply_work(
-    specs: dict[str, str], seconds: float, token: str, clock: Clock, give_up: _GiveUp
+    specs: dict[str, str],
+    seconds: float,
+    token: str,
+    clock: Clock,
+    give_up: _GiveUp,
+    prepare: Callable[[Host, Transport], object] | None,
 ) -> Callable[[Host, Transport], HostResult]:
     def work(host: Host, t: Transport) -> HostResult:
         extra = ("--confirm", f"{seconds:g}", "--token", token)
+        if prepare is not None:  # the preshared keys offered to it (before anything is armed)
+            prepare(host, t)
         with give_up.lock:
             give_up.running[host.name] = t
         try:
@@ -153,10 +160,12 @@ def confirmed_up(
     token: str,
     *,
     clock: Clock | None = None,
+    prepare: Callable[[Host, Transport], object] | None = None,
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[HostResult], None] | None = None,
 ) -> list[HostResult]:
-    """Apply (all at once), then confirm each host that armed a revert (or did not answer).
+    """Apply (all at once; ``prepare`` first on the same connection: the preshared keys), then
+    confirm each host that armed a revert (or did not answer).
     Every result's ``data["confirm"]`` is its outcome: ``state`` (core/confirm.py's words),
     ``revert_at`` (epoch, the admin's clock) and ``revert_at_text`` (HH:MM:SS)."""
     clock = clock or Clock()
@@ -164,7 +173,7 @@ def confirmed_up(
     watcher = threading.Thread(target=give_up.watch, name="vpcctl-confirm", daemon=True)
     watcher.start()
     try:
-        applied = fanout.for_each(hosts, connect, _apply_work(specs, seconds, token, clock, give_up),
+        applied = fanout.for_each(hosts, connect, _apply_work(specs, seconds, token, clock, give_up, prepare),
                                   parallel=len(hosts), on_start=on_start, on_done=on_done)  # fmt: skip
     finally:
         give_up.done.set()

@@ -23,7 +23,7 @@ def window(raw: str | None) -> float | None:
 
 def run(
     chosen: Sequence[Any], connect: Any, specs: dict[str, str], seconds: float, parallel: int,
-    progress: Any,
+    progress: Any, prepare: Any = None,
 ) -> list[Any]:  # fmt: skip
     """Apply every chosen host at once (each window starts at the end of its apply, so none
     may wait for a free slot), then confirm them over new connections."""
@@ -37,7 +37,7 @@ def run(
             f"--confirm applies every host at once: {len(chosen)} hosts, --parallel {parallel}",
             f"raise --parallel to {len(chosen)}, or confirm fewer hosts at a time",
         )
-    return confirmed_up(chosen, connect, specs, seconds, secrets.token_hex(8),
+    return confirmed_up(chosen, connect, specs, seconds, secrets.token_hex(8), prepare=prepare,
                         on_start=progress.start, on_done=progress.done)  # fmt: skip
 
 
@@ -53,7 +53,7 @@ def report(results: list[Any], as_json: bool) -> None:
             ["HOST", "APPLY", "CHANGES", "CONFIRM", "DETAIL"],
             [(r.host, "ok" if r.ok else
               ("no answer" if r.data.get("answered") is False else "FAILED"),
-              len(r.changes), r.data["confirm"]["text"], _detail(r)) for r in results],
+              len(r.changes), _confirm(r).get("text"), _detail(r)) for r in results],
             "no hosts",
         )  # fmt: skip
     code = exit_code(results)
@@ -61,8 +61,13 @@ def report(results: list[Any], as_json: bool) -> None:
         raise typer.Exit(code)
 
 
+def _confirm(r: Any) -> dict[str, Any]:
+    """The host's confirm outcome (a host whose preshared-key offer failed has none: failed)."""
+    return r.data.get("confirm") or {"state": "failed", "text": "failed"}
+
+
 def _detail(r: Any) -> str:
-    c = r.data["confirm"]
+    c = _confirm(r)
     if c.get("error"):
         return str(c["error"])
     if r.error:
