@@ -149,7 +149,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     r.keys(
         m, "mesh", ("name", "cidr"),
         ("port", "interface", "domain", "routing", "daemon", "daemon_port", "grace", "mtu",
-         "metrics"),
+         "metrics", "psk"),
     )  # fmt: skip
     routing = m.get("routing", DEFAULT_ROUTING)
     if routing not in ROUTINGS:
@@ -169,6 +169,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         grace=parse_int(m.get("grace", DEFAULT_GRACE), r.where("mesh.grace"), 1, 3600),
         mtu=parse_int(m.get("mtu", WG_MTU), r.where("mesh.mtu"), MTU_MIN, MTU_MAX),
         metrics=parse_metrics(m.get("metrics", "off"), r.where("mesh.metrics")),
+        psk=_boolean(m.get("psk", False), r.where("mesh.psk")),
     )
 
     hosts: dict[str, Host] = {}
@@ -545,6 +546,8 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
         out["mesh"]["mtu"] = m.mtu
     if m.metrics is not None:
         out["mesh"]["metrics"] = m.metrics
+    if m.psk:
+        out["mesh"]["psk"] = True
     hosts: dict[str, Any] = {}
     for name in sorted(inv.hosts):
         h = inv.hosts[name]

@@ -137,6 +137,7 @@ class HostSpec:
     services: tuple[ServiceSpec, ...]
     dns: ZoneData
     daemon: DaemonSpec = DaemonSpec()
+    psk: bool = False  # a preshared key per pair, from the agent's own store (never in here)
     version: int = SPEC_VERSION
 
 
@@ -262,6 +263,7 @@ class Encoder:
                 "grace": s.daemon.grace,
                 **({"metrics": s.daemon.metrics} if s.daemon.metrics else {}),
             },
+            **({"psk": True} if s.psk else {}),
         }
 
     def dumps(self, s: HostSpec, *, compact: bool = False) -> str:
@@ -430,6 +432,7 @@ def from_dict(raw: object, source: str = "spec") -> HostSpec:
         services=services,
         dns=zone_from_dict(r.get(top, "dns", "dns"), source),
         daemon=_daemon(r, top.get("daemon")),
+        psk=r.boolean(top.get("psk", False), "psk"),
     )
 
 
