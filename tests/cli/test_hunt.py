@@ -49,10 +49,10 @@ HUNT = settings(
 
 def hunted() -> Any:
     """The homelab with every optional inventory field set away from its default (a default is
-    not written, so a hand edit could not reach it): the mesh's mtu and metrics."""
+    not written, so a hand edit could not reach it): the mesh's mtu, metrics and psk."""
     from vpcctl.admin import edits
 
-    return edits.set_mesh(homelab(), mtu=1380, metrics="127.0.0.1:9586")
+    return edits.set_mesh(homelab(), mtu=1380, metrics="127.0.0.1:9586", psk=True)
 
 
 ORIGINAL = inventory.dump(hunted()).encode()
@@ -186,7 +186,7 @@ KEY2 = public_key("hunt")
 COMMANDS: dict[str, tuple[list[str], list[tuple[str | None, str | bool]]]] = {
     "init": (["init"], [(None, "lab"), ("--mesh-cidr", "10.91.0.0/24"),
         ("--domain", "vpc.internal"), ("--port", "51820"), ("--interface", "vpc0"),
-        ("--routing", "ipip")]),
+        ("--routing", "ipip"), ("--psk", True)]),
     "host add": (["host", "add"], [(None, "vps3"), ("--ssh", "root@192.0.2.30"),
         ("--endpoint", "192.0.2.30:51820"), ("--public-key", KEY2), ("--address", "10.90.0.9"),
         ("--agent", "vpcctl"), ("--wait", "5"), ("--json", True)]),
@@ -217,7 +217,8 @@ COMMANDS: dict[str, tuple[list[str], list[tuple[str | None, str | bool]]]] = {
     "resolve": (["resolve"], [(None, "db"), ("--from", "prod/web-1"), ("--type", "A"),
         ("--json", True)]),
     "mesh set": (["mesh", "set"], [("--mtu", "1380"), ("--metrics", "127.0.0.1:9586"),
-        ("--daemon", True), ("--daemon-port", "51900"), ("--grace", "8"), ("--wait", "5")]),
+        ("--daemon", True), ("--daemon-port", "51900"), ("--grace", "8"), ("--psk", True),
+        ("--no-psk", True), ("--wait", "5")]),
     "graph": (["graph"], [("--format", "dot")]),  # -o: test_hostile_output_files
 }  # fmt: skip
 
@@ -328,6 +329,12 @@ REMOTE: dict[str, tuple[list[str], list[tuple[str | None, str | bool]]]] = {
     "doctor": (["doctor"], [(None, "vps1"), ("--stale", "180"), ("--parallel", "4"),
         ("--json", True), *SSH[:1], SSH[2]]),
     "graph --live": (["graph"], [("--live", True), ("--format", "dot"), *SSH[:1], SSH[2]]),
+    "up --confirm": (["up"], [(None, "vps1"), ("--confirm", "30"), ("--parallel", "4"),
+        ("--json", True), ("--wait", "5"), *SSH]),
+    "rotate-psk": (["rotate-psk"], [(None, "vps1"), ("--parallel", "4"), ("--json", True),
+        ("--wait", "5"), *SSH]),
+    "host rotate-key": (["host", "rotate-key"], [(None, "vps1"), ("--parallel", "4"),
+        ("--json", True), ("--wait", "5"), *SSH]),
 }  # fmt: skip
 
 
@@ -396,7 +403,9 @@ def test_hostile_output_files(place: Path, where: str, fmt: str) -> None:
 
 AGENT: dict[str, tuple[list[str], list[tuple[str | None, str | bool]]]] = {
     "agent down": (["down"], [("--forget-key", True), ("--json", True), ("--state-dir", "s")]),
-}
+    "agent confirm": (["confirm"], [("--token", "0123abcd"), ("--wait", "60"), ("--json", True),
+        ("--state-dir", "s")]),
+}  # fmt: skip
 
 
 @HUNT
