@@ -44,9 +44,16 @@ def _first_free(start: int, end: int, used: set[int]) -> int | None:
     return None
 
 
+def _mesh_owners(inv: Inventory) -> dict[int, str]:
+    """Mesh addresses in use: hosts' and roaming clients' (they share the mesh CIDR)."""
+    owners = {int(h.address): f"host {h.name}" for h in inv.hosts.values()}
+    owners.update({int(c.address): f"client {c.name}" for c in inv.clients.values()})
+    return owners
+
+
 def host_address(inv: Inventory, wanted: IPv4Address | None = None) -> IPv4Address:
     cidr = inv.mesh.cidr
-    used = {int(h.address) for h in inv.hosts.values()}
+    used = _mesh_owners(inv)
     first, last = int(cidr.network_address) + 1, int(cidr.broadcast_address) - 1
     if wanted is not None:
         if wanted not in cidr or not first <= int(wanted) <= last:
@@ -55,19 +62,34 @@ def host_address(inv: Inventory, wanted: IPv4Address | None = None) -> IPv4Addre
                 f"pick an address between {IPv4Address(first)} and {IPv4Address(last)}",
             )
         if int(wanted) in used:
-            owner = next(h.name for h in inv.hosts.values() if h.address == wanted)
             raise AllocationError(
-                f"address {wanted} is already used by host {owner}",
+                f"address {wanted} is already used by {used[int(wanted)]}",
                 "pick another address, or leave --address out to allocate one",
             )
         return wanted
-    found = _first_free(first, last, used)
+    found = _first_free(first, last, set(used))
     if found is None:
         raise AllocationError(
-            f"the mesh CIDR {cidr} is full ({len(used)} hosts)",
+            f"the mesh CIDR {cidr} is full ({len(inv.hosts)} hosts"
+            + (f", {len(inv.clients)} clients)" if inv.clients else ")"),
             "a larger mesh CIDR needs a new mesh (`vpcctl init` with a larger --mesh-cidr)",
         )
     return IPv4Address(found)
+
+
+def client_address(inv: Inventory) -> IPv4Address:
+    """A roaming client's mesh address: the *highest* free one of the mesh CIDR (hosts take the
+    lowest), so clients and hosts grow towards each other and never collide, and no client
+    address can ever lie in a VPC (the mesh CIDR overlaps no VPC)."""
+    cidr = inv.mesh.cidr
+    used = _mesh_owners(inv)
+    for candidate in range(int(cidr.broadcast_address) - 1, int(cidr.network_address), -1):
+        if candidate not in used:
+            return IPv4Address(candidate)
+    raise AllocationError(
+        f"the mesh CIDR {cidr} is full ({len(used)} hosts and clients)",
+        "remove unused clients (`vpcctl client rm`), or start a mesh with a larger --mesh-cidr",
+    )
 
 
 def vpc_slice(

@@ -36,6 +36,7 @@ from vpcctl.core.model import (
     DEFAULT_SLICE_PREFIX,
     ROUTINGS,
     SCHEMA_VERSION,
+    Client,
     Container,
     Host,
     Inventory,
@@ -134,7 +135,7 @@ def _boolean(value: object, where: str) -> bool:
 
 def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     r = Reader(source)
-    r.keys(raw, "", ("version", "mesh"), ("hosts", "vpcs", "containers", "services"))
+    r.keys(raw, "", ("version", "mesh"), ("hosts", "vpcs", "containers", "services", "clients"))
     version = raw["version"]
     if type(version) is not int or version != SCHEMA_VERSION:  # True == 1 == 1.0 in Python
         raise ValidationError(
@@ -258,7 +259,32 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
                 r.where(f"{key}.selector"),
             ),
         )
-    return Inventory(mesh=mesh, hosts=hosts, vpcs=vpcs, containers=containers, services=services)
+    return Inventory(
+        mesh=mesh, hosts=hosts, vpcs=vpcs, containers=containers, services=services,
+        clients=_clients(r, raw.get("clients", {})),
+    )  # fmt: skip
+
+
+def _clients(r: Reader, raw: object) -> dict[str, Client]:
+    clients: dict[str, Client] = {}
+    for name, value in r.mapping(raw, "clients").items():
+        key = f"clients.{toml_key(name)}"
+        t = r.mapping(value, key)
+        r.keys(t, key, ("via", "address", "public_key", "vpcs"), ())
+        vpcs = [parse_label(v, r.where(f"{key}.vpcs"), "VPC name") for v in r.lst(t["vpcs"], key)]
+        if not vpcs or len(set(vpcs)) != len(vpcs):
+            raise ValidationError(
+                f"{r.where(f'{key}.vpcs')}: expected a non-empty list of distinct VPC names",
+                'e.g. vpcs = ["prod"]',
+            )
+        clients[name] = Client(
+            name=parse_label(name, r.where(key), "client name"),
+            via=parse_label(t["via"], r.where(f"{key}.via"), "host name"),
+            address=parse_address(t["address"], r.where(f"{key}.address")),
+            public_key=parse_public_key(t["public_key"], r.where(f"{key}.public_key")),
+            vpcs=tuple(sorted(vpcs)),
+        )
+    return clients
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +320,7 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
         out.append(ValidationError(f"{source}: {key}: {problem}", hint))
 
     for check in (_cidr_problems, _host_problems, _vpc_problems, _container_problems,
-                  _service_problems):  # fmt: skip
+                  _service_problems, _client_problems):  # fmt: skip
         check(inv, bad)
     out.extend(limits.problems(inv, source))  # names and ranges that cannot work
     return out
@@ -350,6 +376,42 @@ def _host_problems(inv: Inventory, bad: Bad) -> None:
                     f"no VPC named {sv!r}",
                     "remove the slice or add the VPC",
                 )
+
+
+def _client_problems(inv: Inventory, bad: Bad) -> None:
+    """A client needs a gateway host with an endpoint and a public key, VPCs that exist, an
+    address of the mesh CIDR no host or other client has, and a key of its own."""
+    mesh = inv.mesh
+    first, last = mesh.cidr.network_address + 1, mesh.cidr.broadcast_address - 1
+    taken = {h.address: f"host {h.name}" for h in inv.hosts.values()}
+    keys = {h.public_key: f"host {h.name}" for h in inv.hosts.values() if h.public_key}
+    for c in sorted(inv.clients.values(), key=lambda c: c.name):
+        key = f"clients.{c.name}"
+        gw = inv.hosts.get(c.via)
+        if gw is None:
+            bad(f"{key}.via", f"no host named {c.via!r}", "see `vpcctl host ls`")
+        elif gw.endpoint is None or gw.public_key is None:
+            bad(
+                f"{key}.via",
+                f"gateway host {c.via} has no endpoint or no public key",
+                f"vpcctl host set {c.via} --endpoint HOST:PORT (and `vpcctl join` it)",
+            )
+        for v in c.vpcs:
+            if v not in inv.vpcs:
+                bad(f"{key}.vpcs", f"no VPC named {v!r}", "remove it or add the VPC")
+        if not first <= c.address <= last:
+            bad(f"{key}.address", f"{c.address} is not a usable address of {mesh.cidr}",
+                "use `vpcctl client add` to allocate")  # fmt: skip
+        elif c.address in taken:
+            bad(f"{key}.address", f"{c.address} is also the address of {taken[c.address]}",
+                "duplicate address (a merge?): remove the client and add it again")  # fmt: skip
+        else:
+            taken[c.address] = f"client {c.name}"
+        if c.public_key in keys:
+            bad(f"{key}.public_key", f"same public key as {keys[c.public_key]}",
+                "remove the client and add it again: it gets a new key")  # fmt: skip
+        else:
+            keys[c.public_key] = f"client {c.name}"
 
 
 def _vpc_problems(inv: Inventory, bad: Bad) -> None:
@@ -578,11 +640,17 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
         }
         for key, s in sorted(inv.services.items(), key=lambda kv: (kv[1].vpc, kv[1].name))
     }
+    clients = {
+        name: {"via": c.via, "address": str(c.address), "public_key": c.public_key,
+               "vpcs": list(c.vpcs)}
+        for name, c in sorted(inv.clients.items())
+    }  # fmt: skip
     for section, body in (
         ("hosts", hosts),
         ("vpcs", vpcs),
         ("containers", containers),
         ("services", services),
+        ("clients", clients),
     ):
         if body:
             out[section] = body

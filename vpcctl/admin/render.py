@@ -7,7 +7,7 @@ rendering all 1,000 hosts of a full mesh (999,000 peer entries) stays well under
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from vpcctl.core.errors import NotFoundError
 from vpcctl.core.model import (
@@ -15,11 +15,13 @@ from vpcctl.core.model import (
     KEEPALIVE_SECONDS,
     VPC_MTU,
     WG_MTU,
+    Client,
     Inventory,
     gateway,
 )
 from vpcctl.core.names import bridge_name, tunnel_name
 from vpcctl.core.spec import (
+    ClientSpec,
     DaemonSpec,
     HostSpec,
     PeerSpec,
@@ -59,6 +61,7 @@ def zone_data(inv: Inventory, ttl: int = DEFAULT_TTL) -> ZoneData:
         mesh_cidr=inv.mesh.cidr,
         hosts=tuple((n, inv.hosts[n].address) for n in sorted(inv.hosts)),
         vpcs=tuple(vpcs),
+        clients=tuple(sorted((c.address, c.vpcs) for c in inv.clients.values())),
     )
 
 
@@ -75,6 +78,25 @@ class _Shared:
     services: tuple[ServiceSpec, ...]
     zone: ZoneData
     daemon: DaemonSpec
+    clients: dict[str, tuple[ClientSpec, ...]]  # gateway host -> the clients it serves
+
+
+def client_dns(inv: Inventory, c: Client) -> IPv4Address:
+    """Where a client asks for names: its gateway's resolver, on the gateway address of the
+    gateway host's slice of the client's first VPC (an address the client routes anyway)."""
+    return gateway(inv.hosts[c.via].slices[c.vpcs[0]]).ip
+
+
+def _served(inv: Inventory) -> dict[str, tuple[ClientSpec, ...]]:
+    out: dict[str, list[ClientSpec]] = {}
+    for c in sorted(inv.clients.values(), key=lambda c: c.address):
+        out.setdefault(c.via, []).append(
+            ClientSpec(
+                name=c.name, public_key=c.public_key, address=c.address,
+                vpcs=tuple((v, inv.vpcs[v].cidr) for v in c.vpcs), dns=client_dns(inv, c),
+            )
+        )  # fmt: skip
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def _shared(inv: Inventory) -> _Shared:
@@ -86,17 +108,20 @@ def _shared(inv: Inventory) -> _Shared:
     vpcs: dict[str, tuple[VpcSpec, ...]] = {}
     vpc_names = sorted(inv.vpcs)
     order = tuple(sorted(inv.hosts))
+    served = _served(inv)
     for name in order:
         h = inv.hosts[name]
+        # the clients a host is gateway of are reached through it, like its own slices
+        clients = tuple(IPv4Network(f"{c.address}/32") for c in served.get(name, ()))
         slices = tuple(h.slices[v] for v in vpc_names if v in h.slices)
         by_vpc = tuple((v, h.slices[v]) for v in vpc_names if v in h.slices)
         if mesh.routing == "ipip":
             allowed: tuple[IPv4Network, ...] = (IPv4Interface(f"{h.address}/32").network,)
             routes[name] = tuple(
-                RouteSpec(dst=s, dev=tunnel, via=h.address, onlink=True) for s in slices
+                RouteSpec(dst=s, dev=tunnel, via=h.address, onlink=True) for s in slices + clients
             )
         else:
-            allowed = (IPv4Interface(f"{h.address}/32").network, *slices)
+            allowed = (IPv4Interface(f"{h.address}/32").network, *slices, *clients)
             routes[name] = tuple(RouteSpec(dst=s, dev=mesh.interface) for s in slices)
         if h.public_key is not None:
             plain[name] = PeerSpec(
@@ -167,6 +192,7 @@ def _shared(inv: Inventory) -> _Shared:
         services=services,
         zone=zone_data(inv),
         daemon=DaemonSpec(enabled=mesh.daemon, port=mesh.daemon_port, grace=mesh.grace),
+        clients=served,
     )
 
 
@@ -202,6 +228,7 @@ def _spec(inv: Inventory, shared: _Shared, host: str) -> HostSpec:
         services=shared.services,
         dns=shared.zone,
         daemon=shared.daemon,
+        clients=shared.clients.get(host, ()),
     )
 
 
@@ -243,3 +270,33 @@ def wg_quick(spec: HostSpec, private_key: str | None = None) -> str:
         if p.keepalive:
             lines.append(f"PersistentKeepalive = {p.keepalive}")
     return "\n".join(lines) + "\n"
+
+
+def client_config(inv: Inventory, name: str, private_key: str) -> str:
+    """The wg-quick config of roaming client ``name``: the one text that holds its private key
+    (printed once by ``vpcctl client add``, never stored). Its DNS line names the gateway's
+    resolver and the VPC domains as search domains; AllowedIPs are its VPCs only."""
+    c = inv.clients[name]
+    gw = inv.hosts[c.via]
+    domains = [f"{v}.{inv.mesh.domain}" for v in c.vpcs]
+    return (
+        "\n".join(
+            [
+                f"# vpcctl mesh {inv.mesh.name}, client {c.name} via {c.via}: shown once, it holds",
+                "# the private key; import it into the WireGuard app (or wg-quick) and delete it",
+                "[Interface]",
+                f"PrivateKey = {private_key}",
+                f"Address = {c.address}/32",
+                f"DNS = {', '.join([str(client_dns(inv, c)), *domains])}",
+                f"MTU = {VPC_MTU if inv.mesh.routing == 'ipip' else WG_MTU}",
+                "",
+                f"# {c.via}",
+                "[Peer]",
+                f"PublicKey = {gw.public_key}",
+                f"Endpoint = {gw.endpoint}",
+                "AllowedIPs = " + ", ".join(str(inv.vpcs[v].cidr) for v in c.vpcs),
+                f"PersistentKeepalive = {KEEPALIVE_SECONDS}",
+            ]
+        )
+        + "\n"
+    )

@@ -576,12 +576,26 @@ class Service:
 
 
 @dataclass(frozen=True, slots=True)
+class Client:
+    """A roaming peer (laptop, phone) with no SSH: it dials ``via``, the gateway host (which has
+    an endpoint), and reaches ``vpcs`` only. Its private key is never stored: only the public
+    key and its mesh address (allocated from the top of the mesh CIDR, README "Roaming clients")."""
+
+    name: str
+    via: str
+    address: IPv4Address
+    public_key: str
+    vpcs: tuple[str, ...]  # sorted, unique
+
+
+@dataclass(frozen=True, slots=True)
 class Inventory:
     mesh: Mesh
     hosts: Mapping[str, Host] = field(default_factory=dict)
     vpcs: Mapping[str, Vpc] = field(default_factory=dict)
     containers: Mapping[str, Container] = field(default_factory=dict)  # "vpc/name" -> Container
     services: Mapping[str, Service] = field(default_factory=dict)  # "vpc/name" -> Service
+    clients: Mapping[str, Client] = field(default_factory=dict)
     version: int = SCHEMA_VERSION
 
 

@@ -97,6 +97,29 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientSpec:
+    """A roaming client this host is the gateway of: a WireGuard peer with its address as the
+    only allowed IP, that may reach ``vpcs`` (and the resolver at ``dns``) and nothing else."""
+
+    name: str
+    public_key: str
+    address: IPv4Address
+    vpcs: tuple[tuple[str, IPv4Network], ...]  # (vpc, its CIDR), sorted
+    dns: IPv4Address  # this host's resolver address the client's config names
+
+
+def wireguard_peers(spec: HostSpec) -> tuple[PeerSpec, ...]:
+    """Every WireGuard peer of the host: the mesh's hosts, then the clients it is gateway of."""
+    return spec.peers + tuple(
+        PeerSpec(
+            name=c.name, public_key=c.public_key, address=c.address, endpoint=None,
+            allowed_ips=(IPv4Network(f"{c.address}/32"),), keepalive=0,
+        )
+        for c in spec.clients
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class ZoneVpc:
     name: str
     cidr: IPv4Network
@@ -113,6 +136,8 @@ class ZoneData:
     mesh_cidr: IPv4Network
     hosts: tuple[tuple[str, IPv4Address], ...]
     vpcs: tuple[ZoneVpc, ...]
+    # roaming clients: (address, the VPCs whose names it may resolve), sorted by address
+    clients: tuple[tuple[IPv4Address, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +159,7 @@ class HostSpec:
     dns: ZoneData
     daemon: DaemonSpec = DaemonSpec()
     version: int = SPEC_VERSION
+    clients: tuple[ClientSpec, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +171,9 @@ def _ports(ports: tuple[PortSpec, ...]) -> list[str]:
 
 
 def zone_to_dict(z: ZoneData) -> dict[str, Any]:
+    clients = {"clients": {str(a): list(v) for a, v in z.clients}} if z.clients else {}
     return {
+        **clients,
         "domain": z.domain,
         "ttl": z.ttl,
         "mesh_cidr": str(z.mesh_cidr),
@@ -253,6 +281,7 @@ class Encoder:
             ],
             "dns": self._memo(s.dns, zone_to_dict),
             "daemon": {"enabled": s.daemon.enabled, "port": s.daemon.port, "grace": s.daemon.grace},
+            **({"clients": [_client(c) for c in s.clients]} if s.clients else {}),
         }
 
     def dumps(self, s: HostSpec, *, compact: bool = False) -> str:
@@ -261,6 +290,35 @@ class Encoder:
         if compact:
             return json.dumps(self.to_dict(s), separators=(",", ":")) + "\n"
         return json.dumps(self.to_dict(s), indent=2) + "\n"
+
+
+def _client(c: ClientSpec) -> dict[str, Any]:
+    return {
+        "name": c.name, "public_key": c.public_key, "address": str(c.address),
+        "vpcs": {v: str(n) for v, n in c.vpcs}, "dns": str(c.dns),
+    }  # fmt: skip
+
+
+def _clients(r: Reader, raw: object) -> tuple[ClientSpec, ...]:
+    out = []
+    for i, c in enumerate(r.lst(raw, "clients")):
+        k = f"clients[{i}]"
+        c = r.mapping(c, k)
+        vpcs = r.mapping(r.get(c, "vpcs", k), f"{k}.vpcs")
+        out.append(
+            ClientSpec(
+                name=parse_label(r.get(c, "name", k), r.where(f"{k}.name")),
+                public_key=parse_public_key(r.get(c, "public_key", k), r.where(f"{k}.public_key")),
+                address=parse_address(r.get(c, "address", k), r.where(f"{k}.address")),
+                vpcs=tuple(sorted(
+                    (parse_label(v, r.where(f"{k}.vpcs"), "VPC name"),
+                     parse_network(n, r.where(f"{k}.vpcs.{v}")))
+                    for v, n in vpcs.items()
+                )),
+                dns=parse_address(r.get(c, "dns", k), r.where(f"{k}.dns")),
+            )
+        )  # fmt: skip
+    return tuple(out)
 
 
 def to_json(spec: HostSpec) -> str:
@@ -420,6 +478,7 @@ def from_dict(raw: object, source: str = "spec") -> HostSpec:
         services=tuple(services),
         dns=zone_from_dict(r.get(top, "dns", "dns"), source),
         daemon=_daemon(r, top.get("daemon")),
+        clients=_clients(r, top.get("clients", [])),
     )
 
 
@@ -480,4 +539,14 @@ def zone_from_dict(raw: object, source: str = "zone") -> ZoneData:
             for n, ip in hosts.items()
         ),
         vpcs=tuple(vpcs),
+        clients=tuple(
+            (
+                parse_address(a, r.where("dns.clients")),
+                tuple(
+                    parse_label(v, r.where(f"dns.clients.{a}"), "VPC name")
+                    for v in r.lst(vs, f"dns.clients.{a}")
+                ),
+            )
+            for a, vs in r.mapping(d.get("clients", {}), "dns.clients").items()
+        ),
     )
