@@ -9,6 +9,7 @@ import typer
 
 from vpcctl.cli.app import inventory_path, new_app, nonnegative
 from vpcctl.cli.output import info, print_json, table, warn
+from vpcctl.cli.remote import Connect, ssh_options
 
 host_app = new_app("Hosts of the mesh: machines vpcctl configures over SSH.")
 vpc_app = new_app("VPCs: private networks with their own CIDR, sliced per host.")
@@ -483,37 +484,17 @@ VIA_OPT = typer.Option(
     help="With --live: ask only this host (its table holds the whole mesh's); repeatable.",
     autocompletion=_complete("hosts"),
 )
-CONNECT_OPT = typer.Option(
-    10.0, "--connect-timeout", help="Seconds to wait for SSH to connect.", callback=nonnegative
-)
-KNOWN_OPT = typer.Option(
-    None,
-    "--known-hosts",
-    envvar="VPCCTL_KNOWN_HOSTS",
-    help="vpcctl's known-hosts file (default ~/.config/vpcctl/known_hosts).",
-)
 
 
-def _ask_live(
-    ctx: typer.Context,
-    inv: Any,
-    via: list[str],
-    connect_timeout: float,
-    known_hosts: Path | None,
-) -> tuple[Any, list[str], list[str]]:
+def _ask_live(inv: Any, via: list[str], connect: Connect) -> tuple[Any, list[str], list[str]]:
     """Every asked host's live table -> (the running endpoints, the hosts that answered, the
     hosts that failed).
 
     Says on stderr which hosts could not be asked, and which answered without a daemon."""
     from vpcctl.admin import fanout, views
     from vpcctl.cli.output import warn
-    from vpcctl.cli.push import _connector
 
-    results = fanout.for_each(
-        fanout.select(inv, via),
-        _connector(ctx, connect_timeout, 60.0, False, known_hosts),
-        fanout.table_one,
-    )
+    results = fanout.for_each(fanout.select(inv, via), connect, fanout.table_one)
     tables = []
     failed = []
     for r in results:
@@ -553,6 +534,7 @@ def _partial(failed: list[str]) -> None:
 
 
 @container_app.command("ls")
+@ssh_options(accept_new=False, timeout=60.0)
 def container_ls(
     ctx: typer.Context,
     vpc: str | None = typer.Option(
@@ -563,8 +545,8 @@ def container_ls(
     ),
     live: bool = LIVE_OPT,
     via: list[str] = VIA_OPT,
-    connect_timeout: float = CONNECT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
 ) -> None:
     """List containers: declared ones, and with --live the running ones the hosts discovered.
@@ -591,7 +573,7 @@ def container_ls(
     answered: list[str] = []
     endpoints = None
     if live:
-        endpoints, answered, failed = _ask_live(ctx, inv, via, connect_timeout, known_hosts)
+        endpoints, answered, failed = _ask_live(inv, via, connect)
     rows = views.container_rows(inv, endpoints, answered)
     rows = [r for r in rows if (vpc is None or r.vpc == vpc) and (host is None or r.host == host)]
     if as_json:
@@ -732,13 +714,14 @@ def service_rm(
 
 
 @service_app.command("ls")
+@ssh_options(accept_new=False, timeout=60.0)
 def service_ls(
     ctx: typer.Context,
     vpc: str | None = typer.Option(None, "--vpc", autocompletion=_complete("vpcs")),
     live: bool = LIVE_OPT,
     via: list[str] = VIA_OPT,
-    connect_timeout: float = CONNECT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
 ) -> None:
     """List services; with --live, also each service's live backends.
@@ -761,7 +744,7 @@ def service_ls(
     failed: list[str] = []
     backends: Any = None
     if live:
-        endpoints, _, failed = _ask_live(ctx, inv, via, connect_timeout, known_hosts)
+        endpoints, _, failed = _ask_live(inv, via, connect)
         backends = views.service_backends(inv, endpoints)
     rows = sorted(inv.services.values(), key=lambda s: (s.vpc, s.name))
     rows = [s for s in rows if vpc is None or s.vpc == vpc]

@@ -8,26 +8,12 @@ from typing import Any
 
 import typer
 
-from vpcctl.cli.app import inventory_path, nonnegative, positive, state
+from vpcctl.cli.app import inventory_path, nonnegative, positive
 from vpcctl.cli.output import info, print_json
+from vpcctl.cli.remote import Connect, ssh_options
 
 PARALLEL_OPT = typer.Option(
     16, "--parallel", "-p", help="Hosts worked on at once.", callback=positive
-)
-CONNECT_OPT = typer.Option(
-    10.0, "--connect-timeout", help="Seconds to wait for SSH to connect.", callback=nonnegative
-)
-TIMEOUT_OPT = typer.Option(
-    300.0, "--timeout", help="Seconds a remote command may take.", callback=nonnegative
-)
-ACCEPT_OPT = typer.Option(
-    False, "--accept-new", help="Record unknown SSH host keys (changed keys are always refused)."
-)
-KNOWN_OPT = typer.Option(
-    None,
-    "--known-hosts",
-    envvar="VPCCTL_KNOWN_HOSTS",
-    help="vpcctl's known-hosts file (default ~/.config/vpcctl/known_hosts).",
 )
 JSON_OPT = typer.Option(False, "--json", help="Per-host results as JSON.")
 WAIT_OPT = typer.Option(
@@ -36,25 +22,6 @@ WAIT_OPT = typer.Option(
     help="Seconds to wait for another vpcctl holding the lock.",
     callback=nonnegative,
 )
-
-
-def _connector(
-    ctx: typer.Context, connect_timeout: float, timeout: float, accept_new: bool, known: Path | None
-) -> Any:
-    """How the command reaches hosts: the connect function passed in through the root context's
-    State (tests: a fake Transport), else SSH with these options."""
-    passed_in = state(ctx).connect
-    if passed_in is not None:
-        return passed_in
-    from vpcctl.admin.ssh import SshOptions, connect, default_known_hosts
-
-    opts = SshOptions(
-        connect_timeout=connect_timeout,
-        command_timeout=timeout,
-        accept_new=accept_new,
-        known_hosts=known or default_known_hosts(),
-    )
-    return lambda host: connect(host.ssh, opts)
 
 
 class _Progress:
@@ -157,14 +124,13 @@ def _converge(
     _exit(results)
 
 
+@ssh_options()
 def up(
     ctx: typer.Context,
     hosts: list[str] = typer.Argument(None, help="Hosts to converge (default: all)."),
     parallel: int = PARALLEL_OPT,
-    connect_timeout: float = CONNECT_OPT,
-    timeout: float = TIMEOUT_OPT,
-    accept_new: bool = ACCEPT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
     wait: float = WAIT_OPT,
 ) -> None:
@@ -182,16 +148,15 @@ def up(
 
       vpcctl up vps1 vps2 --parallel 4
     """
-    connect = _connector(ctx, connect_timeout, timeout, accept_new, known_hosts)
     _converge(ctx, hosts or [], connect, parallel, as_json, wait)
 
 
+@ssh_options(accept_new=False)
 def sync(
     ctx: typer.Context,
     parallel: int = PARALLEL_OPT,
-    connect_timeout: float = CONNECT_OPT,
-    timeout: float = TIMEOUT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
     wait: float = WAIT_OPT,
 ) -> None:
@@ -202,7 +167,6 @@ def sync(
 
       */5 * * * * cd /srv/net && vpcctl sync
     """
-    connect = _connector(ctx, connect_timeout, timeout, False, known_hosts)
     _converge(ctx, [], connect, parallel, as_json, wait)
 
 
@@ -218,15 +182,14 @@ def _print_plans(results: list[Any]) -> None:
             sys.stdout.write(f"{r.host}: up to date\n")
 
 
+@ssh_options()
 def plan(
     ctx: typer.Context,
     hosts: list[str] = typer.Argument(None, help="Hosts to plan (default: all)."),
     exit_code: bool = typer.Option(False, "--exit-code", help="Exit 3 when anything would change."),
     parallel: int = PARALLEL_OPT,
-    connect_timeout: float = CONNECT_OPT,
-    timeout: float = TIMEOUT_OPT,
-    accept_new: bool = ACCEPT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Show, per host, the changes `up` would make (the agent's dry run on the host itself).
@@ -244,7 +207,7 @@ def plan(
     specs = fanout.specs_json(inv)
     results = fanout.for_each(
         fanout.select(inv, hosts or []),
-        _connector(ctx, connect_timeout, timeout, accept_new, known_hosts),
+        connect,
         lambda h, t: fanout.plan_one(h, t, specs[h.name]),
         parallel=parallel,
     )
@@ -282,12 +245,12 @@ def _print_status(results: list[Any], names: list[str], mx: dict[str, dict[str, 
         sys.stdout.write(f"{a[:6]:>6} {cells}\n")
 
 
+@ssh_options(accept_new=False)
 def status(
     ctx: typer.Context,
     parallel: int = PARALLEL_OPT,
-    connect_timeout: float = CONNECT_OPT,
-    timeout: float = TIMEOUT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Per host: reachable, agent version, peers with handshake age and transfer; and a
@@ -302,7 +265,7 @@ def status(
     inv = inventory.load(inventory_path(ctx))
     results = fanout.for_each(
         fanout.select(inv, []),
-        _connector(ctx, connect_timeout, timeout, False, known_hosts),
+        connect,
         fanout.status_one,
         parallel=parallel,
     )
@@ -351,6 +314,7 @@ def _record_join(ctx: typer.Context, probe: Any, key: str, wait: float) -> Any:
     return inventory.update(inventory_path(ctx), change, wait).hosts[n]
 
 
+@ssh_options()
 def join(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Host name (a DNS label)."),
@@ -361,10 +325,8 @@ def join(
     agent: str | None = typer.Option(
         None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
     ),
-    connect_timeout: float = CONNECT_OPT,
-    timeout: float = TIMEOUT_OPT,
-    accept_new: bool = ACCEPT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     as_json: bool = JSON_OPT,
     wait: float = WAIT_OPT,
 ) -> None:
@@ -382,7 +344,7 @@ def join(
     from vpcctl.admin import fanout
 
     probe, existed = _probe(ctx, name, ssh, endpoint, agent)
-    t = _connector(ctx, connect_timeout, timeout, accept_new, known_hosts)(probe)
+    t = connect(probe)
     try:
         result = fanout.check_one(probe, t)
     finally:
@@ -398,6 +360,7 @@ def join(
         info("next: `vpcctl up` to converge the mesh")
 
 
+@ssh_options()
 def bootstrap(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Host to install vpcctl on."),
@@ -407,10 +370,8 @@ def bootstrap(
         "--wheelhouse",
         help="Directory of dependency wheels to upload too (for hosts without PyPI access).",
     ),
-    connect_timeout: float = CONNECT_OPT,
-    timeout: float = TIMEOUT_OPT,
-    accept_new: bool = ACCEPT_OPT,
-    known_hosts: Path | None = KNOWN_OPT,
+    *,
+    connect: Connect,
     wait: float = WAIT_OPT,
 ) -> None:
     """Install the running vpcctl version on a host (a venv at --prefix) and record it as
@@ -428,7 +389,7 @@ def bootstrap(
     path = inventory_path(ctx)
     host = fanout.select(inventory.load(path), [name])[0]
     wheels = boot.collect(wheelhouse)
-    t = _connector(ctx, connect_timeout, timeout, accept_new, known_hosts)(host)
+    t = connect(host)
     try:
         command = boot.install(t, wheels, prefix, offline=wheelhouse is not None)
     finally:

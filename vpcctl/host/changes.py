@@ -1,10 +1,12 @@
-"""The typed changes a plan is made of: pure values (their base and the Plan are in plans.py)."""
+"""The typed changes a plan is made of: pure values (their base and the Plan are in plans.py).
+
+Most changes say what they do with a `text=` template over their fields (see plans.Change)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vpcctl.host.plans import MANAGED as MANAGED
 from vpcctl.host.plans import Change as Change
@@ -16,11 +18,8 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class SetForwarding(Change):
+class SetForwarding(Change, text="set net.ipv4.ip_forward = {on:d}"):
     on: bool = True
-
-    def describe(self) -> str:
-        return f"set net.ipv4.ip_forward = {int(self.on)}"
 
 
 @dataclass(frozen=True)
@@ -36,24 +35,18 @@ class CreateWireGuard(Change):
 
 
 @dataclass(frozen=True)
-class CreateBridge(Change):
+class CreateBridge(Change, text="create bridge {name} (mtu {mtu})"):
     name: str
     mtu: int
     alias: str
 
-    def describe(self) -> str:
-        return f"create bridge {self.name} (mtu {self.mtu})"
-
 
 @dataclass(frozen=True)
-class CreateTunnel(Change):
+class CreateTunnel(Change, text="create IPIP tunnel {name} (NBMA, local {local}, mtu {mtu})"):
     name: str
     local: IPv4Address
     mtu: int
     alias: str
-
-    def describe(self) -> str:
-        return f"create IPIP tunnel {self.name} (NBMA, local {self.local}, mtu {self.mtu})"
 
 
 @dataclass(frozen=True)
@@ -81,39 +74,27 @@ class SetLink(Change):
 
 
 @dataclass(frozen=True)
-class AddAddress(Change):
+class AddAddress(Change, text="add address {address} to {dev}"):
     dev: str
     address: IPv4Interface
 
-    def describe(self) -> str:
-        return f"add address {self.address} to {self.dev}"
-
 
 @dataclass(frozen=True)
-class DelAddress(Change):
+class DelAddress(Change, text="remove address {address} from {dev}"):
     dev: str
     address: IPv4Interface
 
-    def describe(self) -> str:
-        return f"remove address {self.address} from {self.dev}"
-
 
 @dataclass(frozen=True)
-class SetPrivateKey(Change):
+class SetPrivateKey(Change, text="set private key of {dev} (public key {public_key})"):
     dev: str
     public_key: str  # the public half, for display; the agent reads the private key itself
 
-    def describe(self) -> str:
-        return f"set private key of {self.dev} (public key {self.public_key})"
-
 
 @dataclass(frozen=True)
-class SetListenPort(Change):
+class SetListenPort(Change, text="set listen port of {dev} to {port}"):
     dev: str
     port: int
-
-    def describe(self) -> str:
-        return f"set listen port of {self.dev} to {self.port}"
 
 
 @dataclass(frozen=True)
@@ -134,65 +115,38 @@ class SetPeer(Change):
         ka = f", keepalive {self.keepalive}s" if self.keepalive else ""
         return f"{verb} peer {self.name} on {self.dev}: {ep}, allowed {ips}{ka}"
 
-    def to_json(self) -> dict[str, Any]:
-        data = super().to_json()
-        data.pop("update", None)
-        return data
-
 
 @dataclass(frozen=True)
-class RemovePeer(Change):
+class RemovePeer(Change, text="remove peer {public_key} from {dev}"):
     dev: str
     public_key: str
 
-    def describe(self) -> str:
-        return f"remove peer {self.public_key} from {self.dev}"
-
 
 @dataclass(frozen=True)
-class AddRoute(Change):
+class AddRoute(Change, text="add route {route}"):
     route: Route
 
-    def describe(self) -> str:
-        return f"add route {self.route}"
-
 
 @dataclass(frozen=True)
-class DelRoute(Change):
+class DelRoute(Change, text="delete route {route}"):
     route: Route
 
-    def describe(self) -> str:
-        return f"delete route {self.route}"
-
 
 @dataclass(frozen=True)
-class LoadFirewall(Change):
+class LoadFirewall(Change, text="load nftables table inet vpcctl (sha256 {digest:.12})"):
     digest: str
     text: str = field(repr=False)
 
-    def describe(self) -> str:
-        return f"load nftables table inet vpcctl (sha256 {self.digest[:12]})"
 
-    def to_json(self) -> dict[str, Any]:
-        return {"op": "LoadFirewall", "digest": self.digest, "text": self.describe()}
+@dataclass(frozen=True)
+class DeleteFirewall(Change, text="delete nftables table inet vpcctl"):
+    pass
 
 
 @dataclass(frozen=True)
-class DeleteFirewall(Change):
-    def describe(self) -> str:
-        return "delete nftables table inet vpcctl"
-
-
-@dataclass(frozen=True)
-class WriteZone(Change):
+class WriteZone(Change, text="write resolver zone ({records} names)"):
     records: int
     text: str = field(repr=False)
-
-    def describe(self) -> str:
-        return f"write resolver zone ({self.records} names)"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"op": "WriteZone", "records": self.records, "text": self.describe()}
 
 
 @dataclass(frozen=True)
@@ -205,20 +159,15 @@ class StartResolver(Change):
 
 
 @dataclass(frozen=True)
-class StopResolver(Change):
-    def describe(self) -> str:
-        return "stop the resolver"
+class StopResolver(Change, text="stop the resolver"):
+    pass
 
 
 @dataclass(frozen=True)
-class StartDaemon(Change):
+class StartDaemon(Change, text="start the agent daemon (mesh table)"):
     argv: tuple[str, ...]
 
-    def describe(self) -> str:
-        return "start the agent daemon (mesh table)"
-
 
 @dataclass(frozen=True)
-class StopDaemon(Change):
-    def describe(self) -> str:
-        return "stop the agent daemon"
+class StopDaemon(Change, text="stop the agent daemon"):
+    pass
