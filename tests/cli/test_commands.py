@@ -715,6 +715,7 @@ def test_every_command_is_covered() -> None:
     assert [" ".join(p) for p in LEAVES] == [
         "agent",
         "check",
+        "client add", "client ls", "client rm",
         "container add", "container ls", "container rm",
         "dns serve",
         "host add", "host bootstrap", "host ls", "host rm", "host set",

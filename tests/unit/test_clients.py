@@ -142,3 +142,26 @@ def test_the_config_holds_the_key_the_gateway_and_the_vpcs() -> None:
                  f"PublicKey = {public_key('vps1')}", "Endpoint = 203.0.113.10:51820",
                  "AllowedIPs = 10.100.0.0/16", "PersistentKeepalive = 25"):  # fmt: skip
         assert line in text.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("edit", "text"),
+    [
+        (lambda t: t.replace('vpcs = [\n    "prod",\n]', "vpcs = []"), "non-empty list"),
+        (lambda t: t.replace('vpcs = [\n    "prod",\n]', 'vpcs = ["prod", "prod"]'), "distinct"),
+        (lambda t: t.replace('via = "vps1"', 'via = "VPS 1"'), "not a valid host name"),
+        (lambda t: t.replace('address = "10.90.0.254"', 'address = "10.90.0"'), "IPv4 address"),
+        (lambda t: t.replace('address = "10.90.0.254"\n', ""), "address"),
+        (lambda t: t.replace("[clients.laptop]", "[clients.laptop]\nprivate_key = 'x'"), "private"),
+        (
+            lambda t: t.replace(f'public_key = "{public_key("laptop")}"', 'public_key = "x"'),
+            "not a WireGuard public key",
+        ),
+    ],
+)
+def test_a_hand_edited_client_table_is_one_clear_error(edit: object, text: str) -> None:
+    original = inventory.dump(with_laptop())
+    edited = edit(original)  # type: ignore[operator]
+    assert edited != original
+    with pytest.raises(ValidationError, match=text):
+        inventory.parse(edited)

@@ -205,7 +205,9 @@ def rm_vpc(inv: Inventory, name: str, *, force: bool = False) -> Inventory:
     )
     if members and not force:
         raise ValidationError(
-            f"VPC {name} still has containers, services or clients: {', '.join(members)}",
+            f"VPC {name} still has containers or services"
+            + (" or clients" if any(m.startswith("client ") for m in members) else "")
+            + f": {', '.join(members)}",
             "remove them first, or pass --force to remove them too",
         )
     hosts = {
