@@ -43,11 +43,7 @@ def container(m: SshMesh, name: str) -> LabContainer:
     )
     gw = c["ip"].rsplit(".", 1)[0] + ".1"
     lc = m.lab.add_container(m.hosts[c["host"]], name, f"vb-{c['vpc']}", f"{c['ip']}/24", gw)
-    lc_etc = lc.etc_dir
-    lc_etc.mkdir(parents=True, exist_ok=True)
-    (lc_etc / "resolv.conf").write_text(
-        f"nameserver {gw}\nsearch {c['vpc']}.vpc.internal vpc.internal\noptions ndots:1\n"
-    )
+    lc.resolv_conf(gw, f"{c['vpc']}.vpc.internal vpc.internal", "ndots:1")
     return lc
 
 

@@ -7,7 +7,14 @@ from ipaddress import IPv4Address, IPv4Network
 
 from vpcctl.admin import edits
 from vpcctl.core.keys import PrivateKey, clamp
-from vpcctl.core.model import Inventory, PortSpec, SshTarget
+from vpcctl.core.model import (
+    DEFAULT_DOMAIN,
+    DEFAULT_INTERFACE,
+    DEFAULT_PORT,
+    Inventory,
+    PortSpec,
+    SshTarget,
+)
 
 
 def private_key(seed: str) -> PrivateKey:
@@ -22,14 +29,14 @@ def public_key(seed: str) -> str:
 def empty(
     mesh_cidr: str = "10.90.0.0/24",
     routing: str = "ipip",
-    domain: str = "vpc.internal",
+    domain: str = DEFAULT_DOMAIN,
     name: str = "home",
 ) -> Inventory:
     return edits.new(
         name,
         IPv4Network(mesh_cidr),
-        port=51820,
-        interface="vpc0",
+        port=DEFAULT_PORT,
+        interface=DEFAULT_INTERFACE,
         domain=domain,
         routing=routing,  # type: ignore[arg-type]
     )

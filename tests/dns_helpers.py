@@ -13,7 +13,9 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,3 +205,33 @@ def running(
         yield server, server.addresses[0][1]
     finally:
         server.stop()
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 for both UDP and TCP (a resolver listens on both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = int(u.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
+def wait_answering(
+    port: int, proc: subprocess.Popen[bytes], log: Path | None = None, timeout: float = 20
+) -> None:
+    """Wait until the resolver process on 127.0.0.1:``port`` answers the test zone's web-1; fail
+    (with its ``log``) if it exits or does not answer within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            assert addresses(ask(port, "web-1", source=PROD_CLIENT)) == ["127.100.1.2"]
+            return
+        except OSError:
+            why = log.read_text() if log is not None else ""
+            assert proc.poll() is None, f"the resolver exited {why}"
+            assert time.monotonic() < deadline, f"the resolver did not start {why}"

@@ -300,5 +300,10 @@ def test_sigint_exits_130_without_a_traceback(net: Path) -> None:
     time.sleep(0.05)  # most likely still importing
     early.send_signal(signal.SIGINT)
     _, err = early.communicate(timeout=20)
-    # -SIGINT: the signal came before Python set up its handler (the shell shows 130 too)
+    # -SIGINT: the signal came before Python set up its handler (the shell shows 130 too).
+    # Under heavy load it can land while the interpreter itself still imports `site`, before any
+    # vpcctl code runs: CPython then reports "Fatal Python error: init_import_site" with its own
+    # frozen-importlib trace, which no program can prevent (README: limits of Ctrl-C).
+    if early.returncode != 0 and err.startswith("Fatal Python error: init_import_site"):
+        return
     assert early.returncode in (0, 130, -signal.SIGINT) and "Traceback" not in err, err

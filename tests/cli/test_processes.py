@@ -222,8 +222,7 @@ def test_shell_completion_offers_commands_and_names_from_the_inventory(tmp_path:
     from vpcctl.admin import edits
     from vpcctl.core.model import SshTarget
 
-    inv = edits.new("c", IPv4Network("10.90.0.0/24"), port=51820, interface="vpc0",
-                  domain="vpc.internal", routing="ipip")  # fmt: skip
+    inv = empty(name="c")
     inv = edits.add_host(inv, "nas", SshTarget("nas.lan"))
     inv = edits.add_host(inv, "vps1", SshTarget("203.0.113.1"))
     inventory.create(tmp_path / "vpc.toml", inv)

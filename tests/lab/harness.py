@@ -142,25 +142,27 @@ class LabContainer(LabNode):
     gateway: str = ""
     bridge: str = ""
     host_veth: str = ""
-
-    @property
-    def etc_dir(self) -> Path:
-        """``/etc/netns/<netns>``: files here are bind-mounted over /etc by ``ip netns exec``."""
-        return Path("/etc/netns") / self.netns
+    dir: Path = field(default_factory=Path)
+    resolv: Path | None = None
 
     def resolv_conf(
         self, nameserver: str, search: str | None = None, options: str | None = None
     ) -> Path:
-        """Make processes run in this container see ``nameserver <nameserver>`` (and a
-        ``search`` list and ``options`` line when given)."""
+        """Make processes run in this container from now on see ``nameserver <nameserver>``
+        (and a ``search`` list and ``options`` line when given).
+
+        The file is written in the container's directory of the lab workdir and bind-mounted
+        over /etc/resolv.conf in the private mount namespace of each command run in it (see
+        :meth:`Lab.run`): nothing is written outside the workdir."""
         ns = _strip_prefix(nameserver)
         ipaddress.ip_address(ns)
-        self.etc_dir.mkdir(parents=True, exist_ok=True)
-        path = self.etc_dir / "resolv.conf"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / "resolv.conf"
         text = f"nameserver {ns}\n"
         text += f"search {search}\n" if search else ""
         text += f"options {options}\n" if options else ""
         path.write_text(text)
+        self.resolv = path
         return path
 
 
@@ -332,6 +334,9 @@ exec sleep infinity
 """
 
 
+_BIND_RESOLV = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+
+
 class Lab:
     """A set of namespaces on one machine; use as a context manager."""
 
@@ -354,8 +359,6 @@ class Lab:
         self._names: set[str] = set()
         self._netns: list[str] = []  # creation order
         self._inodes: set[int] = set()
-        self._etc_netns: list[Path] = []
-        self._etc_netns_existed = Path("/etc/netns").exists()
         self._keepers: list[subprocess.Popen[str]] = []
         self._procs: list[subprocess.Popen[str]] = []
         self._captures: list[Capture] = []
@@ -577,8 +580,8 @@ class Lab:
                 gateway=str(gw),
                 bridge=bridge,
                 host_veth=hveth,
+                dir=self.workdir / name,
             )
-            self._etc_netns.append(ctr.etc_dir)
             self.containers[name] = ctr
             self._ip("-n", host.netns, "link", "add", hveth, "type", "veth",
                      "peer", "name", "eth0", "netns", netns)  # fmt: skip
@@ -594,7 +597,7 @@ class Lab:
             return ctr
 
     def resolv_conf(self, container: LabContainer, nameserver: str) -> Path:
-        """Write ``/etc/netns/<ns>/resolv.conf`` (removed at close)."""
+        """See :meth:`LabContainer.resolv_conf` (a file in the lab workdir)."""
         return container.resolv_conf(nameserver)
 
     def _is_bridge(self, netns: str, dev: str) -> bool:
@@ -615,6 +618,10 @@ class Lab:
             return [self.tool("nsenter"), "-t", str(who.pid), "-m", "-n", "-r", "-w", *argv]
         if who.netns not in self._netns:
             raise LabError(f"{who.name} is not part of this lab")
+        if isinstance(who, LabContainer) and who.resolv is not None:
+            # `ip netns exec` runs each command in a mount namespace of its own (a slave of the
+            # machine's): the bind mount is seen by that command only
+            argv = ["/bin/sh", "-c", _BIND_RESOLV, str(who.resolv), *argv]
         return [self.tool("ip"), "netns", "exec", who.netns, *argv]
 
     @staticmethod
@@ -911,16 +918,6 @@ class Lab:
             )  # fmt: skip
             if res.returncode != 0 and os.path.exists(f"/run/netns/{netns}"):
                 _log(f"ip netns del {netns} failed: {res.stderr.strip()}")
-        for d in self._etc_netns:
-            try:
-                shutil.rmtree(d)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                _log(f"cannot remove {d}: {exc}")
-        if self._etc_netns and not self._etc_netns_existed:
-            with contextlib.suppress(OSError):  # only if empty (another lab may use it)
-                os.rmdir("/etc/netns")
 
 
 def _readline_timeout(stream: Any, timeout: float) -> str:

@@ -1,4 +1,4 @@
-"""Runs inside a lab network/mount/pid namespace (see test_kernel_edge.py).
+"""Runs inside a lab host (network + private mount namespace; see test_kernel_edge.py).
 
 Usage: ``python -m tests.lab.kernel_edge_driver FUNC`` with a JSON object on
 stdin; prints one JSON line with the result.  Keys travel on stdin, never argv.

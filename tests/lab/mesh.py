@@ -12,6 +12,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from tests.builders import empty
 from tests.lab.harness import Lab, LabContainer, LabHost, LabNode, ping
 from tests.paths import ROOT
 from vpcctl.admin import edits, inventory
@@ -30,15 +31,7 @@ class Mesh:
         self.path = self.dir / "vpc.toml"
         self.hosts: dict[str, LabHost] = {}
         self.env: dict[str, dict[str, str]] = {}  # extra environment per host (e.g. DOCKER_HOST)
-        inv = edits.new(
-            "lab",
-            IPv4Network("10.90.0.0/24"),
-            port=51820,
-            interface="vpc0",
-            domain="vpc.internal",
-            routing=routing,  # type: ignore[arg-type]
-        )
-        inventory.create(self.path, inv)
+        inventory.create(self.path, empty(routing=routing, name="lab"))
 
     # inventory ------------------------------------------------------------------------------
     @property

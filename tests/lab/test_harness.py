@@ -100,6 +100,7 @@ def test_container_pings_gateway(lab: Lab) -> None:
     assert ping(lab, c1, c1.gateway) == (3, 3)
     assert tcp_check(lab, c1, h1, 7000, address="10.100.1.1")
     assert "nameserver 10.100.1.1" in lab.run(c1, ["cat", "/etc/resolv.conf"]).stdout
+    assert "10.100.1.1" not in Path("/etc/resolv.conf").read_text()  # the machine's is untouched
     assert "mtu 1400" in lab.run(c1, ["ip", "link", "show", "eth0"]).stdout
     master = lab.run(h1, ["ip", "-o", "link", "show", c1.host_veth]).stdout
     assert "master vpcbr0" in master
@@ -138,7 +139,8 @@ def test_close_leaves_nothing(tmp_path: Path) -> None:
         lab.add_admin()
         lab.run(h1, "ip link add br9 type bridge && ip link set br9 up")
         c = lab.add_container(h1, "c1", "br9", "10.100.9.2/24", "10.100.9.1")
-        c.resolv_conf("10.100.9.1")
+        resolv = c.resolv_conf("10.100.9.1")
+        assert resolv.is_relative_to(lab.workdir)  # nothing written outside the lab's temp dir
         lab.start_sshd(h1)
         lab.popen(h1, ["sleep", "300"])
         # a daemon that escapes its process group: only the netns backstop catches it
@@ -155,6 +157,6 @@ def test_close_leaves_nothing(tmp_path: Path) -> None:
     assert lab.stray_pids() == []
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}"), pid
-    assert not c.etc_dir.exists()
+    assert not Path("/etc/netns", c.netns).exists()
     with pytest.raises(LabError):
         lab.run(h1, "true")

@@ -1,25 +1,18 @@
 """Lab tests of the kernel edge, for real, as root, in throwaway namespaces.
 
-Each sandbox is a network namespace ``vpct-XXXXXX`` plus a long-lived holder
-process in a private mount namespace (own tmpfs on /var/run/wireguard, so the
-global UAPI socket directory is not shared) and a private pid namespace whose
-init reaps and — when killed at teardown — takes every wireguard-go started in
-there with it.  Test code runs inside via ``nsenter`` and the driver module.
-Only documentation/private ranges are used, on links inside the namespaces.
+Each test gets its own :class:`~tests.lab.harness.Lab`: a host is a network namespace plus a
+private mount namespace (own tmpfs on /var/run/wireguard, so the global UAPI socket directory is
+not shared); every wireguard-go started in it is killed when the lab closes, also on failure.
+Test code runs inside via the driver module. Only documentation/private ranges are used, on
+links inside the namespaces.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
-import signal
 import subprocess
 import sys
-import time
 from base64 import b64encode
-from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -27,165 +20,42 @@ from typing import Any
 import pytest
 from nacl.public import PrivateKey
 
-from tests.lab.conftest import require_lab
-from tests.lab.harness import ping_counts
+from tests.lab.harness import Lab, LabHost, ping_counts
 from tests.paths import ROOT
 
 pytestmark = pytest.mark.lab
 
 PY = sys.executable
-TOOLS = ("ip", "unshare", "nsenter", "ping", "wireguard-go")
-
-REAPER = r"""
-import os, subprocess, sys, time
-os.makedirs("/var/run/wireguard", exist_ok=True)
-subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "vpct", "/var/run/wireguard"],
-               check=True)
-print("ready", flush=True)
-while True:
-    try:
-        os.wait()
-    except ChildProcessError:
-        time.sleep(0.2)
-"""
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _lab_gate() -> None:
-    require_lab(*TOOLS)
 
 
 class Sandbox:
-    def __init__(self) -> None:
-        self.ns = f"vpct-{secrets.token_hex(3)}"
-        self.holder: subprocess.Popen[str] | None = None
-        self.pid = 0
-        subprocess.run(["ip", "netns", "add", self.ns], check=True, timeout=10)
-        try:
-            self._start_holder()
-            self.sh("ip", "link", "set", "lo", "up")
-        except BaseException:
-            self.close()
-            raise
+    """One lab host, and the driver module run inside it."""
 
-    def _start_holder(self) -> None:
-        self.holder = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.ns,
-                "unshare",
-                "-m",
-                "-p",
-                "-f",
-                "--propagation",
-                "private",
-                PY,
-                "-c",
-                REAPER,
-            ],
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,  # unshare complains when its child is SIGKILLed
-            text=True,
-        )
-        assert self.holder.stdout is not None
-        line = self.holder.stdout.readline().strip()
-        if line != "ready":
-            raise RuntimeError(f"namespace holder for {self.ns} did not start ({line!r})")
-        children = Path(f"/proc/{self.holder.pid}/task/{self.holder.pid}/children").read_text()
-        self.pid = int(children.split()[0])
-
-    def enter(self, *, mount: bool = True) -> list[str]:
-        flags = ["-m", "-n", "-p"] if mount else ["-n"]
-        return ["nsenter", "-t", str(self.pid), *flags]
-
-    def sh(self, *args: str) -> str:
-        res = subprocess.run(
-            [*self.enter(mount=False), *args], capture_output=True, text=True, timeout=60
-        )
-        if res.returncode != 0:
-            raise AssertionError(f"{args} failed in {self.ns}: {res.stderr}")
-        return res.stdout
+    def __init__(self, lab: Lab, host: LabHost) -> None:
+        self.lab = lab
+        self.host = host
 
     def call(self, func: str, **args: Any) -> Any:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        res = subprocess.run(
-            [*self.enter(), PY, "-m", "tests.lab.kernel_edge_driver", func],
+        res = self.lab.run(
+            self.host,
+            [PY, "-m", "tests.lab.kernel_edge_driver", func],
             input=json.dumps(args),
-            capture_output=True,
-            text=True,
             timeout=120,
-            env=env,
-            cwd=str(ROOT),
+            env={"PYTHONPATH": str(ROOT)},
         )
-        if res.returncode != 0:
-            raise AssertionError(f"{func} failed in {self.ns}:\n{res.stderr}")
         return json.loads(res.stdout.strip().splitlines()[-1])
 
-    def close(self) -> None:
-        if self.pid:
-            # init of the pid namespace: the kernel kills everything else in it
-            # (every wireguard-go started here) when it dies
-            with contextlib.suppress(ProcessLookupError):  # already dead
-                os.kill(self.pid, signal.SIGKILL)
-        if self.holder is not None:
-            try:
-                self.holder.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.holder.kill()
-                self.holder.wait(timeout=10)
-            if self.holder.stdout is not None:
-                self.holder.stdout.close()
-        subprocess.run(["ip", "netns", "del", self.ns], check=False, timeout=10)
+
+@pytest.fixture
+def sandbox(lab: Lab) -> Sandbox:
+    return Sandbox(lab, lab.add_host("a"))
 
 
 @pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    box = Sandbox()
-    try:
-        yield box
-    finally:
-        box.close()
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[Sandbox, Sandbox]]:
-    a = Sandbox()
-    try:
-        b = Sandbox()
-    except BaseException:
-        a.close()
-        raise
-    try:
-        subprocess.run(
-            [
-                "ip",
-                "-n",
-                a.ns,
-                "link",
-                "add",
-                "vpcv0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "vpcv0",
-                "netns",
-                b.ns,
-            ],
-            check=True,
-            timeout=10,
-        )
-        a.sh("ip", "addr", "add", "192.0.2.1/24", "dev", "vpcv0")
-        b.sh("ip", "addr", "add", "192.0.2.2/24", "dev", "vpcv0")
-        a.sh("ip", "link", "set", "vpcv0", "up")
-        b.sh("ip", "link", "set", "vpcv0", "up")
-        yield a, b
-    finally:
-        b.close()
-        a.close()
+def pair(lab: Lab) -> tuple[Sandbox, Sandbox]:
+    """Two hosts on the lab's underlay, 192.0.2.1 and 192.0.2.2."""
+    a, b = lab.add_host("a", "192.0.2.1/24"), lab.add_host("b", "192.0.2.2/24")
+    return Sandbox(lab, a), Sandbox(lab, b)
 
 
 def keypair() -> tuple[str, str]:
@@ -237,61 +107,30 @@ def test_netlink_links_addresses_routes(sandbox: Sandbox) -> None:
 
 
 def _ping(box: Sandbox, dst: str, count: int, interval: float = 0.2) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            *box.enter(mount=False),
-            "ping",
-            "-n",
-            "-c",
-            str(count),
-            "-i",
-            str(interval),
-            "-W",
-            "1",
-            dst,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    argv = ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "1", dst]
+    return box.lab.popen(box.host, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _peer(public_key: str, host: int, *extra: str, keepalive: int = 0) -> dict[str, Any]:
+    """A peer on the underlay 192.0.2.HOST whose mesh address is 10.90.0.HOST."""
+    return {
+        "public_key": public_key,
+        "endpoint": f"192.0.2.{host}:51820",
+        "allowed_ips": [f"10.90.0.{host}/32", *extra],
+        "keepalive": keepalive,
+    }
 
 
 def test_userspace_wireguard(pair: tuple[Sandbox, Sandbox], tmp_path: Path) -> None:
     a, b = pair
     log_dir = str(tmp_path / "logs")
-    priv_a, pub_a = keypair()
-    priv_b, pub_b = keypair()
-    peer_b = {
-        "public_key": pub_b,
-        "endpoint": "192.0.2.2:51820",
-        "allowed_ips": ["10.90.0.2/32"],
-        "keepalive": 0,
-    }
-    peer_a = {
-        "public_key": pub_a,
-        "endpoint": "192.0.2.1:51820",
-        "allowed_ips": ["10.90.0.1/32"],
-        "keepalive": 0,
-    }
-
-    up_a = a.call(
-        "wg_up",
-        ifname="vpcwg0",
-        private_key=priv_a,
-        port=51820,
-        address="10.90.0.1/24",
-        peers=[peer_b],
-        log_dir=log_dir,
-    )
-    up_b = b.call(
-        "wg_up",
-        ifname="vpcwg0",
-        private_key=priv_b,
-        port=51820,
-        address="10.90.0.2/24",
-        peers=[peer_a],
-        log_dir=log_dir,
-    )
+    (priv_a, pub_a), (priv_b, pub_b) = keypair(), keypair()
+    peer_a, peer_b = _peer(pub_a, 1), _peer(pub_b, 2)
+    up_a, up_b = (
+        box.call("wg_up", ifname="vpcwg0", private_key=priv, port=51820,
+                 address=f"10.90.0.{n}/24", peers=[peer], log_dir=log_dir)
+        for box, n, priv, peer in ((a, 1, priv_a, peer_b), (b, 2, priv_b, peer_a))
+    )  # fmt: skip
     for up, pub in ((up_a, pub_a), (up_b, pub_b)):
         assert up["exists"] is True
         assert up["kind"] == "tun" and up["alias"] == "vpcctl:wg" and up["mtu"] == 1420
@@ -314,14 +153,11 @@ def test_userspace_wireguard(pair: tuple[Sandbox, Sandbox], tmp_path: Path) -> N
 
     # a NEW third peer while traffic flows: no loss, existing session untouched
     _, pub_c = keypair()
-    peer_c = {
-        "public_key": pub_c,
-        "endpoint": "192.0.2.3:51820",
-        "allowed_ips": ["10.90.0.3/32", "10.91.0.0/24"],
-        "keepalive": 25,
-    }
+    peer_c = _peer(pub_c, 3, "10.91.0.0/24", keepalive=25)
     ping = _ping(a, "10.90.0.2", 40, 0.1)
-    time.sleep(1.0)
+    assert ping.stdout is not None
+    first = ping.stdout.readline() + ping.stdout.readline()  # the header, then the first echo
+    assert "bytes from 10.90.0.2" in first, first
     dev = a.call("wg_set_peer", ifname="vpcwg0", peer=peer_c, log_dir=log_dir)
     # and an in-place update of the live peer (one more allowed ip)
     peer_b2 = {**peer_b, "allowed_ips": ["10.90.0.2/32", "10.92.0.0/24"]}

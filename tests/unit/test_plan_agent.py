@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import empty
 from tests.fakes import FakeSystem
 from vpcctl.admin import edits
 from vpcctl.admin.render import render
@@ -38,14 +39,7 @@ from vpcctl.host.state import StateDir
 
 
 def _inv(routing: str = "ipip", hosts: int = 3, keys: dict[str, str] | None = None) -> Inventory:
-    inv = edits.new(
-        "home",
-        IPv4Network("10.90.0.0/24"),
-        port=51820,
-        interface="vpc0",
-        domain="vpc.internal",
-        routing=routing,  # type: ignore[arg-type]
-    )
+    inv = empty(routing=routing)
     for i in range(1, hosts + 1):
         name = f"h{i}"
         pub = (keys or {}).get(name) or PrivateKey.generate().public_key()

@@ -6,17 +6,24 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytest
 
-from tests.dns_helpers import PROD_CLIENT, UPSTREAM_ANSWER, FakeUpstream, addresses, ask, write_zone
+from tests.dns_helpers import (
+    PROD_CLIENT,
+    UPSTREAM_ANSWER,
+    FakeUpstream,
+    addresses,
+    ask,
+    free_port,
+    wait_answering,
+    write_zone,
+)
 from tests.gate import require_tools
 from tests.paths import ROOT
 from vpcctl.core.spec import VpcSpec
@@ -30,30 +37,6 @@ from vpcctl.dns.resolver import (
 
 UNIT = ROOT / "examples" / "systemd" / "vpcctl-dns.service"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = int(u.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-
-
-def wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            ask(port, "web-1", source=PROD_CLIENT)
-            return
-        except OSError:
-            assert proc.poll() is None, "the resolver exited"
-            assert time.monotonic() < deadline, "the resolver did not start"
 
 
 @pytest.fixture
@@ -70,7 +53,7 @@ def test_the_agents_command_line_runs_the_resolver(tmp_path: Path, upstream: Fak
     assert argv[:5] == [sys.executable, "-m", "vpcctl", "dns", "serve"]
     proc = subprocess.Popen(argv, env=ENV, stderr=subprocess.PIPE)
     try:
-        wait_for(port, proc)
+        wait_answering(port, proc)
         assert addresses(ask(port, "db", source=PROD_CLIENT)) == ["127.100.255.1"]
         assert addresses(ask(port, "www.example.org", tcp=True)) == [UPSTREAM_ANSWER]
     finally:

@@ -37,7 +37,9 @@ from tests.dns_helpers import (
     addresses,
     ask,
     exchange,
+    free_port,
     query,
+    wait_answering,
     write_zone,
 )
 from tests.paths import ROOT
@@ -198,19 +200,6 @@ def test_hypothesis_packets_over_the_wire(live: tuple[int, list[str]], packet: b
 # the bulk loop, against a real process
 
 
-def free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = int(u.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-
-
 @contextlib.contextmanager
 def resolver_process(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], Path]]:
     """A real ``vpcctl dns serve`` on 127.0.0.1 (free port), answering; yields (port, process,
@@ -224,13 +213,7 @@ def resolver_process(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[byt
         argv += ["--listen", f"127.0.0.1:{port}", "--upstream", hole.spec]
         proc = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=err)
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    assert addresses(ask(port, "web-1", source=PROD_CLIENT)) == ["127.100.1.2"]
-                    break
-                except OSError:
-                    assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            wait_answering(port, proc, log)
             yield port, proc, log
         finally:
             proc.terminate()

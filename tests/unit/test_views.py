@@ -17,6 +17,7 @@ from vpcctl.admin.transport import Completed
 from vpcctl.core.endpoints import Endpoint
 from vpcctl.core.errors import ValidationError
 from vpcctl.core.model import Inventory, PortSpec, make_selector
+from vpcctl.host.live import endpoint_to_json as record  # what a host's daemon sends
 
 
 def ip(text: str) -> IPv4Address:
@@ -26,17 +27,6 @@ def ip(text: str) -> IPv4Address:
 def ep(name: str, address: str, host: str = "vps1", vpc: str = "prod", **kw: Any) -> Endpoint:
     labels = tuple(sorted(kw.pop("labels", {}).items()))
     return Endpoint(host=host, vpc=vpc, name=name, address=ip(address), labels=labels, **kw)
-
-
-def record(e: Endpoint) -> dict[str, Any]:
-    return {
-        "host": e.host,
-        "vpc": e.vpc,
-        "name": e.name,
-        "address": str(e.address),
-        "labels": dict(e.labels),
-        "ready": e.ready,
-    }
 
 
 @pytest.fixture

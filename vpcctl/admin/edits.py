@@ -228,6 +228,21 @@ def rm_vpc(inv: Inventory, name: str, *, force: bool = False) -> Inventory:
     )
 
 
+def _free_name(inv: Inventory, vpc: str, name: str, what: str) -> str:
+    """The key ``VPC/NAME`` of a new container or service (``what``): free in the VPC, where
+    containers and services share one DNS namespace."""
+    key = f"{vpc}/{name}"
+    other = "service" if what == "container" else "container"
+    section = {"container": inv.containers, "service": inv.services}
+    if key in section[what]:
+        raise _exists(what, key, f"pick another name, or `vpcctl {what} rm` it first")
+    if key in section[other]:
+        raise ValidationError(
+            f"{key} is already a {other} name", "names in a VPC share one DNS namespace"
+        )
+    return key
+
+
 def add_container(
     inv: Inventory, name: str, vpc: str, host: str, ip: IPv4Address | None = None
 ) -> Inventory:
@@ -235,13 +250,7 @@ def add_container(
         raise _missing("VPC", vpc, "see `vpcctl vpc ls`, or create it with `vpcctl vpc add`")
     if host not in inv.hosts:
         raise _missing("host", host, "see `vpcctl host ls`")
-    key = f"{vpc}/{name}"
-    if key in inv.containers:
-        raise _exists("container", key, "pick another name, or `vpcctl container rm` it first")
-    if key in inv.services:
-        raise ValidationError(
-            f"{key} is already a service name", "names in a VPC share one DNS namespace"
-        )
+    key = _free_name(inv, vpc, name, "container")
     addr = allocate.container_ip(inv, vpc, host, ip)
     c = Container(vpc=vpc, name=name, host=host, ip=addr)
     return replace(inv, containers={**inv.containers, key: c})
@@ -279,13 +288,7 @@ def add_service(
 ) -> Inventory:
     if vpc not in inv.vpcs:
         raise _missing("VPC", vpc, "see `vpcctl vpc ls`")
-    key = f"{vpc}/{name}"
-    if key in inv.services:
-        raise _exists("service", key, "pick another name, or `vpcctl service rm` it first")
-    if key in inv.containers:
-        raise ValidationError(
-            f"{key} is already a container name", "names in a VPC share one DNS namespace"
-        )
+    key = _free_name(inv, vpc, name, "service")
     if not ports:
         raise ValidationError(
             "a service needs at least one --port", "e.g. --port postgres=5432/tcp"

@@ -21,7 +21,7 @@ _ClickUsageError: type[Exception] = next(
 
 if TYPE_CHECKING:
     from vpcctl.admin.transport import Transport
-    from vpcctl.core.model import Host
+    from vpcctl.core.model import Host, SshTarget
 
 
 class Group(TyperGroup):
@@ -114,6 +114,31 @@ def _int_in(param: typer.CallbackParam, value: int | None, low: int) -> int | No
 def positive(param: typer.CallbackParam, value: int | None) -> int | None:
     """Option callback: a count, 1 or more (--parallel)."""
     return _int_in(param, value, 1)
+
+
+# the options that describe a host (`host add`, `host set`, `join`)
+HOST_ARG = typer.Argument(..., help="Host name (a DNS label).")
+SSH_OPT = typer.Option(..., "--ssh", help="[USER@]HOST[:PORT] or an ~/.ssh/config alias.")
+ENDPOINT_OPT = typer.Option(
+    None, "--endpoint", help="Public HOST:PORT others dial. Omit for a host behind NAT."
+)
+AGENT_OPT = typer.Option(
+    None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
+)
+
+
+def parse_host(
+    name: str, ssh: str, endpoint: str | None, agent: str | None
+) -> tuple[str, SshTarget, str | None, str | None]:
+    """NAME, --ssh, --endpoint and --agent, validated (the last two may be left out)."""
+    from vpcctl.core.model import parse_agent, parse_endpoint, parse_label, parse_ssh
+
+    return (
+        parse_label(name, "NAME", "host name"),
+        parse_ssh(ssh, "--ssh"),
+        parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None,
+        parse_agent(agent, "--agent") if agent is not None else None,
+    )
 
 
 def new_app(help_text: str, **kw: Any) -> typer.Typer:

@@ -7,7 +7,16 @@ from typing import Any
 
 import typer
 
-from vpcctl.cli.app import inventory_path, new_app, nonnegative
+from vpcctl.cli.app import (
+    AGENT_OPT,
+    ENDPOINT_OPT,
+    HOST_ARG,
+    SSH_OPT,
+    inventory_path,
+    new_app,
+    nonnegative,
+    parse_host,
+)
 from vpcctl.cli.output import info, print_json, table, warn
 from vpcctl.cli.remote import Connect, ssh_options
 
@@ -105,20 +114,16 @@ def _known(inv: Any, vpc: str | None, host: str | None) -> None:
 @host_app.command("add")
 def host_add(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Host name (a DNS label)."),
-    ssh: str = typer.Option(..., "--ssh", help="[USER@]HOST[:PORT] or an ~/.ssh/config alias."),
-    endpoint: str | None = typer.Option(
-        None, "--endpoint", help="Public HOST:PORT others dial. Omit for a host behind NAT."
-    ),
+    name: str = HOST_ARG,
+    ssh: str = SSH_OPT,
+    endpoint: str | None = ENDPOINT_OPT,
     public_key: str | None = typer.Option(
         None, "--public-key", help="WireGuard public key (normally recorded by `vpcctl join`)."
     ),
     address: str | None = typer.Option(
         None, "--address", help="Mesh address (default: next free)."
     ),
-    agent: str | None = typer.Option(
-        None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
-    ),
+    agent: str | None = AGENT_OPT,
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -134,21 +139,11 @@ def host_add(
       vpcctl host add nas --ssh admin@nas.lan:2222
     """
     from vpcctl.admin import edits
-    from vpcctl.core.model import (
-        parse_address,
-        parse_agent,
-        parse_endpoint,
-        parse_label,
-        parse_public_key,
-        parse_ssh,
-    )
+    from vpcctl.core.model import parse_address, parse_public_key
 
-    n = parse_label(name, "NAME", "host name")
-    target = parse_ssh(ssh, "--ssh")
-    ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
+    n, target, ep, agent = parse_host(name, ssh, endpoint, agent)
     key = parse_public_key(public_key, "--public-key") if public_key is not None else None
     addr = parse_address(address, "--address") if address is not None else None
-    agent = parse_agent(agent, "--agent") if agent is not None else None
     inv = _update(
         ctx,
         lambda inv: edits.add_host(
@@ -173,9 +168,7 @@ def host_set(
     public_key: str | None = typer.Option(None, "--public-key", help="New WireGuard public key."),
     endpoint: str | None = typer.Option(None, "--endpoint", help="New public HOST:PORT."),
     no_endpoint: bool = typer.Option(False, "--no-endpoint", help="The host is now behind NAT."),
-    agent: str | None = typer.Option(
-        None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
-    ),
+    agent: str | None = AGENT_OPT,
     wait: float = WAIT_OPT,
 ) -> None:
     """Change a host's public key, endpoint or agent command.

@@ -8,7 +8,16 @@ from typing import Any
 
 import typer
 
-from vpcctl.cli.app import inventory_path, nonnegative, positive
+from vpcctl.cli.app import (
+    AGENT_OPT,
+    ENDPOINT_OPT,
+    HOST_ARG,
+    SSH_OPT,
+    inventory_path,
+    nonnegative,
+    parse_host,
+    positive,
+)
 from vpcctl.cli.output import info, print_json
 from vpcctl.cli.remote import Connect, ssh_options
 
@@ -281,12 +290,9 @@ def _probe(ctx: typer.Context, name: str, ssh: str, endpoint: str | None, agent:
     """The host as `join` is about to record it (validated; same --ssh as before if it exists)."""
     from vpcctl.admin import inventory
     from vpcctl.core.errors import ValidationError
-    from vpcctl.core.model import Host, parse_agent, parse_endpoint, parse_label, parse_ssh
+    from vpcctl.core.model import Host
 
-    n = parse_label(name, "NAME", "host name")
-    target = parse_ssh(ssh, "--ssh")
-    ep = parse_endpoint(endpoint, "--endpoint") if endpoint is not None else None
-    agent = parse_agent(agent, "--agent") if agent is not None else None
+    n, target, ep, agent = parse_host(name, ssh, endpoint, agent)
     inv = inventory.load(inventory_path(ctx))
     existing = inv.hosts.get(n)
     if existing is not None and str(existing.ssh) != str(target):
@@ -317,14 +323,10 @@ def _record_join(ctx: typer.Context, probe: Any, key: str, wait: float) -> Any:
 @ssh_options()
 def join(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Host name (a DNS label)."),
-    ssh: str = typer.Option(..., "--ssh", help="[USER@]HOST[:PORT] or an ~/.ssh/config alias."),
-    endpoint: str | None = typer.Option(
-        None, "--endpoint", help="Public HOST:PORT others dial. Omit for a host behind NAT."
-    ),
-    agent: str | None = typer.Option(
-        None, "--agent", help='Command that runs vpcctl on the host (default "vpcctl").'
-    ),
+    name: str = HOST_ARG,
+    ssh: str = SSH_OPT,
+    endpoint: str | None = ENDPOINT_OPT,
+    agent: str | None = AGENT_OPT,
     *,
     connect: Connect,
     as_json: bool = JSON_OPT,

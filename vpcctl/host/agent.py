@@ -436,21 +436,15 @@ def _apply(
         with contextlib.suppress(OSError):
             state.fingerprint.unlink()
         failed = started[-1] if started else None
-        raise _rollback(spec, system, state, key, failed, as_error(exc, state)) from None
+        cause = as_error(exc, state)
+        err = _rollback_error(spec, system, state, key, failed, cause)
+        raise _interrupted_stays(err, cause) from None
     return result
 
 
-def _rollback(
-    spec: HostSpec,
-    system: System,
-    state: StateDir,
-    key: PrivateKey | None,
-    failed: Change | None,
-    exc: VpcctlError,
-) -> ApplyError:
-    """Roll back; the error keeps the cause's exit code when it was an interruption (130)."""
-    err = _rollback_error(spec, system, state, key, failed, exc)
-    if exc.exit_code == ExitCode.INTERRUPTED:
+def _interrupted_stays(err: ApplyError, cause: VpcctlError) -> ApplyError:
+    """The rollback's error keeps the cause's exit code when it was an interruption (130)."""
+    if cause.exit_code == ExitCode.INTERRUPTED:
         err.exit_code = ExitCode.INTERRUPTED
     return err
 
