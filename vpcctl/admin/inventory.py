@@ -59,6 +59,7 @@ from vpcctl.core.model import (
     parse_public_key,
     parse_range,
     parse_ssh,
+    relays_of,
     split_key,
 )
 from vpcctl.core.reader import Reader, toml_key
@@ -169,7 +170,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     for name, value in r.mapping(raw.get("hosts", {}), "hosts").items():
         key = f"hosts.{toml_key(name)}"
         t = r.mapping(value, key)
-        r.keys(t, key, ("ssh", "address"), ("endpoint", "public_key", "agent", "slices"))
+        r.keys(t, key, ("ssh", "address"), ("endpoint", "public_key", "agent", "slices", "relay"))
         slices: dict[str, IPv4Network] = {}
         for vpc, cidr in r.mapping(t.get("slices", {}), f"{key}.slices").items():
             where = r.where(f"{key}.slices.{toml_key(vpc)}")
@@ -190,6 +191,11 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
             ),
             agent=r.string(t["agent"], f"{key}.agent") if "agent" in t else None,
             slices=slices,
+            relay=(
+                parse_label(t["relay"], r.where(f"{key}.relay"), "host name")
+                if "relay" in t
+                else None
+            ),
         )
 
     vpcs: dict[str, Vpc] = {}
@@ -369,6 +375,11 @@ def _host_problems(inv: Inventory, bad: Bad) -> None:
                 )
             else:
                 by_key[host.public_key] = host.name
+        if host.relay is not None:
+            relay = inv.hosts.get(host.relay)
+            if relay is None or relay.endpoint is None or relay.name == host.name:
+                bad(f"{key}.relay", f"{host.relay!r} is not another host with an endpoint",
+                    "name a host others can dial, or remove `relay` (one is chosen then)")  # fmt: skip
         for sv in host.slices:
             if sv not in inv.vpcs:
                 bad(
@@ -564,10 +575,18 @@ def warnings(inv: Inventory) -> list[str]:
     """Things that are valid but probably not what the admin wants."""
     out: list[str] = []
     nat = sorted(h.name for h in inv.hosts.values() if h.endpoint is None)
-    if len(nat) > 1:
+    relays = relays_of(inv)
+    if len(nat) > 1 and not relays:
         out.append(
             f"hosts {', '.join(nat)} are all behind NAT (no endpoint): they cannot reach each other "
             "directly; give one of them a public endpoint"
+        )
+    elif len(nat) > 1:
+        via = ", ".join(f"{n} via {relays[n]}" for n in nat if n in relays)
+        out.append(
+            f"hosts {', '.join(nat)} are behind NAT (no endpoint): they cannot dial each other, so "
+            f"their traffic to each other goes through a relay ({via}); the relay decrypts and "
+            're-encrypts it (WireGuard hop by hop, README "NAT to NAT")'
         )
     for key, net in limits.public_ranges(inv):
         out.append(
@@ -618,6 +637,8 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
             t["agent"] = h.agent
         if h.slices:
             t["slices"] = {vpc: str(h.slices[vpc]) for vpc in sorted(h.slices)}
+        if h.relay is not None:
+            t["relay"] = h.relay
         hosts[name] = t
     vpcs = {
         name: {

@@ -6,7 +6,7 @@ rendering all 1,000 hosts of a full mesh (999,000 peer entries) stays well under
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from vpcctl.core.errors import NotFoundError
@@ -18,6 +18,7 @@ from vpcctl.core.model import (
     Client,
     Inventory,
     gateway,
+    relays_of,
 )
 from vpcctl.core.names import bridge_name, tunnel_name
 from vpcctl.core.spec import (
@@ -31,6 +32,7 @@ from vpcctl.core.spec import (
     VpcSpec,
     ZoneData,
     ZoneVpc,
+    wireguard_peers,
 )
 
 PRIVATE_KEY_FILE = "private.key"
@@ -79,6 +81,7 @@ class _Shared:
     zone: ZoneData
     daemon: DaemonSpec
     clients: dict[str, tuple[ClientSpec, ...]]  # gateway host -> the clients it serves
+    relays: dict[str, str]  # host behind NAT -> its relay
 
 
 def client_dns(inv: Inventory, c: Client) -> IPv4Address:
@@ -193,6 +196,7 @@ def _shared(inv: Inventory) -> _Shared:
         zone=zone_data(inv),
         daemon=DaemonSpec(enabled=mesh.daemon, port=mesh.daemon_port, grace=mesh.grace),
         clients=served,
+        relays=relays_of(inv),
     )
 
 
@@ -207,6 +211,12 @@ def _spec(inv: Inventory, shared: _Shared, host: str) -> HostSpec:
         i, start, end = span
         peers = table[:i] + table[i + 1 :]
         routes = shared.routes[:start] + shared.routes[end:]
+    relay = shared.relays.get(host)
+    if relay is not None:  # the other hosts behind NAT cannot be dialled: through the relay
+        peers = tuple(
+            replace(p, relay=relay) if p.endpoint is None and p.name in shared.relays else p
+            for p in peers
+        )
     return HostSpec(
         mesh=mesh.name,
         host=host,
@@ -262,7 +272,7 @@ def wg_quick(spec: HostSpec, private_key: str | None = None) -> str:
         lines.append(f"PostUp = wg set %i private-key {DEFAULT_STATE_DIR / spec.private_key_file}")
     if spec.routing == "ipip":
         lines.append("Table = off")
-    for p in spec.peers:
+    for p in wireguard_peers(spec):
         lines += ["", f"# {p.name}", "[Peer]", f"PublicKey = {p.public_key}"]
         if p.endpoint:
             lines.append(f"Endpoint = {p.endpoint}")

@@ -8,7 +8,7 @@ did not check). Schema: README "HostSpec".
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
@@ -48,6 +48,8 @@ class PeerSpec:
     keepalive: int
     # (vpc, slice) pairs, sorted: the only addresses this peer may announce (the mesh table)
     slices: tuple[tuple[str, IPv4Network], ...] = ()
+    # both behind NAT: no WireGuard peer of its own, its allowed IPs go to this relay peer
+    relay: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +111,18 @@ class ClientSpec:
 
 
 def wireguard_peers(spec: HostSpec) -> tuple[PeerSpec, ...]:
-    """Every WireGuard peer of the host: the mesh's hosts, then the clients it is gateway of."""
-    return spec.peers + tuple(
+    """Every WireGuard peer of the host: the mesh's hosts (a relayed one's allowed IPs on its
+    relay's peer instead of a peer of its own), then the clients it is gateway of."""
+    extra: dict[str, tuple[IPv4Network, ...]] = {}
+    for p in spec.peers:
+        if p.relay is not None:
+            extra[p.relay] = extra.get(p.relay, ()) + p.allowed_ips
+    direct = tuple(
+        replace(p, allowed_ips=p.allowed_ips + extra[p.name]) if p.name in extra else p
+        for p in spec.peers
+        if p.relay is None
+    )
+    return direct + tuple(
         PeerSpec(
             name=c.name, public_key=c.public_key, address=c.address, endpoint=None,
             allowed_ips=(IPv4Network(f"{c.address}/32"),), keepalive=0,
@@ -225,6 +237,7 @@ class Encoder:
             "allowed_ips": [str(n) for n in p.allowed_ips],
             "keepalive": p.keepalive,
             "slices": {vpc: str(net) for vpc, net in p.slices},
+            **({"relay": p.relay} if p.relay is not None else {}),
         }
 
     @staticmethod
@@ -401,6 +414,11 @@ def from_dict(raw: object, source: str = "spec") -> HostSpec:
                         )
                         for vpc, net in r.mapping(p.get("slices", {}), f"{k}.slices").items()
                     )
+                ),
+                relay=(
+                    None
+                    if p.get("relay") is None
+                    else parse_label(p["relay"], r.where(f"{k}.relay"), "host name")
                 ),
             )
         )
