@@ -21,6 +21,7 @@ OWNERS = {
     "dnslib": {"dns/resolver.py", "dns/zone.py"},
     "docker": {"host/docker.py"},
     "segno": {"admin/qr.py"},
+    "prometheus_client": {"host/metrics.py"},
 }
 
 

@@ -13,12 +13,11 @@ from vpcctl.core.errors import NotFoundError
 from vpcctl.core.model import (
     DEFAULT_STATE_DIR,
     KEEPALIVE_SECONDS,
-    VPC_MTU,
-    WG_MTU,
     Client,
     Inventory,
     gateway,
     relays_of,
+    vpc_mtu,
 )
 from vpcctl.core.names import bridge_name, tunnel_name
 from vpcctl.core.spec import (
@@ -156,7 +155,7 @@ def _shared(inv: Inventory) -> _Shared:
                 slice=h.slices[v],
                 gateway=gateway(h.slices[v]),
                 bridge=bridge_name(v),
-                mtu=VPC_MTU if mesh.routing == "ipip" else WG_MTU,
+                mtu=vpc_mtu(mesh.mtu, mesh.routing),
             )
             for v in vpc_names
             if v in h.slices
@@ -194,7 +193,9 @@ def _shared(inv: Inventory) -> _Shared:
         vpcs=vpcs,
         services=services,
         zone=zone_data(inv),
-        daemon=DaemonSpec(enabled=mesh.daemon, port=mesh.daemon_port, grace=mesh.grace),
+        daemon=DaemonSpec(
+            enabled=mesh.daemon, port=mesh.daemon_port, grace=mesh.grace, metrics=mesh.metrics
+        ),
         clients=served,
         relays=relays_of(inv),
     )
@@ -223,12 +224,14 @@ def _spec(inv: Inventory, shared: _Shared, host: str) -> HostSpec:
         interface=mesh.interface,
         address=IPv4Interface(f"{h.address}/{mesh.cidr.prefixlen}"),
         port=mesh.port,
-        mtu=WG_MTU,
+        mtu=mesh.mtu,
         public_key=h.public_key,
         private_key_file=PRIVATE_KEY_FILE,
         routing=mesh.routing,
         tunnel=(
-            TunnelSpec(name=tunnel_name(mesh.interface), local=h.address, mtu=VPC_MTU)
+            TunnelSpec(
+                name=tunnel_name(mesh.interface), local=h.address, mtu=vpc_mtu(mesh.mtu, "ipip")
+            )
             if mesh.routing == "ipip"
             else None
         ),
@@ -298,7 +301,7 @@ def client_config(inv: Inventory, name: str, private_key: str) -> str:
                 f"PrivateKey = {private_key}",
                 f"Address = {c.address}/32",
                 f"DNS = {', '.join([str(client_dns(inv, c)), *domains])}",
-                f"MTU = {VPC_MTU if inv.mesh.routing == 'ipip' else WG_MTU}",
+                f"MTU = {vpc_mtu(inv.mesh.mtu, inv.mesh.routing)}",
                 "",
                 f"# {c.via}",
                 "[Peer]",

@@ -33,8 +33,18 @@ app.add_typer(dns_app, name="dns")
 app.add_typer(client_app, name="client")
 
 from vpcctl.cli import push as _push  # noqa: E402
+from vpcctl.cli import teardown as _teardown  # noqa: E402
 
 _push.register(app, host_app)
+_teardown.register(app)
+
+from vpcctl.cli import graph as _graph  # noqa: E402
+
+_graph.register(app)
+
+from vpcctl.cli.doctor import doctor as _doctor  # noqa: E402
+
+app.command()(_doctor)
 
 
 def _version(value: bool) -> None:

@@ -62,6 +62,15 @@ WIREGUARD_OVERHEAD = 80
 IPIP_OVERHEAD = 20
 WG_MTU = UNDERLAY_MTU - WIREGUARD_OVERHEAD
 VPC_MTU = WG_MTU - IPIP_OVERHEAD
+# `mtu` in [mesh] (`vpcctl mesh set --mtu`) replaces WG_MTU for an underlay that is not 1500:
+# underlay MTU - 80. 1280 is WireGuard's floor (IPv6's minimum), 9000 a jumbo-frame underlay's.
+MTU_MIN, MTU_MAX = 1280, 9000
+
+
+def vpc_mtu(wg_mtu: int, routing: str) -> int:
+    """The MTU of the tunnel, the VPC bridges and containers: IPIP inside WireGuard costs 20."""
+    return wg_mtu - IPIP_OVERHEAD if routing == "ipip" else wg_mtu
+
 
 # Every pattern ends in \Z, never $: "$" also matches before a trailing newline, which would let
 # "db\n" through and inject a line into a rendered config.
@@ -198,6 +207,32 @@ def parse_port(value: object, where: str) -> int:
             where, f"{_shown(value)} is not a port number", "use an integer from 1 to 65535"
         )
     return value
+
+
+METRICS_HINT = (
+    'use "127.0.0.1:9586" (loopback), "mesh:9586" (this host\'s mesh address) or "off"; '
+    "metrics are never served on other addresses"
+)
+
+
+def parse_metrics(value: object, where: str) -> str | None:
+    """Where the agent daemon serves Prometheus metrics: ``127.x.y.z:PORT``, ``mesh:PORT`` (the
+    host's mesh address) or ``off`` (None). Never a wildcard or another address."""
+    if value == "off":
+        return None
+    if not isinstance(value, str) or value.count(":") != 1:
+        raise _fail(where, f"{_shown(value)} is not ADDRESS:PORT", METRICS_HINT)
+    addr, _, port = value.partition(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise _fail(where, f"{_shown(value)}: bad port", METRICS_HINT)
+    if addr != "mesh":
+        try:
+            ip = IPv4Address(addr)
+        except ValueError:
+            raise _fail(where, f"{_shown(value)} is not ADDRESS:PORT", METRICS_HINT) from None
+        if not ip.is_loopback:
+            raise _fail(where, f"{_shown(value)}: {addr} is not loopback", METRICS_HINT)
+    return f"{addr}:{int(port)}"
 
 
 def parse_int(value: object, where: str, low: int, high: int) -> int:
@@ -524,6 +559,8 @@ class Mesh:
     daemon: bool = False  # `vpcctl agent apply` starts (and keeps) the agent daemon
     daemon_port: int = DAEMON_PORT
     grace: int = DEFAULT_GRACE  # seconds
+    mtu: int = WG_MTU  # of the WireGuard interface (README "MTU")
+    metrics: str | None = None  # the daemon's Prometheus metrics: "127.0.0.1:9586", "mesh:9586"
 
 
 @dataclass(frozen=True, slots=True)

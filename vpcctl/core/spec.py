@@ -28,6 +28,7 @@ from vpcctl.core.model import (
     parse_label,
     parse_label_key,
     parse_label_value,
+    parse_metrics,
     parse_network,
     parse_port,
     parse_portspec,
@@ -61,6 +62,7 @@ class DaemonSpec:
     enabled: bool = False
     port: int = DAEMON_PORT
     grace: int = DEFAULT_GRACE
+    metrics: str | None = None  # Prometheus metrics: "127.0.0.1:PORT" or "mesh:PORT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +295,12 @@ class Encoder:
                 for v in s.services
             ],
             "dns": self._memo(s.dns, zone_to_dict),
-            "daemon": {"enabled": s.daemon.enabled, "port": s.daemon.port, "grace": s.daemon.grace},
+            "daemon": {
+                "enabled": s.daemon.enabled,
+                "port": s.daemon.port,
+                "grace": s.daemon.grace,
+                **({"metrics": s.daemon.metrics} if s.daemon.metrics else {}),
+            },
             **({"clients": [_client(c) for c in s.clients]} if s.clients else {}),
         }
 
@@ -508,6 +515,7 @@ def _daemon(r: Reader, raw: object) -> DaemonSpec:
         enabled=r.boolean(d.get("enabled", False), "daemon.enabled"),
         port=parse_port(d.get("port", DAEMON_PORT), r.where("daemon.port")),
         grace=parse_int(d.get("grace", DEFAULT_GRACE), r.where("daemon.grace"), 1, 3600),
+        metrics=parse_metrics(d.get("metrics", "off"), r.where("daemon.metrics")),
     )
 
 

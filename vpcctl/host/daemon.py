@@ -109,6 +109,7 @@ class Daemon:
         self.pushed: Backends | None = None
         self.live_written: str | None = None
         self.started = time.time()
+        self.metrics: tuple[str, Any] | None = None  # (where, server) once serving
 
     # -- spec ------------------------------------------------------------------------------
     def _stamp(self) -> tuple[int, int] | None:
@@ -267,6 +268,34 @@ class Daemon:
                 log.info("removed backends %s: %d conntrack entries deleted",
                          ", ".join(f"{v}->{b}" for v, b in removed), n)  # fmt: skip
 
+    # -- metrics ---------------------------------------------------------------------------
+    def metrics_source(self) -> tuple[HostSpec | None, dict[tuple[str, str], int], list[Any]]:
+        backends = {k: len(v) for k, v in (self.pushed or {}).items()}
+        return self.spec, backends, self.table.to_json() if self.table else []
+
+    def _metrics(self) -> None:
+        """Serve the metrics where the spec says (``[mesh] metrics``), moving or stopping the
+        endpoint when that changes; a failed bind is retried at the next status write."""
+        want = self.spec.daemon.metrics if self.spec else None
+        if self.metrics is not None and self.metrics[0] != want:
+            self.metrics[1].shutdown()
+            self.metrics[1].server_close()
+            self.metrics = None
+        if want is None or self.metrics is not None or self.spec is None:
+            return
+        from vpcctl.host import metrics
+
+        host, _, port = want.rpartition(":")
+        address = str(self.spec.address.ip) if host == "mesh" else host
+        try:
+            server = metrics.serve(address, int(port), self.state, self.metrics_source)
+        except OSError as exc:
+            self.limiter.warn("metrics", "bind", f"cannot serve metrics on {address}:{port}: "
+                              f"{exc.strerror} (retrying)")  # fmt: skip
+            return
+        log.info("metrics on http://%s:%s/metrics", address, port)
+        self.metrics = (want, server)
+
     # -- status ----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         spec = self.spec
@@ -334,6 +363,7 @@ class Daemon:
                         self.stop.wait(0.5)
                     next_status = 0.0
                 if time.monotonic() >= next_status:
+                    self._metrics()
                     self.write_status()
                     next_status = time.monotonic() + STATUS_EVERY
         finally:
@@ -345,6 +375,9 @@ class Daemon:
         mesh.close_all(self.watchers.values())
         if self.server is not None:
             self.server.stop.set()
+        if self.metrics is not None:
+            self.metrics[1].shutdown()
+            self.metrics[1].server_close()
         with contextlib.suppress(OSError, ValueError):
             if int(self.state.daemon_pid.read_text().strip()) == os.getpid():
                 self.state.daemon_pid.unlink()

@@ -15,6 +15,12 @@ the old table and defines the new one, so the kernel swaps them atomically):
 * roaming clients this host is the gateway of (README "Roaming clients"): a client's address may
   reach only its VPCs (forward) and, on this host, only the resolver (input, port 53), and only
   its VPCs may reach it; their service VIPs are DNAT-ed for it too;
+* MSS clamp: a TCP SYN (or SYN-ACK) forwarded into or out of the tunnels (the WireGuard
+  interface and, with routing ``ipip``, the IPIP tunnel) gets its MSS option lowered to what the
+  route it takes can carry (``rt mtu``: the route's MTU minus 40), so TCP between containers never
+  sends segments the tunnel would have to fragment or drop, even where ICMP "fragmentation needed"
+  never comes back. The host's own connections need no clamp: their MSS already comes from the
+  route they leave by;
 * hairpin: a client whose chosen backend sits on the same bridge is SNAT-ed to the bridge's
   gateway, the one case where VPC traffic is rewritten (otherwise the backend would answer the
   client directly and the connection would break). No other VPC traffic is ever masqueraded.
@@ -93,6 +99,19 @@ def _client_rules(spec: HostSpec) -> tuple[list[str], list[str]]:
     return forward, inputs
 
 
+def tunnels(spec: HostSpec) -> tuple[str, ...]:
+    """The interfaces VPC traffic crosses between hosts: the WireGuard interface and the tunnel."""
+    return (spec.interface, *((spec.tunnel.name,) if spec.tunnel else ()))
+
+
+def mss_clamp(spec: HostSpec) -> list[str]:
+    """Forward-hook rules clamping the MSS of TCP SYNs into and out of the tunnels to the path
+    MTU (``rt mtu``), like iptables' ``TCPMSS --clamp-mss-to-pmtu``."""
+    devs = ", ".join(f'"{d}"' for d in tunnels(spec))
+    clamp = "tcp flags syn tcp option maxseg size set rt mtu"
+    return [f"\t\toifname {{ {devs} }} {clamp}", f"\t\tiifname {{ {devs} }} {clamp}"]
+
+
 def ruleset(spec: HostSpec, backends: Backends | None = None) -> str:
     """The whole table as nft text. Deterministic: same spec (and backends), same bytes.
 
@@ -131,6 +150,7 @@ def ruleset(spec: HostSpec, backends: Backends | None = None) -> str:
         "\tchain forward {",
         "\t\ttype filter hook forward priority filter; policy accept;",
         *client_forward,
+        *mss_clamp(spec),
         *isolation,
         *reject_vips,
         "\t}",
