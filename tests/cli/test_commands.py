@@ -604,8 +604,8 @@ def test_check_reports_every_problem(runner: CliRunner, net: Path) -> None:
 
 
 def test_check_reports_a_file_error_on_one_line(runner: CliRunner, net: Path) -> None:
-    net.write_text(net.read_text().replace('routing = "ipip"', 'routing = "ipip"\nmtu = 9000'))
-    user_error(run(runner, "check"), f"{net}: mesh.mtu: unknown key")
+    net.write_text(net.read_text().replace('routing = "ipip"', 'routing = "ipip"\nmss = 9000'))
+    user_error(run(runner, "check"), f"{net}: mesh.mss: unknown key")
     net.write_text(net.read_text() + "[hosts.nas\n")
     user_error(run(runner, "check"), f"{net}: ")
 
@@ -716,14 +716,17 @@ def test_every_command_is_covered() -> None:
         "client add", "client ls", "client rm",
         "container add", "container ls", "container rm",
         "dns serve",
+        "doctor",
         "down",
-        "host add", "host bootstrap", "host ls", "host rm", "host set",
+        "graph",
+        "host add", "host bootstrap", "host ls", "host rm", "host rotate-key", "host set",
         "init",
         "join",
         "mesh set",
         "plan",
         "render",
         "resolve",
+        "rotate-psk",
         "service add", "service ls", "service rm",
         "status",
         "sync",

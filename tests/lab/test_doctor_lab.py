@@ -153,9 +153,14 @@ def test_metrics_scraped_on_loopback_only(net: SshMesh) -> None:
     def ready() -> bool:
         rc, text = scrape(net, d1, "http://127.0.0.1:9586/metrics")
         got.update(samples(text) if rc == 0 else {})
-        return 'vpcctl_service_backends{service="web",vpc="prod"}' in got
+        return 'vpcctl_service_backends{service="web",vpc="prod"}' in got and any(
+            k.startswith("vpcctl_resolver_queries_total{") for k in got
+        )
 
+    net.lab.run(d1, ["dig", "+tries=1", "+time=2", "@127.0.0.1", "web-1.prod.vpc.internal"])
     wait_until(ready, 30, "the daemon's metrics")
+    queries = {k: v for k, v in got.items() if k.startswith("vpcctl_resolver_queries_total{")}
+    assert queries and sum(queries.values()) >= 1, queries
     assert 0 <= got['vpcctl_peer_handshake_age_seconds{peer="d2"}'] < 180
     assert got['vpcctl_peer_receive_bytes_total{peer="d2"}'] > 0
     assert got['vpcctl_peer_transmit_bytes_total{peer="d2"}'] > 0

@@ -92,3 +92,25 @@ def test_clock_allows_half_the_round_trip() -> None:
     assert d.clock(1006.0, 990.0, 1010.0).status == "pass"  # 6 s off, round trip 20 s
     assert d.clock(1006.0, 999.9, 1000.1).failed
     assert d.clock(None, 0, 1).status == "skip"
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [("127.0.0.1:9586", "127.0.0.1:9586"), ("mesh:09586", "mesh:9586"), ("off", None)],
+)
+def test_metrics_address_loopback_or_mesh(text: str, want: str | None) -> None:
+    from vpcctl.core.model import parse_metrics
+
+    assert parse_metrics(text, "--metrics") == want
+
+
+@pytest.mark.parametrize(
+    "text", ["0.0.0.0:9586", "192.0.2.1:9586", "127.0.0.1", "mesh:0", "mesh:70000", "x:1", 9586]
+)
+def test_metrics_address_refuses_anything_else(text: object) -> None:
+    from vpcctl.core.errors import ValidationError
+    from vpcctl.core.model import parse_metrics
+
+    with pytest.raises(ValidationError) as err:
+        parse_metrics(text, "--metrics")
+    assert err.value.hint and "loopback" in err.value.hint

@@ -242,6 +242,7 @@ def _spec(inv: Inventory, shared: _Shared, host: str) -> HostSpec:
         dns=shared.zone,
         daemon=shared.daemon,
         clients=shared.clients.get(host, ()),
+        psk=mesh.psk,
     )
 
 

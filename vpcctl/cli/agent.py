@@ -22,7 +22,19 @@ if TYPE_CHECKING:
     from vpcctl.core.spec import HostSpec
 
 EPILOG = {
-    "keygen": "Example:\n  vpcctl agent keygen\n  vpcctl agent keygen --json",
+    "keygen": (
+        "Examples:\n  vpcctl agent keygen\n  vpcctl agent keygen --json\n"
+        "  vpcctl agent keygen --rotate --json   # the next key (run by `vpcctl host rotate-key`)"
+    ),
+    "follow": (
+        "Example (run by `vpcctl host rotate-key` on every peer of the host):\n"
+        "  vpcctl agent follow NEWKEY --old OLDKEY --json"
+    ),
+    "psk": (
+        "Examples (run by `vpcctl up` and `vpcctl rotate-psk`, the request on stdin):\n"
+        '  echo \'{"own": "KEY", "peers": ["PEER"]}\' | vpcctl agent psk offer --json\n'
+        '  echo \'{"own": "KEY", "sealed": {"PEER": "SEALED"}}\' | vpcctl agent psk accept --json'
+    ),
     "apply": (
         "Examples:\n  vpcctl render vps1 | ssh root@vps1 vpcctl agent apply -\n"
         "  vpcctl agent apply /etc/vpcctl/spec.json --dry-run"
@@ -77,8 +89,23 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--json", action="store_true", help="print JSON (for scripts)")
         return sp
 
-    add("keygen", "Create this host's WireGuard private key (mode 0600) if missing; print the "
-                  "public key. Running it again prints the same key.")  # fmt: skip
+    kp = add("keygen", "Create this host's WireGuard private key (mode 0600) if missing; print "
+                       "the public key. Running it again prints the same key.")  # fmt: skip
+    kp.add_argument("--rotate", action="store_true",
+                    help="make the next key beside the current one (used once an apply expects "
+                         "it: `vpcctl host rotate-key`)")  # fmt: skip
+    pp = add("psk", "Preshared keys of this host's pairs: `offer` makes the ones this host makes "
+                    "and prints them sealed to each peer's key; `accept` stores the ones peers "
+                    "made (sealed to this host's key). Requests come on stdin as JSON.")  # fmt: skip
+    pp.add_argument("action", choices=("offer", "accept"))
+    fp = add(
+        "follow",
+        "A peer's new WireGuard key: add it beside the old one (no allowed IPs) "
+        "and move the old peer's allowed IPs to it at its first handshake.",
+    )
+    fp.add_argument("new", help="the peer's new public key")
+    fp.add_argument("--old", required=True, help="its old public key")
+    pp.add_argument("--rotate", action="store_true", help="offer: make new keys for these pairs")
     ap = add(
         "apply", "Converge this host to a HostSpec: observe, plan, apply; roll back on failure."
     )
@@ -149,12 +176,48 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from vpcctl.host.state import StateDir
 
     state = StateDir.default(args.state_dir)
-    public, created = keygen(state)
+    public, created = keygen(state, rotate=args.rotate)
     if args.json:
         _json({"public_key": public, "created": created, "key_file": str(state.key())})
     else:
         sys.stdout.write(public + "\n")
         _info(f"{'created' if created else 'existing'} key {state.key()}")
+    return 0
+
+
+def cmd_psk(args: argparse.Namespace) -> int:
+    import json
+
+    from vpcctl.host import psk
+    from vpcctl.host.state import StateDir
+
+    state = StateDir.default(args.state_dir)
+    try:
+        request = json.loads(sys.stdin.read(1 << 24))
+    except (ValueError, UnicodeDecodeError):
+        raise SpecError(
+            f"psk {args.action}: the request on stdin is not JSON", "`vpcctl up` sends it; run it"
+        ) from None
+    if args.action == "offer":
+        out = psk.offer(state, request, rotate=args.rotate)
+    else:
+        out = psk.accept(state, request)
+    if args.json:  # sealed keys only: nobody but the peer they are sealed to can open them
+        _json(out)
+    else:
+        _info(f"psk {args.action}: {out.get('made', out.get('changed'))} changed")
+    return 0
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    from vpcctl.host.rotation import follow
+    from vpcctl.host.state import StateDir
+
+    out = follow(StateDir.default(args.state_dir), args.new, args.old)
+    if args.json:
+        _json(out)
+    else:
+        _info("following" if out["following"] else "nothing to follow")
     return 0
 
 
@@ -404,6 +467,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "keygen": cmd_keygen,
+    "psk": cmd_psk,
+    "follow": cmd_follow,
     "apply": cmd_apply,
     "status": cmd_status,
     "check": cmd_check,

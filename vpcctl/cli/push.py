@@ -95,6 +95,15 @@ def _exit(results: list[Any]) -> None:
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
+def _psk_offers(inv: Any, chosen: list[Any], connect: Any, parallel: int) -> tuple[Any, Any]:
+    """With preshared keys on: the sealed keys of the pairs among the chosen hosts (README)."""
+    if not inv.mesh.psk:
+        return {}, []
+    from vpcctl.admin import pairkeys
+
+    return pairkeys.offer(inv, [h.name for h in chosen], connect, parallel)
+
+
 def _converge(
     ctx: typer.Context,
     hosts: list[str],
@@ -108,7 +117,7 @@ def _converge(
     """Converge hosts (or do ``work`` on each: `down`). On a terminal: progress and a summary;
     otherwise output only when something changed or failed (cron mails only then), or with
     --json."""
-    from vpcctl.admin import fanout, inventory
+    from vpcctl.admin import fanout, inventory, pairkeys
     from vpcctl.core.lock import locked
 
     path = inventory_path(ctx)
@@ -117,18 +126,20 @@ def _converge(
         inv = inventory.load(path)
         chosen = fanout.select(inv, hosts)
         specs = fanout.specs_json(inv) if work is None else {}
+        sealed, failed = _psk_offers(inv, chosen, connect, parallel) if work is None else ({}, [])
         progress = _Progress(tty, len(chosen), "converging" if work is None else verb)
         try:
             results = fanout.for_each(
                 chosen,
                 connect,
-                work or (lambda h, t: fanout.up_one(h, t, specs[h.name])),
+                work or pairkeys.up_work(specs, sealed),
                 parallel=parallel,
                 on_start=progress.start,
                 on_done=progress.done,
             )
         finally:
             progress.stop()
+        results = pairkeys.merge(results, failed)
     if as_json:
         print_json([r.to_json() for r in results])
     elif tty or any(r.changed or not r.ok for r in results):

@@ -57,7 +57,7 @@ from dnslib import (
 
 from vpcctl.core.errors import SpecError, ValidationError, VpcctlError
 from vpcctl.core.model import DEFAULT_STATE_DIR, ZONE_FILE, parse_address, parse_int
-from vpcctl.core.spec import HostSpec, ZoneData, zone_from_dict
+from vpcctl.core.spec import HostSpec, ZoneData, read_json, zone_from_dict
 from vpcctl.dns import zone as zone_mod
 
 DEFAULT_ZONE_FILE = DEFAULT_STATE_DIR / ZONE_FILE
@@ -112,6 +112,9 @@ def parse_hostport(value: str, where: str, any_port: bool = False) -> Address:
     if not port.isdigit():
         raise ValidationError(f"{where}: {value!r} has a bad port", "write ADDR or ADDR:PORT")
     return str(addr), parse_int(int(port), where, 0 if any_port else 1, 65535)
+
+
+STATS_FILE = "resolver-stats.json"  # beside the zone file: UDP queries by result
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,19 +211,13 @@ def without_self(
 
 def zone_from_text(text: str | bytes, source: str) -> ZoneData:
     """A zone file: a whole HostSpec (its "dns" part is used) or just the dns object."""
-    try:
-        raw = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(
-            f"{source}: not valid JSON ({exc})",
-            'write the output of `vpcctl render HOST` or its "dns" part',
-        ) from None
-    if isinstance(raw, dict) and "dns" in raw:
-        raw = raw["dns"]
-    try:
-        return zone_from_dict(raw, source)
-    except ValidationError as exc:
-        raise SpecError(exc.message, exc.hint) from None
+    return read_json(
+        text,
+        source,
+        'write the output of `vpcctl render HOST` or its "dns" part',
+        zone_from_dict,
+        lambda raw: raw["dns"] if isinstance(raw, dict) and "dns" in raw else raw,
+    )
 
 
 def read_zone_file(path: Path) -> ZoneData:
@@ -775,6 +772,11 @@ class Server:
         self.reloads = 0
         self.counters = Counters(log, config.summary_interval)
         self._error_logged = 0.0  # when an internal error was last logged in full
+        # UDP queries by result (the metrics read them from STATS_FILE beside the zone): the
+        # fast path counts one int; updates from several threads may rarely be lost
+        self.cached = 0
+        self.results: dict[str, int] = {}
+        self._stats_written: str | None = None
 
     # -- lifecycle
 
@@ -899,6 +901,7 @@ class Server:
                 self._check_zone()
                 self._check_upstreams()
                 self.counters.summary()
+                self.write_stats()
             except Exception as exc:  # the watcher must outlive any one bad zone file
                 self._log(f"error: reloading failed: {exc!r}")
 
@@ -910,6 +913,31 @@ class Server:
         if now - self._error_logged >= self.config.summary_interval:
             self._error_logged = now
             self._log(f"error: {what}: {exc!r}")
+
+    def _result(self, out: Outcome) -> None:
+        if out is None:
+            kind = "malformed"
+        elif isinstance(out, Forward):
+            kind = "forwarded"
+        else:
+            kind = RCODE.get(out[3] & 0xF, "other").lower() if len(out) >= 4 else "other"
+        self.results[kind] = self.results.get(kind, 0) + 1
+
+    def write_stats(self) -> None:
+        """UDP queries by result, as JSON beside the zone file, when they changed."""
+        counts = dict(self.results)
+        counts["noerror"] = counts.get("noerror", 0) + self.cached
+        text = json.dumps(counts, sort_keys=True) + "\n"
+        if text == self._stats_written:
+            return
+        path = self.config.zone_file.with_name(STATS_FILE)
+        tmp = path.with_name(f".{STATS_FILE}.tmp")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        except OSError:
+            return
+        self._stats_written = text
 
     def _count(self, out: Outcome) -> None:
         if out is None:
@@ -937,6 +965,7 @@ class Server:
             if vc is not None:  # the fast path, inline (see fast_answer)
                 found = vc.plain.get(packet[2:])
                 if found is not None:
+                    self.cached += 1
                     try:  # noqa: SIM105 (contextlib.suppress costs more, here in the hot loop)
                         send(packet[:2] + found, addr)
                     except OSError:
@@ -951,6 +980,7 @@ class Server:
                 self._count(out)
                 if out is None:
                     continue
+            self._result(out)
             if isinstance(out, Forward):
                 self._forward_udp(sock, out, addr)
                 continue

@@ -49,9 +49,16 @@ if TYPE_CHECKING:
 # fast paths of `converge` (nothing changed; only names changed) must not pay for them.
 
 
-def keygen(state: StateDir) -> tuple[str, bool]:
-    """Create the private key if missing; return (public key, created)."""
+def keygen(state: StateDir, *, rotate: bool = False) -> tuple[str, bool]:
+    """Create the private key if missing; return (public key, created).
+
+    ``rotate``: make the next key beside it (kept, and returned again, until an apply whose spec
+    expects it takes it over); the current key stays in use until then."""
     state.ensure()
+    if rotate:
+        load_private(state.key())  # there is a current key to rotate away from
+        key, created = ensure_private(state.next_key())
+        return key.public_key(), created
     key, created = ensure_private(state.key())
     return key.public_key(), created
 
@@ -164,6 +171,11 @@ def desired_for(
         resolver = tuple(resolver_command(listen_addresses(spec), zone_file=state.zone))
     if state is not None and spec.daemon.enabled:
         daemon = daemon_command(state)
+    psks = {}
+    if state is not None and spec.psk and key is not None:
+        from vpcctl.host.psk import for_peers
+
+        psks = for_peers(state, key.public_key(), [p.public_key for p in spec.peers])
     return Desired(
         spec=spec,
         public_key=key.public_key() if key else None,
@@ -172,6 +184,7 @@ def desired_for(
         zone_names=names,
         resolver=resolver,
         daemon=daemon,
+        psks=psks,
     )
 
 
@@ -532,6 +545,12 @@ def _rollback_error(
 def _key_for(spec: HostSpec, state: StateDir) -> PrivateKey:
     path = state.key(spec.private_key_file)
     key = load_private(path)
+    nxt = state.next_key(spec.private_key_file)
+    if spec.public_key is not None and key.public_key() != spec.public_key and nxt.exists():
+        new = load_private(nxt)
+        if new.public_key() == spec.public_key:  # `host rotate-key`: the inventory has the next
+            nxt.replace(path)  # the old key is gone once the spec that expects the new one runs
+            return new
     if spec.public_key is not None and key.public_key() != spec.public_key:
         raise ApplyError(
             f"this host's key ({key.public_key()}) is not the one the inventory has for host "
@@ -572,6 +591,7 @@ def down(
         )
     applied = state.applied_spec()
     keys = tuple(dict.fromkeys([KEY_FILE, *([applied.private_key_file] if applied else [])]))
+    keys += (state.next_key().name, state.psk.name)  # the next key, the pairs' preshared keys
     first = [c for c in p.changes if isinstance(c, StopDaemon)]
     failures = _run_all(first, system, state)
     if before_links is not None:

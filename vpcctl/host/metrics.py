@@ -4,12 +4,14 @@ Imported only when ``[mesh] metrics`` is set (the idle daemon stays within its m
 otherwise). Served on loopback or the host's mesh address only (``core.model.parse_metrics``
 refuses anything else). Every value is read at scrape time: per peer the WireGuard handshake age
 and bytes (``wg show IFACE dump``) and whether the mesh table hears it, per service the live
-backend count the daemon pushed into nftables, whether the resolver runs, and the applies
+backend count the daemon pushed into nftables, whether the resolver runs and its UDP queries by
+result (``resolver-stats.json`` beside the zone, written by the resolver), and the applies
 (``apply-stats.json`` in the state directory).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,6 +25,7 @@ from vpcctl.core.spec import HostSpec
 from vpcctl.host import processes
 from vpcctl.host.state import StateDir, read_apply_stats
 
+STATS_FILE = "resolver-stats.json"  # the resolver writes it beside its zone (dns/resolver.py)
 Source = Callable[[], tuple[HostSpec | None, dict[tuple[str, str], int], list[dict[str, Any]]]]
 
 
@@ -67,7 +70,21 @@ class DaemonCollector(Collector):
         yield svc
         up = processes.running(self.state.resolver_pid) is not None
         yield GaugeMetricFamily("vpcctl_resolver_up", "1 when the resolver runs", value=float(up))
+        yield self._queries()
         yield from self._applies()
+
+    def _queries(self) -> Any:
+        q = CounterMetricFamily("vpcctl_resolver_queries", "UDP queries the resolver answered, "
+                                "by result (noerror, nxdomain, forwarded, ...)",
+                                labels=["result"])  # fmt: skip
+        try:
+            raw = json.loads(self.state.read(self.state.zone.with_name(STATS_FILE)) or "{}")
+        except ValueError:
+            raw = {}
+        for kind, n in sorted(raw.items() if isinstance(raw, dict) else []):
+            if isinstance(n, int) and not isinstance(n, bool):
+                q.add_metric([str(kind)], float(n))
+        return q
 
     def _applies(self) -> Iterator[Any]:
         s = read_apply_stats(self.state)

@@ -1,6 +1,8 @@
 """The agent's state directory: the single place a host keeps vpcctl's secrets and history.
 
 ``private.key``    the WireGuard private key (0600, born here, never leaves)
+``private.key.next`` the next key during `vpcctl host rotate-key` (0600)
+``psk.json``       the preshared keys of this host's pairs (0600, never leave the pair)
 ``applied.json``   the last HostSpec applied successfully (what rollback returns to)
 ``firewall.json``  digests of the nftables table as generated and as listed after loading
 ``zone.json``      the resolver's zone
@@ -52,6 +54,14 @@ class StateDir:
 
     def key(self, name: str = KEY_FILE) -> Path:
         return self.path / name
+
+    def next_key(self, name: str = KEY_FILE) -> Path:
+        """The key `agent keygen --rotate` made, until an apply expecting it takes it."""
+        return self.path / f"{name}.next"
+
+    @property
+    def psk(self) -> Path:
+        return self.path / "psk.json"
 
     @property
     def applied(self) -> Path:
@@ -135,7 +145,7 @@ class StateDir:
         the operator's input, not the agent's)."""
         return [self.applied, self.firewall, self.zone, self.resolver_pid, self.resolver_log,
                 self.live, self.mesh_status, self.daemon_pid, self.daemon_log, self.fingerprint,
-                self.spec, self.sysctls]  # fmt: skip
+                self.spec, self.sysctls, self.apply_stats]  # fmt: skip
 
     def forget(self, *, keys: tuple[str, ...] = ()) -> list[str]:
         """Teardown: remove every file the agent wrote (and the key files named in ``keys``,
@@ -251,7 +261,8 @@ def result_json(
 
 def quick_files(spec: HostSpec, state: StateDir) -> list[Path]:
     """State files whose content is part of the fingerprint (the key by hash only)."""
-    return [state.key(spec.private_key_file), state.zone, state.firewall, state.resolver_pid]
+    return [state.key(spec.private_key_file), state.zone, state.firewall, state.resolver_pid,
+            state.psk]  # fmt: skip
 
 
 def pidfiles(state: StateDir) -> list[Path]:
