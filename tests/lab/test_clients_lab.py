@@ -82,12 +82,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     require_lab()
     with Lab(tmp_path_factory.mktemp("clientlab")) as lab:
         m = SshMesh(lab)
-        m.add_host("gw")
-        m.add_host("h2")
-        m.vpcctl("vpc", "add", "prod", "--cidr", "10.100.0.0/16")
-        m.vpcctl("vpc", "add", "dev", "--cidr", "10.101.0.0/16")
-        m.vpcctl("container", "add", "db-1", "--vpc", "prod", "--host", "h2")
-        m.vpcctl("container", "add", "web-1", "--vpc", "dev", "--host", "h2")
+        for host in ("gw", "h2"):  # gw: the client's gateway; h2 runs the containers
+            m.add_host(host)
+        for vpc, cidr, container in (("prod", "10.100.0.0/16", "db-1"),
+                                     ("dev", "10.101.0.0/16", "web-1")):  # fmt: skip
+            m.vpcctl("vpc", "add", vpc, "--cidr", cidr)
+            m.vpcctl("container", "add", container, "--vpc", vpc, "--host", "h2")
         added = m.vpcctl("client", "add", "laptop", "--via", "gw", "--vpc", "prod")
         res = m.vpcctl("up", "--json")
         assert all(r["ok"] for r in json.loads(res.stdout)), res.stdout
