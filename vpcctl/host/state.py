@@ -12,6 +12,9 @@
 ``endpoints.json`` this host's endpoints for hosts without Docker (StaticDiscovery)
 ``daemon.pid``     the agent daemon's pid (``daemon.log`` its log)
 ``spec.json``      the HostSpec `vpcctl up` pushed last (``agent apply --save``)
+``confirm.json``   a confirmed apply waiting for `agent confirm` (what it reverts to, when)
+``confirm-last.json`` how the last confirmed apply ended (confirmed or reverted, its token)
+``revert.pid``     the process that reverts an unconfirmed apply (``revert.log`` its log)
 ``sysctl.json``    each sysctl's value before vpcctl first changed it (`agent down` restores it)
 ``.agent.lock``    held while an apply runs
 
@@ -102,6 +105,22 @@ class StateDir:
     @property
     def daemon_log(self) -> Path:
         return self.path / "daemon.log"
+
+    @property
+    def confirm(self) -> Path:
+        return self.path / "confirm.json"
+
+    @property
+    def confirm_last(self) -> Path:
+        return self.path / "confirm-last.json"
+
+    @property
+    def revert_pid(self) -> Path:
+        return self.path / "revert.pid"
+
+    @property
+    def revert_log(self) -> Path:
+        return self.path / "revert.log"
 
     @property
     def apply_stats(self) -> Path:
