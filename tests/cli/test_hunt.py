@@ -49,10 +49,12 @@ HUNT = settings(
 
 def hunted() -> Any:
     """The homelab with every optional inventory field set away from its default (a default is
-    not written, so a hand edit could not reach it): the mesh's mtu, metrics and psk."""
+    not written, so a hand edit could not reach it): the mesh's mtu, metrics and psk, and a
+    roaming client."""
     from vpcctl.admin import edits
 
-    return edits.set_mesh(homelab(), mtu=1380, metrics="127.0.0.1:9586", psk=True)
+    inv = edits.set_mesh(homelab(), mtu=1380, metrics="127.0.0.1:9586", psk=True)
+    return edits.add_client(inv, "phone", "vps1", ("prod",), public_key("phone"))
 
 
 ORIGINAL = inventory.dump(hunted()).encode()
@@ -220,6 +222,10 @@ COMMANDS: dict[str, tuple[list[str], list[tuple[str | None, str | bool]]]] = {
         ("--daemon", True), ("--daemon-port", "51900"), ("--grace", "8"), ("--psk", True),
         ("--no-psk", True), ("--wait", "5")]),
     "graph": (["graph"], [("--format", "dot")]),  # -o: test_hostile_output_files
+    "client add": (["client", "add"], [(None, "laptop"), ("--via", "vps1"), ("--vpc", "prod"),
+        ("--vpc", "staging"), ("--wait", "5")]),  # --png: test_hostile_output_files
+    "client rm": (["client", "rm"], [(None, "phone"), ("--wait", "5")]),
+    "client ls": (["client", "ls"], [("--json", True)]),
 }  # fmt: skip
 
 
@@ -375,19 +381,25 @@ def test_hostile_options_of_remote_commands(place: Path, case: tuple[str, list[s
                                      "--json", "~x", "a" * 300, "\x00"]),
                     hostile).filter(lambda p: ".." not in p and not p.startswith(("/", "~/"))),
     fmt=st.one_of(st.sampled_from(["text", "dot", "svg", "png"]), hostile),
+    client=st.booleans(),
 )  # fmt: skip
-def test_hostile_output_files(place: Path, where: str, fmt: str) -> None:
+def test_hostile_output_files(place: Path, where: str, fmt: str, client: bool) -> None:
+    """graph -o FILE, and client add --png FILE (the QR code holds the client's private key)."""
     _reset(place)
     (place / "sub").mkdir()
     cwd = os.getcwd()
     os.chdir(place)
     try:
         before = _files(place)
-        result = _invoke(["-i", "vpc.toml", "graph", "--format", fmt, "-o", where])
+        args = ["client", "add", "laptop", "--via", "vps1", "--png", where] if client else [
+            "graph", "--format", fmt, "-o", where]  # fmt: skip
+        result = _invoke(["-i", "vpc.toml", *args])
         after = _files(place)
     finally:
         os.chdir(cwd)
-    what = ("graph -o", fmt, where)
+    what = (args[:2], fmt, where)
+    if client and result.exit_code == 0:  # the client is in the inventory now
+        del before["vpc.toml"], after["vpc.toml"]
     if result.exit_code != 0:
         promises(result, before, after, what)
         return
