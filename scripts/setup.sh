@@ -14,6 +14,8 @@ PACKAGES=(
   systemd                               # systemd-analyze verifies the example unit
   docker.io iptables                    # a real dockerd per lab host (no systemd: not started)
   qemu-system-x86 linux-image-amd64     # the kernel VM stage (kernel WireGuard, IPIP)
+  iperf3                                # bench/dataplane.py: TCP throughput
+  graphviz                              # vpcctl graph --format svg|png (dot)
 )
 if [ "$(id -u)" -ne 0 ]; then
   echo "error: run as root (it installs Debian packages and the lab needs network namespaces)" >&2

@@ -10,9 +10,9 @@ script behaves like a healthy agent of this vpcctl version; its script overrides
     net["vps2"] = FakeHost(refuse=host_key_changed("root@198.51.100.20"))
 
 Answers are matched on the agent's subcommand: ``--version``, ``agent apply``, ``agent status``,
-``agent check``, ``agent keygen`` (or ``sh`` for a shell script such as bootstrap's); an answer is
-a :class:`Reply`, a list of them (one per call, the last one repeated), or a function of the
-:class:`Call`. Every call and every ``put`` is recorded, and whether each transport was closed.
+``agent check``, ``agent keygen``, ``agent down`` (or ``sh`` for a shell script such as
+bootstrap's); an answer is a :class:`Reply`, a list of them (one per call, the last one
+repeated), or a function of the :class:`Call`. Every call and every ``put`` is recorded, and whether each transport was closed.
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ class FakeHost:
     key_created: bool = True
     wireguard: str | None = "kernel"
     problems: list[dict[str, str]] = field(default_factory=list)
+    torn_down: list[str] = field(default_factory=lambda: ["delete wireguard vpc0"])  # agent down
     refuse: TransportError | None = None
     calls: list[Call] = field(default_factory=list)
     puts: dict[str, bytes] = field(default_factory=dict)
@@ -187,6 +188,12 @@ class FakeHost:
             return agent_json(
                 {"public_key": self.public_key, "created": self.key_created,
                  "key_file": "/etc/vpcctl/private.key"}
+            )  # fmt: skip
+        if call.verb == "agent down":
+            return agent_json(
+                {"removed": [{"op": "DeleteLink", "text": t} for t in self.torn_down],
+                 "docker": {"present": False, "removed": []}, "files": ["applied.json"],
+                 "key": "removed" if call.has("--forget-key") else "kept"}
             )  # fmt: skip
         return Reply(127, "", f"sh: 1: {shlex.join(call.argv)[:40]}: not scripted in FakeHost\n")
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -36,3 +37,18 @@ def process_env() -> dict[str, str]:
 
 
 VPCCTL = [sys.executable, "-m", "vpcctl"]
+
+
+def cells(stdout: str) -> list[list[str]]:
+    """A printed table as rows of whitespace-separated cells."""
+    return [row.split() for row in stdout.splitlines()]
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The ``error:`` lines a command printed (one per problem)."""
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def json_keys(stdout: str) -> list[str]:
+    """``VPC/NAME`` of each object in a ``--json`` listing."""
+    return [f"{o['vpc']}/{o['name']}" for o in json.loads(stdout)]

@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner, Result
 
 from tests.builders import empty, public_key
+from tests.cli.conftest import cells, error_lines, json_keys
 from tests.unit.test_inventory import CASES
 from vpcctl.admin import inventory
 from vpcctl.cli.commands import app
@@ -320,14 +321,13 @@ def test_container_add_ls_rm(runner: CliRunner, net: Path) -> None:
     assert (
         result.stdout == "" and "added container prod/api-2 on vps1: 10.100.1.50" in result.stderr
     )
-    rows = ok(runner, "container", "ls", "--vpc", "prod", "--host", "nas").stdout.splitlines()
-    assert [r.split() for r in rows] == [
+    rows = cells(ok(runner, "container", "ls", "--vpc", "prod", "--host", "nas").stdout)
+    assert rows == [
         ["VPC", "NAME", "HOST", "IP", "SOURCE"],
         ["prod", "api-1", "nas", "10.100.0.3", "declared"],
         ["prod", "web-1", "nas", "10.100.0.2", "declared"],
     ]
-    data = json.loads(ok(runner, "container", "ls", "--json").stdout)
-    assert [f"{c['vpc']}/{c['name']}" for c in data] == [
+    assert json_keys(ok(runner, "container", "ls", "--json").stdout) == [
         "prod/api-1",
         "prod/api-2",
         "prod/db-1",
@@ -398,15 +398,14 @@ def test_service_add_ls_rm(runner: CliRunner, net: Path) -> None:
     }
     result = ok(runner, "service", "add", "prod/dns", "--port", "53/udp", "--vip", "10.100.255.53")
     assert "added service prod/dns: VIP 10.100.255.53 -> no backends yet" in result.stderr
-    rows = ok(runner, "service", "ls", "--vpc", "prod").stdout.splitlines()
-    assert [r.split() for r in rows] == [
+    rows = cells(ok(runner, "service", "ls", "--vpc", "prod").stdout)
+    assert rows == [
         ["VPC", "NAME", "VIP", "PORTS", "BACKENDS", "SELECTOR"],
         ["prod", "db", "10.100.255.1", "postgres=5432/tcp", "9187/tcp", "db-1", "db-2", "-"],
         ["prod", "dns", "10.100.255.53", "53/udp", "-", "-"],
         ["prod", "web", "10.100.255.2", "http=80/tcp", "443/tcp", "web-1", "-"],
     ]
-    data = json.loads(ok(runner, "service", "ls", "--json").stdout)
-    assert [f"{s['vpc']}/{s['name']}" for s in data] == [
+    assert json_keys(ok(runner, "service", "ls", "--json").stdout) == [
         "prod/db",
         "prod/dns",
         "prod/web",
@@ -437,7 +436,7 @@ def test_service_add_with_selector(runner: CliRunner, net: Path) -> None:
     svc = inventory.load(net).services["prod/pg"]
     assert svc.selector == (("app", "db"), ("com.example.tier", "primary"))
     assert inventory.dump(inventory.load(net)) == text
-    rows = [r.split() for r in ok(runner, "service", "ls", "--vpc", "prod").stdout.splitlines()]
+    rows = cells(ok(runner, "service", "ls", "--vpc", "prod").stdout)
     assert [
         "prod",
         "pg",
@@ -591,8 +590,7 @@ def test_check_reports_every_problem(runner: CliRunner, net: Path) -> None:
     before = snapshot(net)
     result = run(runner, "check")
     assert result.exit_code == 1 and result.stdout == ""
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == [
+    assert error_lines(result.stderr) == [
         f"error: {net}: hosts.vps1.address: 10.90.0.1 is also the address of host nas",
         f'error: {net}: containers."prod/db-2".ip: 10.100.1.2 is not a container address of '
         "vps2's slice 10.100.2.0/24",
@@ -606,8 +604,8 @@ def test_check_reports_every_problem(runner: CliRunner, net: Path) -> None:
 
 
 def test_check_reports_a_file_error_on_one_line(runner: CliRunner, net: Path) -> None:
-    net.write_text(net.read_text().replace('routing = "ipip"', 'routing = "ipip"\nmtu = 9000'))
-    user_error(run(runner, "check"), f"{net}: mesh.mtu: unknown key")
+    net.write_text(net.read_text().replace('routing = "ipip"', 'routing = "ipip"\nmss = 9000'))
+    user_error(run(runner, "check"), f"{net}: mesh.mss: unknown key")
     net.write_text(net.read_text() + "[hosts.nas\n")
     user_error(run(runner, "check"), f"{net}: ")
 
@@ -718,6 +716,8 @@ def test_every_command_is_covered() -> None:
         "container add", "container ls", "container rm",
         "dns serve",
         "doctor",
+        "down",
+        "graph",
         "host add", "host bootstrap", "host ls", "host rm", "host set",
         "init",
         "join",
@@ -872,7 +872,17 @@ def test_mesh_set_the_agent_daemon(runner: CliRunner, net: Path) -> None:
     assert "daemon =" not in net.read_text()  # the default is not written
 
 
+def test_mesh_set_mtu_for_a_smaller_underlay(runner: CliRunner, net: Path) -> None:
+    result = ok(runner, "mesh", "set", "--mtu", "1320")
+    assert "mtu 1320" in result.stderr and "mtu = 1320" in net.read_text()
+    assert inventory.load(net).mesh.mtu == 1320
+    ok(runner, "mesh", "set", "--mtu", "1420")
+    assert "mtu =" not in net.read_text()  # the default is not written
+
+
 @pytest.mark.parametrize(("args", "says"), [(["--grace", "0"], "--grace"),
-                                            (["--daemon-port", "70000"], "--daemon-port")])  # fmt: skip
+                                            (["--daemon-port", "70000"], "--daemon-port"),
+                                            (["--mtu", "1279"], "--mtu"),
+                                            (["--mtu", "9001"], "--mtu")])  # fmt: skip
 def test_mesh_set_refused(runner: CliRunner, net: Path, args: list[str], says: str) -> None:
     refused(runner, net, says, "mesh", "set", *args)

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from tests.builders import homelab, public_key
-from tests.cli.conftest import VPCCTL, process_env
+from tests.cli.conftest import VPCCTL, error_lines, process_env
 from vpcctl.admin import inventory
 from vpcctl.cli.commands import app
 
@@ -245,7 +245,7 @@ def promises(result: Result, before: dict[str, bytes], after: dict[str, bytes], 
         return
     assert result.exit_code in (1, 2), (what, result.exit_code, result.stderr)
     lines = result.stderr.splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
+    errors = error_lines(result.stderr)
     hints = [line for line in lines if line.startswith("hint: ")]
     if what[0] == "check --json":  # the problems are the JSON on stdout
         report = json.loads(result.stdout) if result.stdout else None

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from tests.builders import empty
-from tests.cli.conftest import VPCCTL, process_env
+from tests.cli.conftest import VPCCTL, error_lines, process_env
 from tests.paths import ROOT
 from vpcctl.admin import edits, inventory
 from vpcctl.cli.commands import app
@@ -131,13 +131,8 @@ def test_check_catches_a_duplicate_address_from_a_clean_git_merge(
     repo: Path, runner: CliRunner
 ) -> None:
     # two branches each add a host; the tables sort apart, so git merges without a conflict
-    git(repo, "checkout", "-qb", "alpha")
-    cli(runner, "host", "add", "alpha", "--ssh", "alpha.lan")
-    git(repo, "commit", "-qam", "add alpha")
-    git(repo, "checkout", "-q", "main")
-    git(repo, "checkout", "-qb", "zeta")
-    cli(runner, "host", "add", "zeta", "--ssh", "zeta.lan")
-    git(repo, "commit", "-qam", "add zeta")
+    _branch_adds_host(repo, runner, "alpha", "alpha", "alpha.lan", "add alpha")
+    _branch_adds_host(repo, runner, "zeta", "zeta", "zeta.lan", "add zeta")
     git(repo, "merge", "-q", "--no-edit", "alpha")
     path = repo / "vpc.toml"
     text = path.read_text()
@@ -145,8 +140,7 @@ def test_check_catches_a_duplicate_address_from_a_clean_git_merge(
 
     done = vpcctl(repo, "check", check=False)  # a real process: the real exit code
     assert done.returncode == 1 and done.stdout == ""
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == [
+    assert error_lines(done.stderr) == [
         f"error: {path}: hosts.zeta.address: 10.90.0.3 is also the address of host alpha",
         f"error: {path}: hosts.zeta.slices.prod: 10.100.2.0/24 overlaps "
         "hosts.alpha.slices.prod (10.100.2.0/24)",
@@ -163,15 +157,20 @@ def test_check_catches_a_duplicate_address_from_a_clean_git_merge(
     assert str(inventory.load(path).hosts["zeta"].address) == "10.90.0.4"
 
 
+def _branch_adds_host(
+    repo: Path, runner: CliRunner, branch: str, host: str, ssh: str, message: str
+) -> None:
+    """A new branch off main that adds one host (committed); it stays checked out."""
+    git(repo, "checkout", "-q", "main")
+    git(repo, "checkout", "-qb", branch)
+    cli(runner, "host", "add", host, "--ssh", ssh)
+    git(repo, "commit", "-qam", message)
+
+
 def _conflicting_branches(repo: Path, runner: CliRunner) -> None:
     """Branches ``one`` and ``two`` both add host vps2, differently; ``two`` is checked out."""
-    git(repo, "checkout", "-qb", "one")
-    cli(runner, "host", "add", "vps2", "--ssh", "root@198.51.100.20")
-    git(repo, "commit", "-qam", "vps2 one way")
-    git(repo, "checkout", "-q", "main")
-    git(repo, "checkout", "-qb", "two")
-    cli(runner, "host", "add", "vps2", "--ssh", "admin@198.51.100.20")
-    git(repo, "commit", "-qam", "vps2 another way")
+    _branch_adds_host(repo, runner, "one", "vps2", "root@198.51.100.20", "vps2 one way")
+    _branch_adds_host(repo, runner, "two", "vps2", "admin@198.51.100.20", "vps2 another way")
 
 
 def test_check_explains_a_table_duplicated_by_a_merge(repo: Path, runner: CliRunner) -> None:

@@ -57,17 +57,21 @@ class Mesh:
     def add_vpc(self, name: str, cidr: str) -> None:
         self.change(lambda inv: edits.add_vpc(inv, name, IPv4Network(cidr)))
 
-    def add_container(self, vpc: str, name: str, host: str) -> LabContainer:
+    def add_container(self, vpc: str, name: str, host: str, *, mtu: bool = False) -> LabContainer:
+        """A declared container plugged into its bridge; ``mtu=True`` gives its veth the VPC
+        MTU, as a Docker network made by the agent does."""
         inv = self.change(lambda inv: edits.add_container(inv, name, vpc, host))
         c = inv.containers[f"{vpc}/{name}"]
         s = inv.hosts[host].slices[vpc]
         gw = s.network_address + 1
+        vspec = render(inv, host).vpcs[sorted(inv.vpcs).index(vpc)]
         return self.lab.add_container(
             self.hosts[host],
             f"{name}"[:12],
-            bridge=render(inv, host).vpcs[sorted(inv.vpcs).index(vpc)].bridge,
+            bridge=vspec.bridge,
             ip=f"{c.ip}/{s.prefixlen}",
             gateway=str(gw),
+            mtu=vspec.mtu if mtu else None,
         )
 
     def spec(self, host: str) -> HostSpec:

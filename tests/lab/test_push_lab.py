@@ -177,6 +177,30 @@ def test_status_shows_versions_handshakes_and_a_full_matrix(net: SshMesh) -> Non
     assert "mesh" in text and "+" in text
 
 
+def test_graph_live_svg_one_node_per_host_one_fresh_edge_per_pair(net: SshMesh) -> None:
+    """`vpcctl graph --live --format svg` of the lab, parsed: every host once, every pair once,
+    green (fresh handshake) after traffic on every link."""
+    import xml.etree.ElementTree as ET
+    from itertools import combinations
+
+    addrs = {n: net.address(n) for n in net.hosts}
+    for a, b in combinations(sorted(net.hosts), 2):
+        assert wait_ping(net.lab, net.hosts[a], addrs[b]), f"{a} -> {b}"
+    res = net.vpcctl("graph", "--live", "--format", "svg")
+    svg = ET.fromstring(res.stdout)
+    ns = "{http://www.w3.org/2000/svg}"
+    found: dict[str, list[list[str]]] = {}
+    for g in svg.iter(f"{ns}g"):
+        classes = (g.get("class") or "").split()
+        if len(classes) >= 2:
+            found.setdefault(classes[1], []).append(classes)
+    hosts = [t.text or "" for g in svg.iter(f"{ns}g") if "host" in (g.get("class") or "").split()
+             for t in list(g.iter(f"{ns}text"))[:1]]  # fmt: skip
+    assert sorted(hosts) == sorted(net.hosts)
+    assert len(found["link"]) == 6 and all(c[2] == "fresh" for c in found["link"]), found["link"]
+    assert len(found["service"]) == 1 and len(found["backend"]) == 1
+
+
 def test_unknown_host_key_refused_without_accept_new(lab: Lab) -> None:
     m = SshMesh(lab)
     m.add_host("u1", join=False)

@@ -209,7 +209,9 @@ _DB_BACKENDS = 'backends = [\n    "db-1",\n    "db-2",\n]'
 CASES = [
     # unknown keys
     ("unknown top-level key", lambda t: "colour = 1\n" + t, "colour: unknown key"),
-    ("unknown mesh key", lambda t: _swap(t, "[mesh]\n", "[mesh]\nmtu = 1400\n"), "mesh.mtu"),
+    ("unknown mesh key", lambda t: _swap(t, "[mesh]\n", "[mesh]\nmss = 1400\n"), "mesh.mss"),
+    ("mesh mtu too small", lambda t: _swap(t, "[mesh]\n", "[mesh]\nmtu = 1000\n"), "mesh.mtu"),
+    ("mesh mtu not a number", lambda t: _swap(t, "[mesh]\n", '[mesh]\nmtu = "1400"\n'), "mesh.mtu"),
     (
         "unknown host key",
         lambda t: _swap(t, "[hosts.nas]\n", "[hosts.nas]\nport = 22\n"),

@@ -89,6 +89,16 @@ def test_wireguard_routing_puts_slices_into_allowed_ips() -> None:
     assert all(v.mtu == WG_MTU for v in spec.vpcs)
 
 
+@pytest.mark.parametrize(("routing", "vpc"), [("ipip", 1300), ("wireguard", 1320)])
+def test_the_mesh_mtu_sets_every_mtu_below_it(routing: str, vpc: int) -> None:
+    """An underlay of 1400 (README "MTU"): WireGuard 1400 - 80 = 1320; IPIP inside it 20 less."""
+    spec = render(edits.set_mesh(homelab(routing), mtu=1320), "vps1")
+    assert spec.mtu == 1320
+    assert [v.mtu for v in spec.vpcs] == [vpc, vpc]
+    assert (spec.tunnel.mtu if spec.tunnel else None) == (1300 if routing == "ipip" else None)
+    assert from_json(to_json(spec), "spec") == spec
+
+
 def test_services_map_vips_to_backend_addresses() -> None:
     spec = render(homelab(), "nas")
     assert [(s.vpc, s.name, str(s.vip), s.backends) for s in spec.services] == [

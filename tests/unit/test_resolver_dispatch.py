@@ -90,6 +90,18 @@ def test_views_by_source_address(tables: Tables) -> None:
     assert isinstance(dispatch(tables, bytes(query("db").pack()), "127.0.0.1"), Forward)
 
 
+def test_a_query_from_the_resolvers_own_gateway_address_gets_the_host_view() -> None:
+    """systemd-resolved on the host asks the VPC gateway it was given (host/resolved.py) from
+    that very address: every VPC's names, like loopback; the VPC's containers still get theirs."""
+    gw = "10.100.1.1"
+    t = Tables(zone.build(zone_from_text(json.dumps(REAL_ZONE), "zone")), own=frozenset({gw}))
+    assert t.view_of(gw) is t.host
+    assert a_records(ask(t, f"db.prod.{D}", gw)) == ["10.100.255.1"]
+    assert a_records(ask(t, f"web-1.dev.{D}", gw)) == ["10.101.1.2"]  # another VPC's name too
+    assert a_records(ask(t, "web-1", PROD)) == ["10.100.1.2"]
+    assert ask(t, f"web-1.dev.{D}", PROD).header.rcode == RCODE.NXDOMAIN
+
+
 def test_non_in_class_and_zone_transfers_are_refused(tables: Tables) -> None:
     q = query(f"web-1.prod.{D}")
     q.q.qclass = CLASS.CH

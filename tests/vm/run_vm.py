@@ -287,15 +287,21 @@ def pvh_kernel(kver: str, image: Path, cache_dir: Path) -> Path | None:
         vmlinux = None
     if vmlinux is None:
         return None
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".vmlinux-")
+    _cache(target, vmlinux, "vmlinux-*")
+    return target
+
+
+def _cache(target: Path, data: bytes, others: str) -> None:
+    """Write ``data`` to the cache file ``target`` atomically; remove the cached files matching
+    the glob ``others`` (older builds) beside it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-")
     with os.fdopen(fd, "wb") as f:
-        f.write(vmlinux)
+        f.write(data)
     os.replace(tmp, target)
-    for old in cache_dir.glob("vmlinux-*"):
+    for old in target.parent.glob(others):
         if old != target:
             old.unlink(missing_ok=True)
-    return target
 
 
 # --------------------------------------------------------------------------- busybox
@@ -436,14 +442,7 @@ def get_initramfs(
     target = cache_dir / f"initrd-{kver}-{key}.cpio"
     if target.exists() and not rebuild:
         return target, False
-    data = build_initramfs(kver, modules, busybox)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".initrd-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, target)
-    for old in cache_dir.glob("initrd-*.cpio"):
-        if old != target:
-            old.unlink(missing_ok=True)
+    _cache(target, build_initramfs(kver, modules, busybox), "initrd-*.cpio")
     return target, True
 
 

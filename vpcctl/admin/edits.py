@@ -87,10 +87,11 @@ def set_mesh(
     daemon: bool | None = None,
     daemon_port: int | None = None,
     grace: int | None = None,
+    mtu: int | None = None,
     metrics: str | None = None,
 ) -> Inventory:
-    """The agent daemon's settings of the mesh (README "Mesh table"); ``metrics`` "off" turns
-    the metrics endpoint off."""
+    """The agent daemon's settings of the mesh (README "Mesh table"); the WireGuard MTU;
+    ``metrics`` "off" turns the metrics endpoint off."""
     mesh = inv.mesh
     if metrics is not None:
         mesh = replace(mesh, metrics=None if metrics == "off" else metrics)
@@ -100,6 +101,8 @@ def set_mesh(
         mesh = replace(mesh, daemon_port=daemon_port)
     if grace is not None:
         mesh = replace(mesh, grace=grace)
+    if mtu is not None:
+        mesh = replace(mesh, mtu=mtu)
     return replace(inv, mesh=mesh)
 
 

@@ -417,3 +417,24 @@ def matrix(results: Sequence[HostResult], inv: Inventory) -> dict[str, dict[str,
                 fresh.add((r.host, other))
                 fresh.add((other, r.host))
     return {a: {b: (a, b) in fresh for b in names if b != a} for a in names}
+
+
+def down_one(host: Host, t: Transport, *, forget_key: bool = False) -> HostResult:
+    """`agent down` on the host: everything vpcctl owns there removed (the key too with
+    ``forget_key``); the changes it made, Docker networks first."""
+    what = "agent down"
+    argv = agent_argv(host, "agent", "down", "--json", *(["--forget-key"] if forget_key else []))
+    done = t.run(argv)
+    try:
+        data = _json(host, done, what)
+    except AgentError:
+        if done.rc not in (0, 1):  # usage error (an agent without --forget-key), not found
+            check_version(host, t)
+        raise
+    docker = _object(host, what, data.get("docker") or {}, "'docker'")
+    nets = [f"remove Docker network {n}" for n in _field(host, what, docker, "removed", list, [])]
+    changes = nets + [
+        str(_field(host, what, c, "text", str, "?")) for c in _objects(host, what, data, "removed")
+    ]
+    return HostResult(host.name, ok=True, changed=bool(changes), changes=changes,
+                      data={"key": _field(host, what, data, "key", str)})  # fmt: skip

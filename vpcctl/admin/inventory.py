@@ -34,8 +34,11 @@ from vpcctl.core.model import (
     DEFAULT_PORT,
     DEFAULT_ROUTING,
     DEFAULT_SLICE_PREFIX,
+    MTU_MAX,
+    MTU_MIN,
     ROUTINGS,
     SCHEMA_VERSION,
+    WG_MTU,
     Container,
     Host,
     Inventory,
@@ -145,7 +148,8 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     m = r.mapping(raw["mesh"], "mesh")
     r.keys(
         m, "mesh", ("name", "cidr"),
-        ("port", "interface", "domain", "routing", "daemon", "daemon_port", "grace", "metrics"),
+        ("port", "interface", "domain", "routing", "daemon", "daemon_port", "grace", "mtu",
+         "metrics"),
     )  # fmt: skip
     routing = m.get("routing", DEFAULT_ROUTING)
     if routing not in ROUTINGS:
@@ -163,6 +167,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         daemon=_boolean(m.get("daemon", False), r.where("mesh.daemon")),
         daemon_port=parse_port(m.get("daemon_port", DAEMON_PORT), r.where("mesh.daemon_port")),
         grace=parse_int(m.get("grace", DEFAULT_GRACE), r.where("mesh.grace"), 1, 3600),
+        mtu=parse_int(m.get("mtu", WG_MTU), r.where("mesh.mtu"), MTU_MIN, MTU_MAX),
         metrics=parse_metrics(m.get("metrics", "off"), r.where("mesh.metrics")),
     )
 
@@ -546,6 +551,8 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
         out["mesh"]["daemon_port"] = m.daemon_port
     if m.grace != DEFAULT_GRACE:
         out["mesh"]["grace"] = m.grace
+    if m.mtu != WG_MTU:
+        out["mesh"]["mtu"] = m.mtu
     if m.metrics is not None:
         out["mesh"]["metrics"] = m.metrics
     hosts: dict[str, Any] = {}

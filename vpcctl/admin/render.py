@@ -13,10 +13,9 @@ from vpcctl.core.errors import NotFoundError
 from vpcctl.core.model import (
     DEFAULT_STATE_DIR,
     KEEPALIVE_SECONDS,
-    VPC_MTU,
-    WG_MTU,
     Inventory,
     gateway,
+    vpc_mtu,
 )
 from vpcctl.core.names import bridge_name, tunnel_name
 from vpcctl.core.spec import (
@@ -128,7 +127,7 @@ def _shared(inv: Inventory) -> _Shared:
                 slice=h.slices[v],
                 gateway=gateway(h.slices[v]),
                 bridge=bridge_name(v),
-                mtu=VPC_MTU if mesh.routing == "ipip" else WG_MTU,
+                mtu=vpc_mtu(mesh.mtu, mesh.routing),
             )
             for v in vpc_names
             if v in h.slices
@@ -189,12 +188,14 @@ def _spec(inv: Inventory, shared: _Shared, host: str) -> HostSpec:
         interface=mesh.interface,
         address=IPv4Interface(f"{h.address}/{mesh.cidr.prefixlen}"),
         port=mesh.port,
-        mtu=WG_MTU,
+        mtu=mesh.mtu,
         public_key=h.public_key,
         private_key_file=PRIVATE_KEY_FILE,
         routing=mesh.routing,
         tunnel=(
-            TunnelSpec(name=tunnel_name(mesh.interface), local=h.address, mtu=VPC_MTU)
+            TunnelSpec(
+                name=tunnel_name(mesh.interface), local=h.address, mtu=vpc_mtu(mesh.mtu, "ipip")
+            )
             if mesh.routing == "ipip"
             else None
         ),

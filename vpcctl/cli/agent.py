@@ -29,7 +29,10 @@ EPILOG = {
     ),
     "status": "Example:\n  vpcctl agent status --json",
     "check": "Example:\n  vpcctl agent check --json",
-    "down": "Example:\n  vpcctl agent down",
+    "down": (
+        "Examples:\n  vpcctl agent down                 # the key stays: `vpcctl up` rebuilds it\n"
+        "  vpcctl agent down --forget-key --json"
+    ),
     "run": (
         "Examples:\n  vpcctl agent run                    # in the foreground (systemd: "
         "examples/systemd/vpcctl-agent.service)\n"
@@ -99,9 +102,13 @@ def parser() -> argparse.ArgumentParser:
                   "routes, tunnel, bridges, firewall.")  # fmt: skip
     add("check", "Check that this host can run the agent: root, WireGuard (kernel or "
                  "wireguard-go), nftables.")  # fmt: skip
-    add("down", "Remove everything vpcctl owns on this host (interface, tunnel, bridges, routes, "
-                "nftables table) and stop the agent daemon. Nothing else is touched; the key "
-                "stays.")  # fmt: skip
+    dp = add("down", "Remove everything vpcctl owns on this host and nothing else: the "
+                     "WireGuard interface (and wireguard-go), the tunnel, the VPC bridges, its "
+                     "routes, its nftables table and DOCKER-USER rules, the Docker networks it "
+                     "made, the resolver and the agent daemon, its state files; sysctls go back "
+                     "to their values before vpcctl. The key stays unless --forget-key.")  # fmt: skip
+    dp.add_argument("--forget-key", action="store_true",
+                    help="also delete this host's private key (it must `vpcctl join` again)")  # fmt: skip
     rp = add("run", "Run the agent daemon: discover this host's containers, serve them to the "
                     "peers over the mesh, watch every peer's, keep the zone and the service "
                     "backends current. Runs until SIGTERM/SIGINT.")  # fmt: skip
@@ -196,7 +203,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from vpcctl.host import docker
+    from vpcctl.host import docker, resolved
     from vpcctl.host.agent import status
     from vpcctl.host.kernel import LinuxSystem
     from vpcctl.host.state import StateDir
@@ -208,10 +215,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         system.close()
     data["docker"] = docker.status(state.applied_spec())
+    data["resolved"] = resolved.status(state.applied_spec())
     if args.json:
         _json(data)
         return 0
     _print_mesh(data.get("daemon"))
+    sys.stdout.write(data["resolved"]["summary"] + "\n")
     iface = data["interface"]
     if iface is None:
         _info("no vpcctl interface on this host (nothing applied yet?)")
@@ -335,38 +344,44 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from vpcctl.host import docker
+    from vpcctl.host import docker, resolved
     from vpcctl.host.agent import down
     from vpcctl.host.kernel import LinuxSystem
     from vpcctl.host.state import StateDir
 
     state = StateDir.default(args.state_dir)
     applied = state.applied_spec()
+    dk = docker.Report()
+    names = False
+
+    def networks() -> None:  # after the daemon stopped, before the bridges go; only vpcctl's
+        nonlocal dk, names
+        dk = docker.remove_networks(applied.mesh if applied else None)
+        names = resolved.remove(applied)
+
     system = LinuxSystem()
     try:
         with state.locked():
-            # Docker's networks first (they sit on the bridges about to go); only vpcctl's
-            dk = docker.remove_networks(applied.mesh if applied else None)
-            result = down(system, state)
+            result = down(system, state, forget_key=args.forget_key, before_links=networks)
     finally:
         system.close()
+    if args.forget_key and state.discard():
+        result.messages.append(f"remove state directory {state.path}")
     if args.json:
-        out: dict[str, object] = {"removed": result.plan.to_json()}
-        if dk.present:
-            out["docker"] = dk.to_json()
-        _json(out)
+        _json({"removed": result.plan.to_json(), "docker": dk.to_json(),
+               "files": [m.removeprefix("remove state file ") for m in result.messages
+                         if m.startswith("remove state file ")],
+               "resolved_reverted": names,
+               "key": "removed" if args.forget_key else "kept"})  # fmt: skip
         return 0
-    for name in dk.removed:
-        _info(f"  remove Docker network {name}")
-    for p in dk.problems:
-        _info(f"  docker: warning: {p}")
-    for line in result.plan.describe():
+    lines = ["revert systemd-resolved settings of the mesh domain"] if names else []
+    lines += [f"remove Docker network {n}" for n in dk.removed] + result.plan.describe()
+    lines += [f"docker: warning: {p}" for p in dk.problems] + result.messages
+    for line in lines:
         _info(f"  {line}")
-    _info(
-        f"removed {len(result.plan.changes)} objects"
-        if result.plan.changes
-        else "nothing to remove"
-    )
+    n = len(dk.removed) + len(result.plan.changes)
+    _info(f"removed {n} objects{'' if args.forget_key else '; the key stays'}"
+          if n else "nothing to remove")  # fmt: skip
     return 0
 
 

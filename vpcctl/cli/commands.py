@@ -31,8 +31,14 @@ app.add_typer(service_app, name="service")
 app.add_typer(dns_app, name="dns")
 
 from vpcctl.cli import push as _push  # noqa: E402
+from vpcctl.cli import teardown as _teardown  # noqa: E402
 
 _push.register(app, host_app)
+_teardown.register(app)
+
+from vpcctl.cli import graph as _graph  # noqa: E402
+
+_graph.register(app)
 
 from vpcctl.cli.doctor import doctor as _doctor  # noqa: E402
 

@@ -215,12 +215,16 @@ def mesh_set(
     grace: int | None = typer.Option(
         None, "--grace", help="Seconds before an unreachable host's containers expire (1-3600)."
     ),
+    mtu: int | None = typer.Option(
+        None, "--mtu", help="WireGuard MTU: the underlay's MTU - 80 (default 1420; 1280-9000)."
+    ),
     metrics: str | None = typer.Option(
         None, "--metrics", help='Prometheus metrics: "127.0.0.1:9586", "mesh:9586" or "off".'
     ),
     wait: float = WAIT_OPT,
 ) -> None:
-    """Change the mesh's agent-daemon settings (the mesh table of running containers).
+    """Change the mesh's agent-daemon settings (the mesh table of running containers) and the
+    WireGuard MTU (the tunnel, VPC bridges and Docker networks get 20 less with routing ipip).
 
     [bold]Examples[/]
 
@@ -228,40 +232,67 @@ def mesh_set(
 
       vpcctl mesh set --grace 8 --daemon-port 51900
 
+      vpcctl mesh set --mtu 1320      # an underlay with MTU 1400 (PPPoE, a cloud VPC)
+
       vpcctl mesh set --metrics 127.0.0.1:9586
     """
     from vpcctl.admin import edits
-    from vpcctl.core.model import parse_int, parse_metrics, parse_port
+    from vpcctl.core.model import MTU_MAX, MTU_MIN, parse_int, parse_metrics, parse_port
 
     where = parse_metrics(metrics, "--metrics") if metrics is not None else None
     mx = (where or "off") if metrics is not None else None
     port = parse_port(daemon_port, "--daemon-port") if daemon_port is not None else None
     secs = parse_int(grace, "--grace", 1, 3600) if grace is not None else None
+    size = parse_int(mtu, "--mtu", MTU_MIN, MTU_MAX) if mtu is not None else None
     inv = _update(
         ctx,
-        lambda inv: edits.set_mesh(inv, daemon=daemon, daemon_port=port, grace=secs, metrics=mx),
+        lambda inv: edits.set_mesh(
+            inv, daemon=daemon, daemon_port=port, grace=secs, mtu=size, metrics=mx
+        ),
         wait,
     )
     m = inv.mesh
     info(f"updated mesh {m.name}: daemon {'on' if m.daemon else 'off'}, port {m.daemon_port}, "
-         f"grace {m.grace} s, metrics {m.metrics or 'off'} (apply with `vpcctl up`)")  # fmt: skip
+         f"grace {m.grace} s, mtu {m.mtu}, metrics {m.metrics or 'off'} "
+         "(apply with `vpcctl up`)")  # fmt: skip
 
 
 @host_app.command("rm")
+@ssh_options(accept_new=False)
 def host_rm(
     ctx: typer.Context,
     name: str = typer.Argument(..., autocompletion=_complete("hosts")),
-    force: bool = typer.Option(False, "--force", help="Also remove its containers."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Also remove its containers; with --purge, remove it from the "
+        "inventory even when it could not be torn down.",
+    ),
+    purge: bool = typer.Option(
+        False, "--purge", help="First tear the host down over SSH (`agent down` there)."
+    ),
+    *,
+    connect: Connect,
     wait: float = WAIT_OPT,
 ) -> None:
-    """Remove a host from the inventory (its addresses are never reused by others' renumbering).
+    """Remove a host from the inventory (its addresses are never reused by others' renumbering);
+    the next `vpcctl up` removes it from every peer. With --purge it is torn down first, and an
+    unreachable host (or a failed teardown) leaves the inventory unchanged (exit 4) unless
+    --force.
 
-    [bold]Example[/]
+    [bold]Examples[/]
 
-      vpcctl host rm vps2
+      vpcctl host rm vps2 --purge && vpcctl up
+
+      vpcctl host rm vps2 --purge --force    # vps2 is gone for good: remove it anyway
     """
     from vpcctl.admin import edits
 
+    if purge:
+        from vpcctl.cli import teardown
+
+        teardown.remove_host(ctx, name, force=force, connect=connect, wait=wait)
+        return
     _update(ctx, lambda inv: edits.rm_host(inv, name, force=force), wait)
     info(f"removed host {name}")
 

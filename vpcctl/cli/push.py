@@ -102,24 +102,27 @@ def _converge(
     parallel: int,
     as_json: bool,
     wait: float,
+    work: Any = None,
+    verb: str = "up to date",
 ) -> None:
-    """Converge hosts. On a terminal: progress and a summary; otherwise output only when
-    something changed or failed (cron mails only then), or with --json."""
+    """Converge hosts (or do ``work`` on each: `down`). On a terminal: progress and a summary;
+    otherwise output only when something changed or failed (cron mails only then), or with
+    --json."""
     from vpcctl.admin import fanout, inventory
     from vpcctl.core.lock import locked
 
     path = inventory_path(ctx)
     tty = sys.stderr.isatty() and not as_json
-    with locked(path, wait, what="the mesh (another `vpcctl up` runs)"):
+    with locked(path, wait, what="the mesh (another `vpcctl up` or `down` runs)"):
         inv = inventory.load(path)
         chosen = fanout.select(inv, hosts)
-        specs = fanout.specs_json(inv)
-        progress = _Progress(tty, len(chosen), "converging")
+        specs = fanout.specs_json(inv) if work is None else {}
+        progress = _Progress(tty, len(chosen), "converging" if work is None else verb)
         try:
             results = fanout.for_each(
                 chosen,
                 connect,
-                lambda h, t: fanout.up_one(h, t, specs[h.name]),
+                work or (lambda h, t: fanout.up_one(h, t, specs[h.name])),
                 parallel=parallel,
                 on_start=progress.start,
                 on_done=progress.done,
@@ -129,7 +132,7 @@ def _converge(
     if as_json:
         print_json([r.to_json() for r in results])
     elif tty or any(r.changed or not r.ok for r in results):
-        _summary(results, "up to date")
+        _summary(results, verb)
     _exit(results)
 
 

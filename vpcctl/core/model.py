@@ -62,6 +62,15 @@ WIREGUARD_OVERHEAD = 80
 IPIP_OVERHEAD = 20
 WG_MTU = UNDERLAY_MTU - WIREGUARD_OVERHEAD
 VPC_MTU = WG_MTU - IPIP_OVERHEAD
+# `mtu` in [mesh] (`vpcctl mesh set --mtu`) replaces WG_MTU for an underlay that is not 1500:
+# underlay MTU - 80. 1280 is WireGuard's floor (IPv6's minimum), 9000 a jumbo-frame underlay's.
+MTU_MIN, MTU_MAX = 1280, 9000
+
+
+def vpc_mtu(wg_mtu: int, routing: str) -> int:
+    """The MTU of the tunnel, the VPC bridges and containers: IPIP inside WireGuard costs 20."""
+    return wg_mtu - IPIP_OVERHEAD if routing == "ipip" else wg_mtu
+
 
 # Every pattern ends in \Z, never $: "$" also matches before a trailing newline, which would let
 # "db\n" through and inject a line into a rendered config.
@@ -550,6 +559,7 @@ class Mesh:
     daemon: bool = False  # `vpcctl agent apply` starts (and keeps) the agent daemon
     daemon_port: int = DAEMON_PORT
     grace: int = DEFAULT_GRACE  # seconds
+    mtu: int = WG_MTU  # of the WireGuard interface (README "MTU")
     metrics: str | None = None  # the daemon's Prometheus metrics: "127.0.0.1:9586", "mesh:9586"
 
 

@@ -269,8 +269,17 @@ Outcome = bytes | Forward | None
 class Tables:
     """The answer tables of one zone. A zone change builds a new Tables; nothing is patched."""
 
-    def __init__(self, zone: zone_mod.Zone | None, cache_limit: int = CACHE_LIMIT) -> None:
+    def __init__(
+        self,
+        zone: zone_mod.Zone | None,
+        cache_limit: int = CACHE_LIMIT,
+        own: frozenset[str] = frozenset(),
+    ) -> None:
+        """``own``: the resolver's own listen addresses. A query from one of them comes from this
+        host (the kernel drops a packet from outside that claims a local source address), e.g.
+        systemd-resolved asking the VPC gateway it was given: it gets the host's view."""
         self.zone = zone
+        self.own = own
         self.cache_limit = cache_limit
         self.cached = 0
         self.vpcs: list[tuple[IPv4Network, _ViewCache]] = []
@@ -290,8 +299,8 @@ class Tables:
             ip = IPv4Address(client)
         except ValueError:
             return None
-        found = next((vc for cidr, vc in self.vpcs if ip in cidr), None)
-        if found is None and ip in zone_mod.LOOPBACK:
+        found = None if client in self.own else next((vc for c, vc in self.vpcs if ip in c), None)
+        if found is None and (ip in zone_mod.LOOPBACK or client in self.own):
             found = self.host
         if len(self.clients) >= CLIENT_LIMIT:
             self.clients.clear()
@@ -859,7 +868,8 @@ class Server:
         if self.config.ttl is not None:
             data = replace(data, ttl=self.config.ttl)
         built = zone_mod.build(data)
-        self.tables = Tables(built)  # one assignment: the serving threads pick it up
+        own = frozenset(a for a, _port in self.config.listen)
+        self.tables = Tables(built, own=own)  # one assignment: the serving threads pick it up
         if not first:
             self.reloads += 1
         n = zone_mod.names((built.host_view, *(v for _c, _n, v in built.vpc_views)))

@@ -7,6 +7,7 @@ place a host keeps vpcctl's secrets and history:
 ``applied.json``   the last HostSpec applied successfully (what rollback returns to)
 ``firewall.json``  digests of the nftables table as generated and as listed after loading
 ``zone.json``      the resolver's zone (names of the VPCs this host serves)
+``sysctl.json``    each sysctl's value before vpcctl first changed it (`agent down` restores it)
 ``.lock``          held while an apply runs
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from vpcctl.host import live
 from vpcctl.host.linktypes import ALIAS_PREFIX, RTPROT_VPCCTL
 from vpcctl.host.plans import MANAGED, Change, Plan
 from vpcctl.host.state import (
+    KEY_FILE,
     StateDir,
     as_error,
     host_as_recorded,
@@ -36,6 +38,8 @@ from vpcctl.host.state import (
     result_json,
     unchanged,
 )
+
+FORWARDING_SYSCTL = "net.ipv4.ip_forward"
 
 if TYPE_CHECKING:
     from vpcctl.host.kernel import System
@@ -131,7 +135,13 @@ def observe(system: System, spec: HostSpec | None, state: StateDir) -> Observed:
         endpoints=endpoints,
         resolver=system.resolver_running(state.resolver_pid),
         daemon=system.resolver_running(state.daemon_pid),
+        forwarding_before=_forwarding_before(state),
     )
+
+
+def _forwarding_before(state: StateDir) -> bool | None:
+    value = state.sysctls_before().get(FORWARDING_SYSCTL)
+    return None if value is None else value.strip() == "1"
 
 
 def desired_for(
@@ -183,7 +193,11 @@ def _execute(change: Change, system: System, state: StateDir, key: PrivateKey | 
     wireguard = (ch.CreateWireGuard, ch.SetPrivateKey, ch.SetListenPort, ch.SetPeer, ch.RemovePeer)
     files = (ch.LoadFirewall, ch.DeleteFirewall, ch.WriteZone, ch.StartResolver, ch.StopResolver,
              ch.StartDaemon, ch.StopDaemon)  # fmt: skip
-    if isinstance(change, wireguard):
+    if isinstance(change, ch.SetForwarding):
+        if not change.restore:  # the host's own value, recorded once before the first change
+            state.record_sysctl(FORWARDING_SYSCTL, "1" if system.forwarding() else "0")
+        system.set_forwarding(change.on)
+    elif isinstance(change, wireguard):
         _execute_wireguard(change, system, key)
     elif isinstance(change, files):
         _execute_firewall_and_names(change, system, state)
@@ -213,8 +227,6 @@ def _execute_links_and_routes(change: Change, system: System) -> None:
     from vpcctl.host import changes as ch
 
     match change:
-        case ch.SetForwarding(on=on):
-            system.set_forwarding(on)
         case ch.CreateTunnel(name=name, local=local, mtu=mtu, alias=alias):
             system.add_ipip(name, local, mtu, alias)
         case ch.CreateBridge(name=name, mtu=mtu, alias=alias):
@@ -276,11 +288,14 @@ class Result:
     messages: list[str] = field(default_factory=list)
     zone_only: bool = False  # the names-only fast path: only the zone file was written
     docker: dict[str, Any] | None = None  # what the Docker step did (None: no Docker here)
+    resolved: dict[str, Any] | None = None  # systemd-resolved registration (host/resolved.py)
 
     def to_json(self) -> dict[str, Any]:
         out = result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
         if self.docker is not None:
             out["docker"] = self.docker
+        if self.resolved is not None:
+            out["resolved"] = self.resolved
         return out
 
 
@@ -363,19 +378,31 @@ def converge(
         return apply(spec, None, state, dry_run=True, backend=backend)
     spec_text = to_json(spec)
     if unchanged(spec, spec_text, state):
-        return Result(host=spec.host, plan=Plan(()), seconds=time.monotonic() - started)
-    with state.locked():
-        try:
-            if only_names_changed(spec_text, state) and host_as_recorded(spec, state):
-                result = _write_zone_only(spec, spec_text, state, progress)
-            else:
-                result = apply(spec, None, state, progress=progress, backend=backend)
-        except VpcctlError:
-            record_apply(state, time.monotonic() - started, ok=False)
-            raise
-        result.seconds = time.monotonic() - started
-        record_apply(state, result.seconds, ok=True)
+        result = Result(host=spec.host, plan=Plan(()))
+    else:
+        with state.locked():
+            try:
+                if only_names_changed(spec_text, state) and host_as_recorded(spec, state):
+                    result = _write_zone_only(spec, spec_text, state, progress)
+                else:
+                    result = apply(spec, None, state, progress=progress, backend=backend)
+            except VpcctlError:
+                record_apply(state, time.monotonic() - started, ok=False)
+                raise
+            record_apply(state, time.monotonic() - started, ok=True)
+    _register_names(result, spec)
+    result.seconds = time.monotonic() - started
     return result
+
+
+def _register_names(result: Result, spec: HostSpec) -> None:
+    """Names on the host itself (systemd-resolved), asserted on every converge: resolved forgets
+    a link's settings when the link is recreated (README "Names on the hosts themselves")."""
+    from vpcctl.host import resolved
+
+    result.resolved = resolved.ensure(spec)
+    if result.resolved["mode"] == "systemd-resolved" and not result.resolved["registered"]:
+        result.messages.append(f"warning: {result.resolved['summary']}")
 
 
 def _write_zone_only(
@@ -514,9 +541,22 @@ def _key_for(spec: HostSpec, state: StateDir) -> PrivateKey:
     return key
 
 
-def down(system: System, state: StateDir, mesh: str | None = None) -> Result:
-    """Remove everything vpcctl owns on this host (links, routes, firewall table)."""
-    from vpcctl.host.changes import DeleteLink
+def down(
+    system: System,
+    state: StateDir,
+    mesh: str | None = None,
+    *,
+    forget_key: bool = False,
+    before_links: Callable[[], None] | None = None,
+) -> Result:
+    """Remove everything vpcctl owns on this host and nothing else: the agent daemon (first: it
+    would rewrite what the rest removes), then ``before_links`` (Docker's networks, which sit on
+    the bridges), the links, routes, firewall table and resolver, the sysctls back to their
+    values before vpcctl, and the state files (the key only with ``forget_key``).
+
+    Best effort: a change that fails does not stop the others; then the state files stay (the
+    sysctl record is what a second `agent down` restores from) and the error lists what failed."""
+    from vpcctl.host.changes import DeleteLink, StopDaemon
     from vpcctl.host.plan import Desired, alias_for, plan
 
     observed = observe(system, None, state)
@@ -530,10 +570,37 @@ def down(system: System, state: StateDir, mesh: str | None = None) -> Result:
                 if not isinstance(c, DeleteLink) or observed.links[c.name].alias == mine
             )
         )
-    _run(p, system, state, None, None)
-    with contextlib.suppress(FileNotFoundError):
-        state.applied.unlink()
-    return Result(host="", plan=p, applied=len(p.changes))
+    applied = state.applied_spec()
+    keys = tuple(dict.fromkeys([KEY_FILE, *([applied.private_key_file] if applied else [])]))
+    first = [c for c in p.changes if isinstance(c, StopDaemon)]
+    failures = _run_all(first, system, state)
+    if before_links is not None:
+        before_links()
+    failures += _run_all([c for c in p.changes if c not in first], system, state)
+    result = Result(host=applied.host if applied else "", plan=p,
+                    applied=len(p.changes) - len(failures))  # fmt: skip
+    if failures:
+        raise ApplyError(
+            f"teardown incomplete: {failures[0]}"
+            + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else "")
+            + f"; {result.applied} of {len(p.changes)} changes done, state files kept",
+            "fix that, then run `vpcctl agent down` again (it removes what is left)",
+        )
+    result.messages = [
+        f"remove state file {n}" for n in state.forget(keys=keys if forget_key else ())
+    ]
+    return result
+
+
+def _run_all(changes: Sequence[Change], system: System, state: StateDir) -> list[str]:
+    """Execute every change, whatever fails; the failures as one line each."""
+    failures = []
+    for change in changes:
+        try:
+            _execute(change, system, state, None)
+        except Exception as exc:  # teardown goes on; the caller reports what failed
+            failures.append(f"{change.describe()}: {as_error(exc, state).message}")
+    return failures
 
 
 def mesh_status(system: System, state: StateDir) -> dict[str, Any]:

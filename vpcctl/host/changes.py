@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class SetForwarding(Change, text="set net.ipv4.ip_forward = {on:d}"):
     on: bool = True
+    restore: bool = False  # `agent down`: back to the value recorded before vpcctl's first change
+
+    def describe(self) -> str:
+        if self.restore:
+            return f"restore net.ipv4.ip_forward = {self.on:d} (its value before vpcctl)"
+        return super().describe()
 
 
 @dataclass(frozen=True)

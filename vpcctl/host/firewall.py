@@ -12,6 +12,12 @@ the old table and defines the new one, so the kernel swaps them atomically):
   (:func:`backends_script`); the rest of the table is not touched;
 * the agent daemon's port (TCP, on the mesh address) is accepted only from the WireGuard
   interface;
+* MSS clamp: a TCP SYN (or SYN-ACK) forwarded into or out of the tunnels (the WireGuard
+  interface and, with routing ``ipip``, the IPIP tunnel) gets its MSS option lowered to what the
+  route it takes can carry (``rt mtu``: the route's MTU minus 40), so TCP between containers never
+  sends segments the tunnel would have to fragment or drop, even where ICMP "fragmentation needed"
+  never comes back. The host's own connections need no clamp: their MSS already comes from the
+  route they leave by;
 * hairpin: a client whose chosen backend sits on the same bridge is SNAT-ed to the bridge's
   gateway, the one case where VPC traffic is rewritten (otherwise the backend would answer the
   client directly and the connection would break). No other VPC traffic is ever masqueraded.
@@ -70,6 +76,19 @@ def backends_script(spec: HostSpec, backends: Backends) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def tunnels(spec: HostSpec) -> tuple[str, ...]:
+    """The interfaces VPC traffic crosses between hosts: the WireGuard interface and the tunnel."""
+    return (spec.interface, *((spec.tunnel.name,) if spec.tunnel else ()))
+
+
+def mss_clamp(spec: HostSpec) -> list[str]:
+    """Forward-hook rules clamping the MSS of TCP SYNs into and out of the tunnels to the path
+    MTU (``rt mtu``), like iptables' ``TCPMSS --clamp-mss-to-pmtu``."""
+    devs = ", ".join(f'"{d}"' for d in tunnels(spec))
+    clamp = "tcp flags syn tcp option maxseg size set rt mtu"
+    return [f"\t\toifname {{ {devs} }} {clamp}", f"\t\tiifname {{ {devs} }} {clamp}"]
+
+
 def ruleset(spec: HostSpec, backends: Backends | None = None) -> str:
     """The whole table as nft text. Deterministic: same spec (and backends), same bytes.
 
@@ -106,6 +125,7 @@ def ruleset(spec: HostSpec, backends: Backends | None = None) -> str:
     lines += [
         "\tchain forward {",
         "\t\ttype filter hook forward priority filter; policy accept;",
+        *mss_clamp(spec),
         *isolation,
         *reject_vips,
         "\t}",

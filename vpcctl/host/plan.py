@@ -81,6 +81,7 @@ class Observed:
     endpoints: Mapping[str, str] = field(default_factory=dict)  # spec endpoint -> IP:port
     resolver: tuple[str, ...] | None = None  # argv of the running resolver
     daemon: tuple[str, ...] | None = None  # argv of the running agent daemon
+    forwarding_before: bool | None = None  # ip_forward before vpcctl first set it (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -333,6 +334,9 @@ def _plan_down(observed: Observed) -> Plan:
         changes.append(DeleteFirewall())
     if observed.resolver is not None:
         changes.append(StopResolver())
+    before = observed.forwarding_before
+    if before is not None and before != observed.forwarding:
+        changes.append(SetForwarding(before, restore=True))
     if observed.daemon is not None:
         changes.insert(0, StopDaemon())  # first: it would rewrite what the others remove
     return Plan(tuple(changes))

@@ -10,6 +10,7 @@
 ``endpoints.json`` this host's endpoints for hosts without Docker (StaticDiscovery)
 ``daemon.pid``     the agent daemon's pid (``daemon.log`` its log)
 ``spec.json``      the HostSpec `vpcctl up` pushed last (``agent apply --save``)
+``sysctl.json``    each sysctl's value before vpcctl first changed it (`agent down` restores it)
 ``.agent.lock``    held while an apply runs
 
 Kept free of heavy imports: the no-change fast path of `agent apply` only needs this, spec.py
@@ -105,6 +106,65 @@ class StateDir:
     def spec(self) -> Path:
         """Where `vpcctl up` has the agent store the HostSpec it pushed (`apply --save`)."""
         return self.path / "spec.json"
+
+    @property
+    def sysctls(self) -> Path:
+        """The sysctls vpcctl changed, with the value each had before its first change."""
+        return self.path / "sysctl.json"
+
+    def sysctls_before(self) -> dict[str, str]:
+        """``{sysctl: value before vpcctl}``; empty when vpcctl changed none (or the record is
+        unreadable: then there is nothing known to restore)."""
+        try:
+            data = json.loads(self.read(self.sysctls) or "{}")
+        except ValueError:
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+    def record_sysctl(self, name: str, value: str) -> None:
+        """Record ``name``'s value before vpcctl's first change of it (a later change keeps the
+        first record: that is the host's own value)."""
+        have = self.sysctls_before()
+        if name not in have:
+            self.write(self.sysctls, json.dumps({**have, name: value}, indent=2) + "\n")
+
+    def written(self) -> list[Path]:
+        """Every file the agent writes here, the key and the lock aside (``endpoints.json`` is
+        the operator's input, not the agent's)."""
+        return [self.applied, self.firewall, self.zone, self.resolver_pid, self.resolver_log,
+                self.live, self.mesh_status, self.daemon_pid, self.daemon_log, self.fingerprint,
+                self.spec, self.sysctls]  # fmt: skip
+
+    def forget(self, *, keys: tuple[str, ...] = ()) -> list[str]:
+        """Teardown: remove every file the agent wrote (and the key files named in ``keys``,
+        for `agent down --forget-key`), plus temp files a killed writer left. Returns the names
+        removed."""
+        gone = []
+        targets = [*self.written(), *(self.key(k) for k in keys)]
+        names = {p.name for p in targets}
+        with contextlib.suppress(FileNotFoundError):  # `.NAME.PID.tmp` of a writer killed mid-way
+            targets += [Path(e.path) for e in os.scandir(self.path)
+                        if e.name.endswith(".tmp") and e.name[1:-4].rsplit(".", 1)[0] in names
+                        and e.name.startswith(".")]  # fmt: skip
+        for path in targets:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                gone.append(path.name)
+        return gone
+
+    def discard(self) -> bool:
+        """After `agent down --forget-key` (the lock released): remove the lock file and the
+        directory when nothing else is in it. False when something else is (it all stays)."""
+        with contextlib.suppress(FileNotFoundError):
+            if {e.name for e in os.scandir(self.path)} - {".agent.lock"}:
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / ".agent.lock").unlink()
+            with contextlib.suppress(OSError):  # someone wrote a file meanwhile: it stays
+                self.path.rmdir()
+        return True
 
     def save_spec(self, text: str, path: Path | None = None) -> None:
         """Store the spec as given (atomically, 0600) at ``path``, by default :attr:`spec`."""

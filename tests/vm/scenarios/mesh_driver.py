@@ -139,6 +139,8 @@ with R.phase("imports"):
     import vpcctl.host.wireguard
     from tests.lab.harness import PRIVATE_DIRS, Lab, LabContainer, LabHost, LabNode
     from tests.lab.mesh import Mesh
+    from tests.snapshot import diff as snapshot_diff
+    from tests.snapshot import snapshot
     from vpcctl.admin import edits, inventory
     from vpcctl.core.model import Inventory, SshTarget, parse_portspec
 
@@ -722,6 +724,16 @@ def scenario(lab: VmLab) -> None:
             name = f"vpc_ping_{a}_{b}".replace("-", "")
             # 1400-byte packets with DF set fit: VPC MTU 1400 = 1420 (WireGuard) - 20 (IPIP)
             R.record(name + ("_1400_bytes_df" if x else ""), *pinged(r, 3))
+        # one byte more does not fit; and the MSS clamp is in the table (README "MTU")
+        over, fwd = lab.run_many([
+            (c["web-1"], f"ping -n -q -c 1 -W 2 -M do -s 1373 {c['db-1'].ip}"),
+            (H("h1"), "nft list chain inet vpcctl forward"),
+        ])  # fmt: skip
+        R.record("vpc_ping_1401_bytes_df_refused", *not_pinged(over))
+        clamp = "tcp flags syn tcp option maxseg size set rt mtu"
+        R.record("mss_clamp_rule_on_vpc0_and_tunnel",
+                 f'oifname {{ "vpc0", "vpc0-ipip" }} {clamp}' in fwd.out
+                 and f'iifname {{ "vpc0", "vpc0-ipip" }} {clamp}' in fwd.out, fwd.text)  # fmt: skip
         srv = serve(lab, [(c["db-1"], 7001, "tcp-db-1"), (c["web-1"], 7002, "tcp-web-1")])
         try:
             rs = lab.run_many([(c["web-1"], nc_cmd(c["db-1"].ip, 7001, 2)),
@@ -820,6 +832,7 @@ def scenario(lab: VmLab) -> None:
         time.sleep(1.0)
         t_join = time.monotonic()
         mesh.add_hosts(["h4"])
+        before_h4 = snapshot(lab, H("h4"))  # issue 12: compared after its `agent down`
         addr["h4"] = str(mesh.inv.hosts["h4"].address)
         results = mesh.apply_many(["h4", *HOSTS])
         R.info("join_seconds", f"host + keygen + inventory + 4 applies: "
@@ -880,6 +893,9 @@ def scenario(lab: VmLab) -> None:
                  not re.search(r"^(vpc0|vpc0-ipip|vb-\S+)\s", gone.stdout, re.M)
                  and "proto" not in gone.stdout and "vpcctl" not in gone.stdout
                  and "key-kept" in gone.stdout, gone.stdout + gone.stderr)  # fmt: skip
+        after_h4 = snapshot(lab, H("h4"))
+        R.record("leave_h4_snapshot_equal_to_before_its_first_apply", after_h4 == before_h4,
+                 snapshot_diff(before_h4, after_h4)[:4000])  # fmt: skip
         mesh.change(lambda inv: edits.rm_host(inv, "h4"))
         left = mesh.apply_many(HOSTS)
         time.sleep(1.0)
