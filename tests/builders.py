@@ -51,20 +51,14 @@ def homelab(routing: str = "ipip") -> Inventory:
     inv = edits.add_host(
         inv, "nas", SshTarget("nas.lan", "admin", 2222), public_key=public_key("nas")
     )
-    inv = edits.add_host(
-        inv,
-        "vps1",
-        SshTarget("203.0.113.10", "root"),
-        endpoint="203.0.113.10:51820",
-        public_key=public_key("vps1"),
-    )
-    inv = edits.add_host(
-        inv,
-        "vps2",
-        SshTarget("198.51.100.20", "root"),
-        endpoint="198.51.100.20:51820",
-        public_key=public_key("vps2"),
-    )
+    for name, underlay in (("vps1", "203.0.113.10"), ("vps2", "198.51.100.20")):
+        inv = edits.add_host(
+            inv,
+            name,
+            SshTarget(underlay, "root"),
+            endpoint=f"{underlay}:51820",
+            public_key=public_key(name),
+        )
     inv = edits.add_vpc(inv, "prod", IPv4Network("10.100.0.0/16"))
     inv = edits.add_vpc(inv, "staging", IPv4Network("10.200.0.0/16"))
     inv = edits.add_container(inv, "web-1", "prod", "nas")

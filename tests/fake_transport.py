@@ -10,9 +10,10 @@ script behaves like a healthy agent of this vpcctl version; its script overrides
     net["vps2"] = FakeHost(refuse=host_key_changed("root@198.51.100.20"))
 
 Answers are matched on the agent's subcommand: ``--version``, ``agent apply``, ``agent status``,
-``agent check``, ``agent keygen``, ``agent down`` (or ``sh`` for a shell script such as
-bootstrap's); an answer is a :class:`Reply`, a list of them (one per call, the last one
-repeated), or a function of the :class:`Call`. Every call and every ``put`` is recorded, and whether each transport was closed.
+``agent check``, ``agent keygen``, ``agent down``, ``agent confirm`` (or ``sh`` for a shell
+script such as bootstrap's); an answer is a :class:`Reply`, a list of them (one per call, the
+last one repeated), or a function of the :class:`Call`. Every call and every ``put`` is
+recorded, and whether each transport was closed.
 """
 
 from __future__ import annotations
@@ -175,7 +176,15 @@ class FakeHost:
             dry = call.has("--dry-run")
             changes = [{"op": "Fake", "text": t} for t in self.changes]
             applied = 0 if dry else len(changes)
-            return agent_json(result_json(name, changes, applied, dry, 0.01))
+            out = result_json(name, changes, applied, dry, 0.01)
+            seconds = call.option("--confirm")
+            if seconds is not None and changes:  # a confirmed apply arms a revert
+                out["confirm"] = {"armed": True, "pending": True, "token": call.option("--token"),
+                                  "seconds": float(seconds), "seconds_left": float(seconds)}  # fmt: skip
+            return agent_json(out)
+        if call.verb == "agent confirm":
+            return agent_json({"confirmed": True, "outcome": "confirmed",
+                               "token": call.option("--token"), "message": "confirmed"})  # fmt: skip
         if call.verb == "agent status":
             return agent_json({"host": name, "applied": True, "peers": self.peers})
         if call.verb == "agent check":

@@ -151,6 +151,11 @@ class FakeSystem:
             None,
             0,
             0,
+            psk_digest=(
+                update.preshared_key.digest()
+                if update.preshared_key is not None
+                else (old.psk_digest if old else None)
+            ),
         )
 
     def wg_remove_peer(self, name: str, public_key: str) -> None:

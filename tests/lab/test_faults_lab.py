@@ -64,6 +64,19 @@ def by_host(res: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
     return {r["host"]: r for r in records}
 
 
+def timed(
+    net: SshMesh, *args: str, code: int = 4, timeout: float = 60
+) -> tuple[dict[str, dict[str, Any]], float]:
+    """Run ``vpcctl ARGS`` (with --json): no traceback, exit ``code``; returns the results by
+    host and the seconds it took."""
+    started = time.monotonic()
+    res = net.vpcctl(*args, check=False, timeout=timeout)
+    took = time.monotonic() - started
+    no_traceback(res)
+    assert res.returncode == code, (args, res.stdout[-2000:], res.stderr[-2000:])
+    return by_host(res), took
+
+
 def fake_agent(net: SshMesh, host: str, body: str) -> None:
     """Install ``body`` (sh) as ``host``'s agent command; it answers --version like the real
     agent, records its pid, and can run the real agent as ``$REAL``."""
@@ -120,12 +133,7 @@ def test_a_tarpit_sshd_costs_its_connect_timeout_only(net: SshMesh) -> None:
     try:
         time.sleep(0.5)
         for command in ("up", "status", "plan"):
-            started = time.monotonic()
-            res = net.vpcctl(command, "--connect-timeout", "2", "--json", check=False, timeout=60)
-            took = time.monotonic() - started
-            no_traceback(res)
-            assert res.returncode == 4, (command, res.stdout, res.stderr)
-            hosts = by_host(res)
+            hosts, took = timed(net, command, "--connect-timeout", "2", "--json")
             assert hosts["f1"]["ok"] and hosts["f2"]["ok"] and not hosts["f3"]["ok"]
             assert f"no SSH greeting from {h.underlay_ip}:22 within 2 s" in hosts["f3"]["error"]
             assert took < 15, (command, took)  # (measured: 5-8 s on a loaded 2-core machine)
@@ -165,12 +173,7 @@ def test_a_misbehaving_agent_is_that_hosts_failure(net: SshMesh, body: str, expe
         for command in ("up", "plan", "status"):
             if command == "status" and ("exit 1" in body or "changed" in body):
                 continue  # status reads other fields (its shapes: tests/cli/test_push_hostile.py)
-            started = time.monotonic()
-            res = net.vpcctl(command, "--json", "--timeout", "20", check=False, timeout=120)
-            took = time.monotonic() - started
-            no_traceback(res)
-            assert res.returncode == 4, (command, res.stdout[-2000:], res.stderr[-2000:])
-            hosts = by_host(res)
+            hosts, took = timed(net, command, "--json", "--timeout", "20", timeout=120)
             assert hosts["f1"]["ok"] and hosts["f3"]["ok"], hosts
             error = hosts["f2"]["error"]
             assert any(e in error for e in expect.split("|")), error
@@ -193,12 +196,8 @@ def test_3mb_of_stderr_does_not_stall_a_good_answer(net: SshMesh) -> None:
     at once, so the apply answers at its own speed (it used to stall until the timeout)."""
     fake_agent(net, "f2", "head -c 3000000 /dev/zero | tr '\\0' e >&2; exec $REAL \"$@\"")
     try:
-        started = time.monotonic()
-        res = net.vpcctl("up", "--json", "--timeout", "60", check=False, timeout=120)
-        took = time.monotonic() - started
-        no_traceback(res)
-        assert res.returncode == 0, (res.stdout, res.stderr[-2000:])
-        assert all(r["ok"] for r in by_host(res).values())
+        hosts, took = timed(net, "up", "--json", "--timeout", "60", code=0, timeout=120)
+        assert all(r["ok"] for r in hosts.values())
         assert took < 15, took
     finally:
         real_agent(net, "f2")
@@ -208,13 +207,8 @@ def test_a_hanging_agent_is_bounded_by_timeout_and_ended_on_the_host(net: SshMes
     fake_agent(net, "f2", f"sleep 3600 & echo $! >> {PIDS}; wait")
     try:
         for command in ("up", "plan", "status", "sync"):
-            started = time.monotonic()
             # 8 s: enough for the healthy agents on a loaded 2-core machine
-            res = net.vpcctl(command, "--json", "--timeout", "8", check=False, timeout=60)
-            took = time.monotonic() - started
-            no_traceback(res)
-            assert res.returncode == 4, (command, res.stdout, res.stderr)
-            hosts = by_host(res)
+            hosts, took = timed(net, command, "--json", "--timeout", "8")
             assert "timed out after 8 s" in hosts["f2"]["error"], hosts["f2"]
             assert hosts["f1"]["ok"] and hosts["f3"]["ok"], hosts
             assert took < 16, (command, took)

@@ -134,3 +134,14 @@ def test_discard_removes_an_empty_state_directory_only(state: StateDir) -> None:
     assert not state.discard() and (state.path / "endpoints.json").exists()
     (state.path / "endpoints.json").unlink()
     assert state.discard() and not state.path.exists()
+
+
+def test_every_state_file_but_the_operators_is_one_that_down_removes(state: StateDir) -> None:
+    """A new state file (a new path property of StateDir) must be added to ``written()``, or
+    `agent down` would leave it behind."""
+    paths = {
+        getattr(state, name)
+        for name, attr in vars(StateDir).items()
+        if isinstance(attr, property) and isinstance(getattr(state, name), Path)
+    }
+    assert paths - set(state.written()) == {state.static_endpoints}  # the operator's input

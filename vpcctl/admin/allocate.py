@@ -18,7 +18,7 @@ when it is free and in range.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network
 
 from vpcctl.core.errors import AllocationError
@@ -44,30 +44,53 @@ def _first_free(start: int, end: int, used: set[int]) -> int | None:
     return None
 
 
+Refusal = Callable[[], AllocationError]
+
+
+def _pick(
+    wanted: IPv4Address | None,
+    first: int,
+    last: int,
+    used: set[int],
+    *,
+    outside: Refusal,
+    taken: Refusal,
+    full: Refusal,
+) -> IPv4Address:
+    """``wanted`` if it is in ``first..last`` and not ``used``, else the first free address
+    there; the refusals say why not (in the words of what is allocated)."""
+    if wanted is not None:
+        if not first <= int(wanted) <= last:
+            raise outside()
+        if int(wanted) in used:
+            raise taken()
+        return wanted
+    found = _first_free(first, last, used)
+    if found is None:
+        raise full()
+    return IPv4Address(found)
+
+
 def host_address(inv: Inventory, wanted: IPv4Address | None = None) -> IPv4Address:
     cidr = inv.mesh.cidr
     used = {int(h.address) for h in inv.hosts.values()}
     first, last = int(cidr.network_address) + 1, int(cidr.broadcast_address) - 1
-    if wanted is not None:
-        if wanted not in cidr or not first <= int(wanted) <= last:
-            raise AllocationError(
-                f"address {wanted} is not a usable address of the mesh CIDR {cidr}",
-                f"pick an address between {IPv4Address(first)} and {IPv4Address(last)}",
-            )
-        if int(wanted) in used:
-            owner = next(h.name for h in inv.hosts.values() if h.address == wanted)
-            raise AllocationError(
-                f"address {wanted} is already used by host {owner}",
-                "pick another address, or leave --address out to allocate one",
-            )
-        return wanted
-    found = _first_free(first, last, used)
-    if found is None:
-        raise AllocationError(
+    return _pick(
+        wanted, first, last, used,
+        outside=lambda: AllocationError(
+            f"address {wanted} is not a usable address of the mesh CIDR {cidr}",
+            f"pick an address between {IPv4Address(first)} and {IPv4Address(last)}",
+        ),
+        taken=lambda: AllocationError(
+            f"address {wanted} is already used by host "
+            f"{next(h.name for h in inv.hosts.values() if h.address == wanted)}",
+            "pick another address, or leave --address out to allocate one",
+        ),
+        full=lambda: AllocationError(
             f"the mesh CIDR {cidr} is full ({len(used)} hosts)",
             "a larger mesh CIDR needs a new mesh (`vpcctl init` with a larger --mesh-cidr)",
-        )
-    return IPv4Address(found)
+        ),
+    )  # fmt: skip
 
 
 def vpc_slice(
@@ -116,46 +139,40 @@ def container_ip(
     docker = docker_range(slice_)
     if docker is not None:
         last = int(docker.network_address) - 1
-    if wanted is not None:
-        if not first <= int(wanted) <= last:
-            docker_note = f"; {docker} is Docker's range" if docker is not None else ""
-            raise AllocationError(
-                f"{wanted} is not a container address of host {host}'s slice {slice_} in VPC {vpc}",
-                f"pick an address from {IPv4Address(first)} to {IPv4Address(last)} "
-                f"({gateway(slice_).ip} is the gateway{docker_note})",
-            )
-        if int(wanted) in used:
-            raise AllocationError(
-                f"{wanted} is already used in VPC {vpc}",
-                "pick another address, or leave --ip out to allocate one",
-            )
-        return wanted
-    found = _first_free(first, last, used)
-    if found is None:
-        raise AllocationError(
+    docker_note = f"; {docker} is Docker's range" if docker is not None else ""
+    return _pick(
+        wanted, first, last, used,
+        outside=lambda: AllocationError(
+            f"{wanted} is not a container address of host {host}'s slice {slice_} in VPC {vpc}",
+            f"pick an address from {IPv4Address(first)} to {IPv4Address(last)} "
+            f"({gateway(slice_).ip} is the gateway{docker_note})",
+        ),
+        taken=lambda: AllocationError(
+            f"{wanted} is already used in VPC {vpc}",
+            "pick another address, or leave --ip out to allocate one",
+        ),
+        full=lambda: AllocationError(
             f"host {host}'s slice {slice_} of VPC {vpc} is full"
             + (f" (its upper half {docker} is Docker's range)" if docker is not None else ""),
             "remove containers from that host, or place this one on another host",
-        )
-    return IPv4Address(found)
+        ),
+    )  # fmt: skip
 
 
 def service_vip(inv: Inventory, vpc: str, wanted: IPv4Address | None = None) -> IPv4Address:
     rng = inv.vpcs[vpc].services
     used = {int(s.vip) for s in inv.services.values() if s.vpc == vpc}
     first, last = int(rng.network_address) + 1, int(rng.broadcast_address) - 1
-    if wanted is not None:
-        if not first <= int(wanted) <= last:
-            raise AllocationError(
-                f"VIP {wanted} is outside VPC {vpc}'s service range {rng}",
-                f"pick an address from {IPv4Address(first)} to {IPv4Address(last)}",
-            )
-        if int(wanted) in used:
-            raise AllocationError(f"VIP {wanted} is already used in VPC {vpc}", "pick another one")
-        return wanted
-    found = _first_free(first, last, used)
-    if found is None:
-        raise AllocationError(
+    return _pick(
+        wanted, first, last, used,
+        outside=lambda: AllocationError(
+            f"VIP {wanted} is outside VPC {vpc}'s service range {rng}",
+            f"pick an address from {IPv4Address(first)} to {IPv4Address(last)}",
+        ),
+        taken=lambda: AllocationError(
+            f"VIP {wanted} is already used in VPC {vpc}", "pick another one"
+        ),
+        full=lambda: AllocationError(
             f"the service range {rng} of VPC {vpc} is full", "remove unused services"
-        )
-    return IPv4Address(found)
+        ),
+    )  # fmt: skip

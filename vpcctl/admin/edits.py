@@ -34,14 +34,11 @@ def new(
     interface: str,
     domain: str,
     routing: Routing,
+    psk: bool = False,
 ) -> Inventory:
     if cidr.prefixlen > 30:
         raise ValidationError(f"--mesh-cidr {cidr} is too small", "use at most a /30 (e.g. a /24)")
-    return Inventory(
-        mesh=Mesh(
-            name=name, cidr=cidr, port=port, interface=interface, domain=domain, routing=routing
-        )
-    )
+    return Inventory(mesh=Mesh(name, cidr, port, interface, domain, routing, psk=psk))
 
 
 def _exists(what: str, name: str, hint: str) -> ValidationError:
@@ -89,12 +86,15 @@ def set_mesh(
     grace: int | None = None,
     mtu: int | None = None,
     metrics: str | None = None,
+    psk: bool | None = None,
 ) -> Inventory:
     """The agent daemon's settings of the mesh (README "Mesh table"); the WireGuard MTU;
-    ``metrics`` "off" turns the metrics endpoint off."""
+    ``metrics`` "off" turns the metrics endpoint off; preshared keys."""
     mesh = inv.mesh
     if metrics is not None:
         mesh = replace(mesh, metrics=None if metrics == "off" else metrics)
+    if psk is not None:
+        mesh = replace(mesh, psk=psk)
     if daemon is not None:
         mesh = replace(mesh, daemon=daemon)
     if daemon_port is not None:

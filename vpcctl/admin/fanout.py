@@ -300,13 +300,15 @@ def specs_json(inv: Inventory) -> dict[str, str]:
     return {name: enc.dumps(spec, compact=True) for name, spec in render_all(inv).items()}
 
 
-def _agent_apply(host: Host, t: Transport, spec_text: str, *extra: str) -> dict[str, Any]:
+def _agent_apply(
+    host: Host, t: Transport, spec_text: str, *extra: str, timeout: float | None = None
+) -> dict[str, Any]:
     """One round trip: the agent checks its own version, stores the spec (atomically, 0600) and
     applies it. An agent too old to know --expect-version is caught by the version check."""
     argv = agent_argv(
         host, "agent", "apply", "-", "--json", "--expect-version", __version__, *extra
     )
-    done = t.run(argv, input=spec_text)  # bounded by --timeout (the transport's own)
+    done = t.run(argv, input=spec_text, timeout=timeout)  # None: --timeout (the transport's own)
     try:
         return _json(host, done, "agent apply")
     except AgentError:
@@ -315,14 +317,22 @@ def _agent_apply(host: Host, t: Transport, spec_text: str, *extra: str) -> dict[
         raise
 
 
-def up_one(host: Host, t: Transport, spec_text: str) -> HostResult:
-    data = _agent_apply(host, t, spec_text, "--save")  # spec.json in the agent's state directory
-    return HostResult(
+def up_one(
+    host: Host, t: Transport, spec_text: str, *extra: str, timeout: float | None = None
+) -> HostResult:
+    """`agent apply --save` (spec.json in the agent's state directory); ``extra`` arguments
+    (`--confirm SECONDS --token T`): the armed revert's record is ``data["confirm"]``."""
+    data = _agent_apply(host, t, spec_text, "--save", *extra, timeout=timeout)
+    result = HostResult(
         host.name,
         ok=True,
         changed=bool(_field(host, "agent apply", data, "changed", bool, False)),
         changes=_change_texts(host, "agent apply", data),
     )
+    armed = _field(host, "agent apply", data, "confirm", dict)
+    if armed is not None:
+        result.data["confirm"] = armed
+    return result
 
 
 def plan_one(host: Host, t: Transport, spec_text: str) -> HostResult:

@@ -149,7 +149,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     r.keys(
         m, "mesh", ("name", "cidr"),
         ("port", "interface", "domain", "routing", "daemon", "daemon_port", "grace", "mtu",
-         "metrics"),
+         "metrics", "psk"),
     )  # fmt: skip
     routing = m.get("routing", DEFAULT_ROUTING)
     if routing not in ROUTINGS:
@@ -169,13 +169,13 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         grace=parse_int(m.get("grace", DEFAULT_GRACE), r.where("mesh.grace"), 1, 3600),
         mtu=parse_int(m.get("mtu", WG_MTU), r.where("mesh.mtu"), MTU_MIN, MTU_MAX),
         metrics=parse_metrics(m.get("metrics", "off"), r.where("mesh.metrics")),
+        psk=_boolean(m.get("psk", False), r.where("mesh.psk")),
     )
 
     hosts: dict[str, Host] = {}
-    for name, value in r.mapping(raw.get("hosts", {}), "hosts").items():
-        key = f"hosts.{toml_key(name)}"
-        t = r.mapping(value, key)
-        r.keys(t, key, ("ssh", "address"), ("endpoint", "public_key", "agent", "slices"))
+    for name, key, t in r.tables(
+        raw, "hosts", ("ssh", "address"), ("endpoint", "public_key", "agent", "slices")
+    ):
         slices: dict[str, IPv4Network] = {}
         for vpc, cidr in r.mapping(t.get("slices", {}), f"{key}.slices").items():
             where = r.where(f"{key}.slices.{toml_key(vpc)}")
@@ -199,10 +199,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
 
     vpcs: dict[str, Vpc] = {}
-    for name, value in r.mapping(raw.get("vpcs", {}), "vpcs").items():
-        key = f"vpcs.{toml_key(name)}"
-        t = r.mapping(value, key)
-        r.keys(t, key, ("cidr", "services"), ("slice_prefix",))
+    for name, key, t in r.tables(raw, "vpcs", ("cidr", "services"), ("slice_prefix",)):
         cidr = parse_range(t["cidr"], r.where(f"{key}.cidr"))
         vpcs[name] = Vpc(
             name=parse_label(name, r.where(key), "VPC name"),
@@ -217,11 +214,8 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
 
     containers: dict[str, Container] = {}
-    for name, value in r.mapping(raw.get("containers", {}), "containers").items():
-        key = f"containers.{toml_key(name)}"
+    for name, key, t in r.tables(raw, "containers", ("host", "ip"), ()):
         vpc, cname = split_key(name, r.where(key))
-        t = r.mapping(value, key)
-        r.keys(t, key, ("host", "ip"), ())
         containers[name] = Container(
             vpc=vpc,
             name=cname,
@@ -230,11 +224,8 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
         )
 
     services: dict[str, Service] = {}
-    for name, value in r.mapping(raw.get("services", {}), "services").items():
-        key = f"services.{toml_key(name)}"
+    for name, key, t in r.tables(raw, "services", ("vip", "ports"), ("backends", "selector")):
         vpc, sname = split_key(name, r.where(key))
-        t = r.mapping(value, key)
-        r.keys(t, key, ("vip", "ports"), ("backends", "selector"))
         ports, backends = t["ports"], t.get("backends", [])
         if not isinstance(ports, list) or not ports:
             raise ValidationError(
@@ -555,6 +546,8 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
         out["mesh"]["mtu"] = m.mtu
     if m.metrics is not None:
         out["mesh"]["metrics"] = m.metrics
+    if m.psk:
+        out["mesh"]["psk"] = True
     hosts: dict[str, Any] = {}
     for name in sorted(inv.hosts):
         h = inv.hosts[name]

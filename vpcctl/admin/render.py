@@ -205,6 +205,7 @@ def _spec(inv: Inventory, shared: _Shared, host: str) -> HostSpec:
         services=shared.services,
         dns=shared.zone,
         daemon=shared.daemon,
+        psk=mesh.psk,
     )
 
 

@@ -16,16 +16,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vpcctl import __version__
-from vpcctl.core.errors import ExitCode, SpecError, VpcctlError
+from vpcctl.core.errors import ExitCode, SpecError, UsageError, VpcctlError
 
 if TYPE_CHECKING:
     from vpcctl.core.spec import HostSpec
 
 EPILOG = {
-    "keygen": "Example:\n  vpcctl agent keygen\n  vpcctl agent keygen --json",
+    "keygen": (
+        "Examples:\n  vpcctl agent keygen\n  vpcctl agent keygen --json\n"
+        "  vpcctl agent keygen --rotate --json   # the next key (run by `vpcctl host rotate-key`)"
+    ),
+    "follow": (
+        "Example (run by `vpcctl host rotate-key` on every peer of the host):\n"
+        "  vpcctl agent follow NEWKEY --old OLDKEY --json"
+    ),
+    "psk": (
+        "Examples (run by `vpcctl up` and `vpcctl rotate-psk`, the request on stdin):\n"
+        '  echo \'{"own": "KEY", "peers": ["PEER"]}\' | vpcctl agent psk offer --json\n'
+        '  echo \'{"own": "KEY", "sealed": {"PEER": "SEALED"}}\' | vpcctl agent psk accept --json'
+    ),
     "apply": (
         "Examples:\n  vpcctl render vps1 | ssh root@vps1 vpcctl agent apply -\n"
-        "  vpcctl agent apply /etc/vpcctl/spec.json --dry-run"
+        "  vpcctl agent apply /etc/vpcctl/spec.json --dry-run\n"
+        "  vpcctl agent apply spec.json --confirm 60   # reverts unless `agent confirm` in 60 s"
     ),
     "status": "Example:\n  vpcctl agent status --json",
     "check": "Example:\n  vpcctl agent check --json",
@@ -39,6 +52,11 @@ EPILOG = {
         "  vpcctl agent run --state-dir /etc/vpcctl -v"
     ),
     "table": "Examples:\n  vpcctl agent table\n  vpcctl agent table --json",
+    "confirm": (
+        "Examples:\n  vpcctl agent confirm                # keep what `up --confirm` applied\n"
+        "  vpcctl agent confirm --token 3f2a9c1e --json"
+    ),
+    "revert": "Example:\n  vpcctl agent revert                 # revert the pending apply now",
     "doctor": "Examples:\n  vpcctl agent doctor\n  vpcctl agent doctor --json --stale 30",
 }
 
@@ -77,8 +95,23 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--json", action="store_true", help="print JSON (for scripts)")
         return sp
 
-    add("keygen", "Create this host's WireGuard private key (mode 0600) if missing; print the "
-                  "public key. Running it again prints the same key.")  # fmt: skip
+    kp = add("keygen", "Create this host's WireGuard private key (mode 0600) if missing; print "
+                       "the public key. Running it again prints the same key.")  # fmt: skip
+    kp.add_argument("--rotate", action="store_true",
+                    help="make the next key beside the current one (used once an apply expects "
+                         "it: `vpcctl host rotate-key`)")  # fmt: skip
+    pp = add("psk", "Preshared keys of this host's pairs: `offer` makes the ones this host makes "
+                    "and prints them sealed to each peer's key; `accept` stores the ones peers "
+                    "made (sealed to this host's key). Requests come on stdin as JSON.")  # fmt: skip
+    pp.add_argument("action", choices=("offer", "accept"))
+    fp = add(
+        "follow",
+        "A peer's new WireGuard key: add it beside the old one (no allowed IPs) "
+        "and move the old peer's allowed IPs to it at its first handshake.",
+    )
+    fp.add_argument("new", help="the peer's new public key")
+    fp.add_argument("--old", required=True, help="its old public key")
+    pp.add_argument("--rotate", action="store_true", help="offer: make new keys for these pairs")
     ap = add(
         "apply", "Converge this host to a HostSpec: observe, plan, apply; roll back on failure."
     )
@@ -98,6 +131,20 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--expect-version", metavar="V", help="refuse to do anything unless this agent is version V"
     )
+    ap.add_argument(
+        "--confirm",
+        metavar="SECONDS",
+        help="revert to the previous state by itself unless `agent confirm` comes within SECONDS "
+        "of the end of the apply (what `vpcctl up --confirm` does)",
+    )
+    ap.add_argument("--token", help="the confirmed apply's token (default: a new one)")
+    cp = add("confirm", "Confirm the pending confirmed apply: it stays, its revert is cancelled.")
+    cp.add_argument("--token", help="only the apply with this token (what `up --confirm` passes)")
+    cp.add_argument("--wait", type=float, default=60.0, help=argparse.SUPPRESS)
+    vp = add("revert", "Revert the pending confirmed apply now (what happens by itself when it "
+                       "is not confirmed in time).")  # fmt: skip
+    vp.add_argument("--token", help=argparse.SUPPRESS)
+    vp.add_argument("--when-due", action="store_true", help=argparse.SUPPRESS)
     add("status", "Show this host's observed state: interface, peers (handshakes, transfer), "
                   "routes, tunnel, bridges, firewall.")  # fmt: skip
     add("check", "Check that this host can run the agent: root, WireGuard (kernel or "
@@ -149,12 +196,48 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from vpcctl.host.state import StateDir
 
     state = StateDir.default(args.state_dir)
-    public, created = keygen(state)
+    public, created = keygen(state, rotate=args.rotate)
     if args.json:
         _json({"public_key": public, "created": created, "key_file": str(state.key())})
     else:
         sys.stdout.write(public + "\n")
         _info(f"{'created' if created else 'existing'} key {state.key()}")
+    return 0
+
+
+def cmd_psk(args: argparse.Namespace) -> int:
+    import json
+
+    from vpcctl.host import psk
+    from vpcctl.host.state import StateDir
+
+    state = StateDir.default(args.state_dir)
+    try:
+        request = json.loads(sys.stdin.read(1 << 24))
+    except (ValueError, UnicodeDecodeError):
+        raise SpecError(
+            f"psk {args.action}: the request on stdin is not JSON", "`vpcctl up` sends it; run it"
+        ) from None
+    if args.action == "offer":
+        out = psk.offer(state, request, rotate=args.rotate)
+    else:
+        out = psk.accept(state, request)
+    if args.json:  # sealed keys only: nobody but the peer they are sealed to can open them
+        _json(out)
+    else:
+        _info(f"psk {args.action}: {out.get('made', out.get('changed'))} changed")
+    return 0
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    from vpcctl.host.rotation import follow
+    from vpcctl.host.state import StateDir
+
+    out = follow(StateDir.default(args.state_dir), args.new, args.old)
+    if args.json:
+        _json(out)
+    else:
+        _info("following" if out["following"] else "nothing to follow")
     return 0
 
 
@@ -178,13 +261,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from vpcctl.host.agent import converge
     from vpcctl.host.state import StateDir
 
-    text, spec = _spec(args)
     state = StateDir.default(args.state_dir)
-    if args.save is not None:
+    confirm = _confirm_request(args, state)  # options first: nothing is read on bad input
+    text, spec = _spec(args)
+    if args.save is not None and confirm is None:
         state.save_spec(text, Path(args.save) if args.save else None)
     quiet = args.json or args.dry_run
     progress = None if quiet else (lambda c: _info(f"  {c.describe()}"))
-    result = converge(spec, state, dry_run=args.dry_run, progress=progress, backend=args.backend)
+    result = converge(spec, state, dry_run=args.dry_run, progress=progress, backend=args.backend,
+                      confirm=confirm)  # fmt: skip
+    if result.confirm is not None and not args.json:
+        from vpcctl.host.confirm import clock
+
+        _info(f"{spec.host}: reverts at {clock(result.confirm.deadline)} unless confirmed "
+              f"(`vpcctl agent confirm --token {result.confirm.token}`)")  # fmt: skip
     for line in [] if args.json else result.messages:
         _info(line)
     if args.json:
@@ -202,6 +292,70 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm_request(args: argparse.Namespace, state: Any) -> Any:
+    """The Confirm of `apply --confirm SECONDS [--token T]` (validated), or None."""
+    if args.confirm is None:
+        if args.token is not None:
+            raise UsageError("--token: only with --confirm", "add --confirm SECONDS")
+        return None
+    import secrets
+
+    from vpcctl.core.confirm import AGENT_MIN_SECONDS, parse_seconds, parse_token
+    from vpcctl.host.agent import Confirm
+
+    seconds = parse_seconds(args.confirm, "--confirm", AGENT_MIN_SECONDS)
+    if args.dry_run:
+        raise UsageError("--confirm with --dry-run: a dry run changes nothing", "drop one")
+    token = parse_token(args.token) if args.token is not None else secrets.token_hex(8)
+    save = None if args.save is None else (Path(args.save) if args.save else state.spec)
+    return Confirm(token=token, seconds=seconds, save=save)
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    import math
+
+    from vpcctl.core.confirm import parse_token
+    from vpcctl.host import confirm
+    from vpcctl.host.state import StateDir
+
+    token = parse_token(args.token) if args.token is not None else None
+    if not (math.isfinite(args.wait) and args.wait >= 0):
+        raise UsageError(f"--wait: {args.wait!r} is not a number of seconds", "e.g. --wait 30")
+    answer = confirm.confirm(StateDir.default(args.state_dir), token, args.wait)
+    if args.json:
+        _json(answer)
+    elif answer["confirmed"]:
+        _info(answer["message"])
+    else:
+        raise VpcctlError(answer["message"], "see `vpcctl agent status`")
+    return 0 if answer["confirmed"] else int(ExitCode.ERROR)
+
+
+def cmd_revert(args: argparse.Namespace) -> int:
+    import signal
+
+    from vpcctl.host import confirm
+    from vpcctl.host.state import StateDir
+
+    state = StateDir.default(args.state_dir)
+    if not args.when_due:  # by hand: now, under the lock
+        with state.locked():
+            p = confirm.pending(state)
+            if p is None:
+                _info("nothing to revert")
+                return 0
+            _info(confirm.revert(state, p))
+        return 0
+
+    def ignore() -> None:  # from here on the revert finishes whatever comes
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # confirmed or replaced
+    _info(confirm.revert_when_due(state, args.token or "", ignore))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from vpcctl.host import docker, resolved
     from vpcctl.host.agent import status
@@ -215,11 +369,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         system.close()
     data["docker"] = docker.status(state.applied_spec())
+    from vpcctl.host import confirm
+
+    data["confirm"] = confirm.status(state)
     data["resolved"] = resolved.status(state.applied_spec())
     if args.json:
         _json(data)
         return 0
     _print_mesh(data.get("daemon"))
+    _print_confirm(data["confirm"])
     sys.stdout.write(data["resolved"]["summary"] + "\n")
     iface = data["interface"]
     if iface is None:
@@ -238,6 +396,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     sys.stdout.write(_docker_line(data["docker"]) + "\n")
     return 0
+
+
+def _print_confirm(c: dict[str, Any]) -> None:
+    if c.get("pending"):
+        running = "" if c.get("reverter_running") else " (its reverter is not running!)"
+        sys.stdout.write(
+            f"confirmed apply pending: reverts to {c['reverts_to']} at {c['deadline_text']} "
+            f"(in {c['seconds_left']:.0f} s) unless `vpcctl agent confirm`{running}\n"
+        )
 
 
 def _print_mesh(m: dict[str, object] | None) -> None:
@@ -363,6 +530,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     try:
         with state.locked():
             result = down(system, state, forget_key=args.forget_key, before_links=networks)
+            from vpcctl.host.confirm import disarm
+
+            disarm(state)  # nothing that was removed may come back
     finally:
         system.close()
     if args.forget_key and state.discard():
@@ -404,12 +574,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "keygen": cmd_keygen,
+    "psk": cmd_psk,
+    "follow": cmd_follow,
     "apply": cmd_apply,
     "status": cmd_status,
     "check": cmd_check,
     "down": cmd_down,
     "run": cmd_run,
     "table": cmd_table,
+    "confirm": cmd_confirm,
+    "revert": cmd_revert,
     "doctor": cmd_doctor,
 }
 

@@ -44,6 +44,10 @@ from vpcctl.cli.doctor import doctor as _doctor  # noqa: E402
 
 app.command()(_doctor)
 
+from vpcctl.cli import keys as _keys  # noqa: E402
+
+_keys.register(app, host_app)
+
 
 def _version(value: bool) -> None:
     if value:
@@ -87,12 +91,17 @@ def init(
         "--routing",
         help='"ipip" (default) or "wireguard" (kernels without ipip).',
     ),
+    psk: bool = typer.Option(
+        False, "--psk", help="A WireGuard preshared key per host pair (made on the hosts)."
+    ),
 ) -> None:
     """Create a new inventory (vpc.toml in this directory, or -i PATH).
 
     [bold]Examples[/]
 
       vpcctl init home
+
+      vpcctl init home --psk
 
       vpcctl init lab --mesh-cidr 10.91.0.0/24 --routing wireguard
     """
@@ -118,6 +127,7 @@ def init(
         interface=parse_ifname(interface, "--interface"),
         domain=parse_domain(domain, "--domain"),
         routing=routing,
+        psk=psk,
     )
     path = inventory.init_path(state(ctx).inventory)
     inventory.create(path, inv)

@@ -221,10 +221,14 @@ def mesh_set(
     metrics: str | None = typer.Option(
         None, "--metrics", help='Prometheus metrics: "127.0.0.1:9586", "mesh:9586" or "off".'
     ),
+    psk: bool | None = typer.Option(
+        None, "--psk/--no-psk", help="A WireGuard preshared key per host pair (made on the hosts)."
+    ),
     wait: float = WAIT_OPT,
 ) -> None:
-    """Change the mesh's agent-daemon settings (the mesh table of running containers) and the
-    WireGuard MTU (the tunnel, VPC bridges and Docker networks get 20 less with routing ipip).
+    """Change the mesh's agent-daemon settings (the mesh table of running containers), the
+    WireGuard MTU (the tunnel, VPC bridges and Docker networks get 20 less with routing ipip) and
+    preshared keys.
 
     [bold]Examples[/]
 
@@ -235,6 +239,8 @@ def mesh_set(
       vpcctl mesh set --mtu 1320      # an underlay with MTU 1400 (PPPoE, a cloud VPC)
 
       vpcctl mesh set --metrics 127.0.0.1:9586
+
+      vpcctl mesh set --psk && vpcctl up
     """
     from vpcctl.admin import edits
     from vpcctl.core.model import MTU_MAX, MTU_MIN, parse_int, parse_metrics, parse_port
@@ -247,13 +253,14 @@ def mesh_set(
     inv = _update(
         ctx,
         lambda inv: edits.set_mesh(
-            inv, daemon=daemon, daemon_port=port, grace=secs, mtu=size, metrics=mx
+            inv, daemon=daemon, daemon_port=port, grace=secs, mtu=size, metrics=mx, psk=psk
         ),
         wait,
     )
     m = inv.mesh
     info(f"updated mesh {m.name}: daemon {'on' if m.daemon else 'off'}, port {m.daemon_port}, "
-         f"grace {m.grace} s, mtu {m.mtu}, metrics {m.metrics or 'off'} "
+         f"grace {m.grace} s, mtu {m.mtu}, metrics {m.metrics or 'off'}, "
+         f"preshared keys {'on' if m.psk else 'off'} "
          "(apply with `vpcctl up`)")  # fmt: skip
 
 

@@ -25,6 +25,13 @@ PARALLEL_OPT = typer.Option(
     16, "--parallel", "-p", help="Hosts worked on at once.", callback=positive
 )
 JSON_OPT = typer.Option(False, "--json", help="Per-host results as JSON.")
+CONFIRM_OPT = typer.Option(
+    None,
+    "--confirm",
+    metavar="SECONDS",
+    help="Confirmed apply: every host reverts by itself unless reconnected to and confirmed "
+    "within SECONDS (10 to 3600).",
+)
 WAIT_OPT = typer.Option(
     60.0,
     "--wait",
@@ -95,6 +102,15 @@ def _exit(results: list[Any]) -> None:
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
+def _psk_offers(inv: Any, chosen: list[Any], connect: Any, parallel: int) -> tuple[Any, Any]:
+    """With preshared keys on: the sealed keys of the pairs among the chosen hosts (README)."""
+    if not inv.mesh.psk:
+        return {}, []
+    from vpcctl.admin import pairkeys
+
+    return pairkeys.offer(inv, [h.name for h in chosen], connect, parallel)
+
+
 def _converge(
     ctx: typer.Context,
     hosts: list[str],
@@ -104,11 +120,13 @@ def _converge(
     wait: float,
     work: Any = None,
     verb: str = "up to date",
+    confirm: float | None = None,
 ) -> None:
     """Converge hosts (or do ``work`` on each: `down`). On a terminal: progress and a summary;
     otherwise output only when something changed or failed (cron mails only then), or with
-    --json."""
-    from vpcctl.admin import fanout, inventory
+    --json. ``confirm``: a confirmed apply with that window (cli/confirm.py)."""
+    from vpcctl.admin import fanout, inventory, pairkeys
+    from vpcctl.cli import confirm as confirmed
     from vpcctl.core.lock import locked
 
     path = inventory_path(ctx)
@@ -117,18 +135,25 @@ def _converge(
         inv = inventory.load(path)
         chosen = fanout.select(inv, hosts)
         specs = fanout.specs_json(inv) if work is None else {}
+        sealed, failed = _psk_offers(inv, chosen, connect, parallel) if work is None else ({}, [])
         progress = _Progress(tty, len(chosen), "converging" if work is None else verb)
         try:
+            if confirm is not None:
+                results = confirmed.run(chosen, connect, specs, confirm, parallel, progress,
+                                        lambda h, t: pairkeys.accept(h, t, sealed.get(h.name)))  # fmt: skip
+                confirmed.report(pairkeys.merge(results, failed), as_json)
+                return
             results = fanout.for_each(
                 chosen,
                 connect,
-                work or (lambda h, t: fanout.up_one(h, t, specs[h.name])),
+                work or pairkeys.up_work(specs, sealed),
                 parallel=parallel,
                 on_start=progress.start,
                 on_done=progress.done,
             )
         finally:
             progress.stop()
+        results = pairkeys.merge(results, failed)
     if as_json:
         print_json([r.to_json() for r in results])
     elif tty or any(r.changed or not r.ok for r in results):
@@ -145,6 +170,7 @@ def up(
     connect: Connect,
     as_json: bool = JSON_OPT,
     wait: float = WAIT_OPT,
+    confirm: str | None = CONFIRM_OPT,
 ) -> None:
     """Push every host its HostSpec over SSH and converge it (in parallel).
 
@@ -154,13 +180,22 @@ def up(
     Exit 0 when all converged, 4 when some hosts failed (the others still converge),
     1 when nothing could be done.
 
+    With --confirm SECONDS each host keeps its previous state and reverts to it by itself
+    unless this command reconnects (a new SSH connection) and confirms within SECONDS:
+    an apply that cuts you off undoes itself. Exit 4 if any host could not be confirmed.
+
     [bold]Examples[/]
 
       vpcctl up
 
       vpcctl up vps1 vps2 --parallel 4
+
+      vpcctl up --confirm 60
     """
-    _converge(ctx, hosts or [], connect, parallel, as_json, wait)
+    from vpcctl.cli.confirm import window
+
+    seconds = window(confirm)
+    _converge(ctx, hosts or [], connect, parallel, as_json, wait, confirm=seconds)
 
 
 @ssh_options(accept_new=False)

@@ -110,3 +110,100 @@ def ensure_private(path: Path) -> tuple[PrivateKey, bool]:
     key = PrivateKey.generate()
     write_secret(path, (key.to_base64() + "\n").encode("ascii"))
     return key, True
+
+
+# ------------------------------------------------------------------------- preshared keys
+
+
+@dataclass(frozen=True, slots=True)
+class PresharedKey:
+    """A WireGuard preshared key (32 random bytes; all zero means "none"). Never shown."""
+
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.raw) != 32:
+            raise KeyFileError("a WireGuard preshared key is 32 bytes", "re-run `vpcctl up`")
+
+    @classmethod
+    def generate(cls) -> PresharedKey:
+        return cls(os.urandom(32))
+
+    @classmethod
+    def none(cls) -> PresharedKey:
+        return cls(bytes(32))
+
+    def to_base64(self) -> str:
+        return base64.b64encode(self.raw).decode("ascii")
+
+    def digest(self) -> str | None:
+        """A short one-way digest (compares keys without showing them); None for "none"."""
+        return psk_digest(self.raw)
+
+    def __repr__(self) -> str:
+        return "PresharedKey(<redacted>)"
+
+    __str__ = __repr__
+
+
+def psk_digest(raw: bytes) -> str | None:
+    import hashlib
+
+    if not any(raw):
+        return None
+    return hashlib.blake2b(raw, digest_size=16, person=b"vpcctl-psk").hexdigest()
+
+
+def seal(psk: PresharedKey, public_b64: str) -> str:
+    """The key sealed to a host's WireGuard public key (X25519 sealed box): only that host's
+    private key opens it, so whoever carries it (the admin's process) learns nothing."""
+    from nacl.public import PublicKey, SealedBox
+
+    from vpcctl.core.model import key_bytes
+
+    box = SealedBox(PublicKey(key_bytes(public_b64))).encrypt(psk.raw)
+    return base64.b64encode(box).decode("ascii")
+
+
+def unseal(sealed_b64: str, key: PrivateKey) -> PresharedKey:
+    from nacl.exceptions import CryptoError
+    from nacl.public import PrivateKey as NaclPrivate
+    from nacl.public import SealedBox
+
+    try:
+        box = base64.b64decode(sealed_b64, validate=True)
+        return PresharedKey(SealedBox(NaclPrivate(key.raw)).decrypt(box))
+    except (ValueError, CryptoError, KeyFileError):
+        raise KeyFileError(
+            "a preshared key sealed to this host does not open with its key",
+            "re-run `vpcctl up` (the pair's key is sent again)",
+        ) from None
+
+
+def load_psks(path: Path) -> dict[str, PresharedKey]:
+    """The host's preshared keys by pair (``core.pairs.pair_id``); {} when there are none."""
+    import json
+
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return {}
+    hint = f"remove {path} and run `vpcctl rotate-psk` (new keys for every pair of this host)"
+    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
+        raise KeyFileError(f"{path}: not a regular file of mode 0600", hint)
+    try:
+        data = json.loads(path.read_text(encoding="ascii"))
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        from vpcctl.core.model import key_bytes
+
+        return {str(k): PresharedKey(key_bytes(v)) for k, v in data.items()}
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError, KeyFileError):
+        raise KeyFileError(f"{path}: not a preshared-key file", hint) from None
+
+
+def save_psks(path: Path, psks: dict[str, PresharedKey]) -> None:
+    import json
+
+    text = json.dumps({k: v.to_base64() for k, v in sorted(psks.items())}, indent=1)
+    write_secret(path, (text + "\n").encode("ascii"))

@@ -561,6 +561,7 @@ class Mesh:
     grace: int = DEFAULT_GRACE  # seconds
     mtu: int = WG_MTU  # of the WireGuard interface (README "MTU")
     metrics: str | None = None  # the daemon's Prometheus metrics: "127.0.0.1:9586", "mesh:9586"
+    psk: bool = False  # a WireGuard preshared key per host pair, made and kept on the hosts
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Interface
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from vpcctl.core.errors import ValidationError, VpcctlError
+
+T = TypeVar("T")
+Names = tuple[str, ...]  # the keys a table must have, or may have
 
 
 class Reader:
@@ -59,13 +62,7 @@ class Reader:
             raise self.fail(key, f"missing {name!r}")
         return m[name]
 
-    def keys(
-        self,
-        table: Mapping[str, Any],
-        key: str,
-        required: tuple[str, ...],
-        optional: tuple[str, ...],
-    ) -> None:
+    def keys(self, table: Mapping[str, Any], key: str, required: Names, optional: Names) -> None:
         """Only known keys, and every required one."""
         for name in table:
             if name not in required and name not in optional:
@@ -76,6 +73,29 @@ class Reader:
         for name in required:
             if name not in table:
                 raise self.fail(key, f"missing key {name!r}", f"add {name} = ... to [{key}]")
+
+    def tables(
+        self, raw: Mapping[str, Any], section: str, required: Names, optional: Names
+    ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Each ``[SECTION.NAME]`` table, its keys checked: (NAME, its key, the table)."""
+        for name, value in self.mapping(raw.get(section, {}), section).items():
+            key = f"{section}.{toml_key(name)}"
+            table = self.mapping(value, key)
+            self.keys(table, key, required, optional)
+            yield name, key, table
+
+    def records(self, m: Mapping[str, Any], name: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each object of the list ``m[name]``: (its key ``NAME[i]``, the object)."""
+        for i, item in enumerate(self.lst(self.get(m, name, name), name)):
+            key = f"{name}[{i}]"
+            yield key, self.mapping(item, key)
+
+    def field(
+        self, record: Mapping[str, Any], name: str, key: str, parse: Callable[..., T], *args: Any
+    ) -> T:
+        """``record[name]`` (required; ``record`` is at ``key``) read by a core/model.py parser:
+        ``parse(value, where, *args)``."""
+        return parse(self.get(record, name, key), self.where(f"{key}.{name}"), *args)
 
     def boolean(self, value: object, key: str) -> bool:
         if not isinstance(value, bool):

@@ -8,9 +8,10 @@ did not check). Schema: README "HostSpec".
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any
+from typing import Any, TypeVar
 
 from vpcctl.core.errors import SpecError, ValidationError
 from vpcctl.core.model import (
@@ -37,6 +38,7 @@ from vpcctl.core.model import (
 from vpcctl.core.reader import Reader
 
 SPEC_VERSION = 1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,7 @@ class HostSpec:
     services: tuple[ServiceSpec, ...]
     dns: ZoneData
     daemon: DaemonSpec = DaemonSpec()
+    psk: bool = False  # a preshared key per pair, from the agent's own store (never in here)
     version: int = SPEC_VERSION
 
 
@@ -260,6 +263,7 @@ class Encoder:
                 "grace": s.daemon.grace,
                 **({"metrics": s.daemon.metrics} if s.daemon.metrics else {}),
             },
+            **({"psk": True} if s.psk else {}),
         }
 
     def dumps(self, s: HostSpec, *, compact: bool = False) -> str:
@@ -279,18 +283,100 @@ def to_json(spec: HostSpec) -> str:
 # from JSON (validating)
 
 
-def from_json(text: str | bytes, source: str = "spec") -> HostSpec:
+def read_json(
+    text: str | bytes,
+    source: str,
+    hint: str,
+    reader: Callable[[object, str], T],
+    pick: Callable[[object], object] = lambda raw: raw,
+) -> T:
+    """A JSON document read by ``reader(pick(parsed), source)``; every problem a SpecError
+    (not JSON: with ``hint``)."""
     try:
         raw = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(
-            f"{source}: not valid JSON ({exc})",
-            "pass the output of `vpcctl render HOST --format json`",
-        ) from None
+        raise SpecError(f"{source}: not valid JSON ({exc})", hint) from None
     try:
-        return from_dict(raw, source)
+        return reader(pick(raw), source)
     except ValidationError as exc:
         raise SpecError(exc.message, exc.hint) from None
+
+
+def from_json(text: str | bytes, source: str = "spec") -> HostSpec:
+    return read_json(
+        text, source, "pass the output of `vpcctl render HOST --format json`", from_dict
+    )
+
+
+def _peer(r: Reader, k: str, p: dict[str, Any]) -> PeerSpec:
+    endpoint = p.get("endpoint")
+    return PeerSpec(
+        name=r.field(p, "name", k, parse_label),
+        public_key=r.field(p, "public_key", k, parse_public_key),
+        address=r.field(p, "address", k, parse_address),
+        endpoint=None if endpoint is None else parse_endpoint(endpoint, r.where(f"{k}.endpoint")),
+        allowed_ips=tuple(
+            parse_network(n, r.where(f"{k}.allowed_ips"))
+            for n in r.lst(r.get(p, "allowed_ips", k), f"{k}.allowed_ips")
+        ),
+        keepalive=r.field(p, "keepalive", k, parse_int, 0, 65535),
+        slices=tuple(
+            sorted(
+                (
+                    parse_label(vpc, r.where(f"{k}.slices"), "VPC name"),
+                    parse_network(net, r.where(f"{k}.slices.{vpc}")),
+                )
+                for vpc, net in r.mapping(p.get("slices", {}), f"{k}.slices").items()
+            )
+        ),
+    )
+
+
+def _route(r: Reader, k: str, rt: dict[str, Any]) -> RouteSpec:
+    via = rt.get("via")
+    return RouteSpec(
+        dst=r.field(rt, "dst", k, parse_network),
+        dev=r.field(rt, "dev", k, parse_ifname),
+        via=None if via is None else parse_address(via, r.where(f"{k}.via")),
+        onlink=r.boolean(rt.get("onlink", False), f"{k}.onlink"),
+    )
+
+
+def _vpc(r: Reader, k: str, v: dict[str, Any]) -> VpcSpec:
+    return VpcSpec(
+        name=r.field(v, "name", k, parse_label),
+        cidr=r.field(v, "cidr", k, parse_network),
+        slice=r.field(v, "slice", k, parse_network),
+        gateway=r.iface(r.get(v, "gateway", k), f"{k}.gateway"),
+        bridge=r.field(v, "bridge", k, parse_ifname),
+        mtu=r.field(v, "mtu", k, parse_int, 576, 9000),
+    )
+
+
+def _service(r: Reader, k: str, sv: dict[str, Any]) -> ServiceSpec:
+    return ServiceSpec(
+        vpc=r.field(sv, "vpc", k, parse_label),
+        name=r.field(sv, "name", k, parse_label),
+        vip=r.field(sv, "vip", k, parse_address),
+        ports=tuple(
+            parse_portspec(x, r.where(f"{k}.ports"))
+            for x in r.lst(r.get(sv, "ports", k), f"{k}.ports")
+        ),
+        backends=tuple(
+            parse_address(x, r.where(f"{k}.backends"))
+            for x in r.lst(r.get(sv, "backends", k), f"{k}.backends")
+        ),
+        selector=make_selector(
+            (
+                (
+                    parse_label_key(key, r.where(f"{k}.selector")),
+                    parse_label_value(value, r.where(f"{k}.selector.{key}")),
+                )
+                for key, value in r.mapping(sv.get("selector", {}), f"{k}.selector").items()
+            ),
+            r.where(f"{k}.selector"),
+        ),
+    )
 
 
 def from_dict(raw: object, source: str = "spec") -> HostSpec:
@@ -324,91 +410,10 @@ def from_dict(raw: object, source: str = "spec") -> HostSpec:
             local=parse_address(r.get(t, "local", "tunnel.local"), r.where("tunnel.local")),
             mtu=parse_int(r.get(t, "mtu", "tunnel.mtu"), r.where("tunnel.mtu"), 576, 9000),
         )
-    peers = []
-    for i, p in enumerate(r.lst(r.get(top, "peers", "peers"), "peers")):
-        k = f"peers[{i}]"
-        p = r.mapping(p, k)
-        endpoint = p.get("endpoint")
-        peers.append(
-            PeerSpec(
-                name=parse_label(r.get(p, "name", k), r.where(f"{k}.name")),
-                public_key=parse_public_key(r.get(p, "public_key", k), r.where(f"{k}.public_key")),
-                address=parse_address(r.get(p, "address", k), r.where(f"{k}.address")),
-                endpoint=None
-                if endpoint is None
-                else parse_endpoint(endpoint, r.where(f"{k}.endpoint")),
-                allowed_ips=tuple(
-                    parse_network(n, r.where(f"{k}.allowed_ips"))
-                    for n in r.lst(r.get(p, "allowed_ips", k), f"{k}.allowed_ips")
-                ),
-                keepalive=parse_int(r.get(p, "keepalive", k), r.where(f"{k}.keepalive"), 0, 65535),
-                slices=tuple(
-                    sorted(
-                        (
-                            parse_label(vpc, r.where(f"{k}.slices"), "VPC name"),
-                            parse_network(net, r.where(f"{k}.slices.{vpc}")),
-                        )
-                        for vpc, net in r.mapping(p.get("slices", {}), f"{k}.slices").items()
-                    )
-                ),
-            )
-        )
-    routes = []
-    for i, rt in enumerate(r.lst(r.get(top, "routes", "routes"), "routes")):
-        k = f"routes[{i}]"
-        rt = r.mapping(rt, k)
-        via = rt.get("via")
-        routes.append(
-            RouteSpec(
-                dst=parse_network(r.get(rt, "dst", k), r.where(f"{k}.dst")),
-                dev=parse_ifname(r.get(rt, "dev", k), r.where(f"{k}.dev")),
-                via=None if via is None else parse_address(via, r.where(f"{k}.via")),
-                onlink=r.boolean(rt.get("onlink", False), f"{k}.onlink"),
-            )
-        )
-    vpcs = []
-    for i, v in enumerate(r.lst(r.get(top, "vpcs", "vpcs"), "vpcs")):
-        k = f"vpcs[{i}]"
-        v = r.mapping(v, k)
-        vpcs.append(
-            VpcSpec(
-                name=parse_label(r.get(v, "name", k), r.where(f"{k}.name")),
-                cidr=parse_network(r.get(v, "cidr", k), r.where(f"{k}.cidr")),
-                slice=parse_network(r.get(v, "slice", k), r.where(f"{k}.slice")),
-                gateway=r.iface(r.get(v, "gateway", k), f"{k}.gateway"),
-                bridge=parse_ifname(r.get(v, "bridge", k), r.where(f"{k}.bridge")),
-                mtu=parse_int(r.get(v, "mtu", k), r.where(f"{k}.mtu"), 576, 9000),
-            )
-        )
-    services = []
-    for i, sv in enumerate(r.lst(r.get(top, "services", "services"), "services")):
-        k = f"services[{i}]"
-        sv = r.mapping(sv, k)
-        services.append(
-            ServiceSpec(
-                vpc=parse_label(r.get(sv, "vpc", k), r.where(f"{k}.vpc")),
-                name=parse_label(r.get(sv, "name", k), r.where(f"{k}.name")),
-                vip=parse_address(r.get(sv, "vip", k), r.where(f"{k}.vip")),
-                ports=tuple(
-                    parse_portspec(x, r.where(f"{k}.ports"))
-                    for x in r.lst(r.get(sv, "ports", k), f"{k}.ports")
-                ),
-                backends=tuple(
-                    parse_address(x, r.where(f"{k}.backends"))
-                    for x in r.lst(r.get(sv, "backends", k), f"{k}.backends")
-                ),
-                selector=make_selector(
-                    (
-                        (
-                            parse_label_key(key, r.where(f"{k}.selector")),
-                            parse_label_value(value, r.where(f"{k}.selector.{key}")),
-                        )
-                        for key, value in r.mapping(sv.get("selector", {}), f"{k}.selector").items()
-                    ),
-                    r.where(f"{k}.selector"),
-                ),
-            )
-        )
+    peers = tuple(_peer(r, k, x) for k, x in r.records(top, "peers"))
+    routes = tuple(_route(r, k, x) for k, x in r.records(top, "routes"))
+    vpcs = tuple(_vpc(r, k, x) for k, x in r.records(top, "vpcs"))
+    services = tuple(_service(r, k, x) for k, x in r.records(top, "services"))
     return HostSpec(
         version=version,
         mesh=parse_label(r.get(top, "mesh", "mesh"), r.where("mesh")),
@@ -421,12 +426,13 @@ def from_dict(raw: object, source: str = "spec") -> HostSpec:
         private_key_file=key_file,
         routing=routing,
         tunnel=tunnel,
-        peers=tuple(peers),
-        routes=tuple(routes),
-        vpcs=tuple(vpcs),
-        services=tuple(services),
+        peers=peers,
+        routes=routes,
+        vpcs=vpcs,
+        services=services,
         dns=zone_from_dict(r.get(top, "dns", "dns"), source),
         daemon=_daemon(r, top.get("daemon")),
+        psk=r.boolean(top.get("psk", False), "psk"),
     )
 
 
@@ -454,8 +460,8 @@ def zone_from_dict(raw: object, source: str = "zone") -> ZoneData:
         svcs = r.mapping(r.get(v, "services", k), f"{k}.services")
         vpcs.append(
             ZoneVpc(
-                name=parse_label(r.get(v, "name", k), r.where(f"{k}.name")),
-                cidr=parse_network(r.get(v, "cidr", k), r.where(f"{k}.cidr")),
+                name=r.field(v, "name", k, parse_label),
+                cidr=r.field(v, "cidr", k, parse_network),
                 containers=tuple(
                     (
                         parse_label(n, r.where(f"{k}.containers")),

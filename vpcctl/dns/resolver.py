@@ -57,7 +57,7 @@ from dnslib import (
 
 from vpcctl.core.errors import SpecError, ValidationError, VpcctlError
 from vpcctl.core.model import DEFAULT_STATE_DIR, ZONE_FILE, parse_address, parse_int
-from vpcctl.core.spec import HostSpec, ZoneData, zone_from_dict
+from vpcctl.core.spec import HostSpec, ZoneData, read_json, zone_from_dict
 from vpcctl.dns import zone as zone_mod
 
 DEFAULT_ZONE_FILE = DEFAULT_STATE_DIR / ZONE_FILE
@@ -211,19 +211,13 @@ def without_self(
 
 def zone_from_text(text: str | bytes, source: str) -> ZoneData:
     """A zone file: a whole HostSpec (its "dns" part is used) or just the dns object."""
-    try:
-        raw = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(
-            f"{source}: not valid JSON ({exc})",
-            'write the output of `vpcctl render HOST` or its "dns" part',
-        ) from None
-    if isinstance(raw, dict) and "dns" in raw:
-        raw = raw["dns"]
-    try:
-        return zone_from_dict(raw, source)
-    except ValidationError as exc:
-        raise SpecError(exc.message, exc.hint) from None
+    return read_json(
+        text,
+        source,
+        'write the output of `vpcctl render HOST` or its "dns" part',
+        zone_from_dict,
+        lambda raw: raw["dns"] if isinstance(raw, dict) and "dns" in raw else raw,
+    )
 
 
 def read_zone_file(path: Path) -> ZoneData:

@@ -18,9 +18,11 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vpcctl import __version__
+from vpcctl.core.confirm import Pending
 from vpcctl.core.errors import ApplyError, ExitCode, KeyFileError, VpcctlError
 from vpcctl.core.keys import PrivateKey, ensure_private, load_private
 from vpcctl.core.spec import HostSpec, to_json
@@ -49,9 +51,16 @@ if TYPE_CHECKING:
 # fast paths of `converge` (nothing changed; only names changed) must not pay for them.
 
 
-def keygen(state: StateDir) -> tuple[str, bool]:
-    """Create the private key if missing; return (public key, created)."""
+def keygen(state: StateDir, *, rotate: bool = False) -> tuple[str, bool]:
+    """Create the private key if missing; return (public key, created).
+
+    ``rotate``: make the next key beside it (kept, and returned again, until an apply whose spec
+    expects it takes it over); the current key stays in use until then."""
     state.ensure()
+    if rotate:
+        load_private(state.key())  # there is a current key to rotate away from
+        key, created = ensure_private(state.next_key())
+        return key.public_key(), created
     key, created = ensure_private(state.key())
     return key.public_key(), created
 
@@ -164,6 +173,11 @@ def desired_for(
         resolver = tuple(resolver_command(listen_addresses(spec), zone_file=state.zone))
     if state is not None and spec.daemon.enabled:
         daemon = daemon_command(state)
+    psks = {}
+    if state is not None and spec.psk and key is not None:
+        from vpcctl.host.psk import for_peers
+
+        psks = for_peers(state, key.public_key(), [p.public_key for p in spec.peers])
     return Desired(
         spec=spec,
         public_key=key.public_key() if key else None,
@@ -172,6 +186,7 @@ def desired_for(
         zone_names=names,
         resolver=resolver,
         daemon=daemon,
+        psks=psks,
     )
 
 
@@ -288,12 +303,15 @@ class Result:
     messages: list[str] = field(default_factory=list)
     zone_only: bool = False  # the names-only fast path: only the zone file was written
     docker: dict[str, Any] | None = None  # what the Docker step did (None: no Docker here)
+    confirm: Pending | None = None  # a confirmed apply: the revert it armed (None: nothing)
     resolved: dict[str, Any] | None = None  # systemd-resolved registration (host/resolved.py)
 
     def to_json(self) -> dict[str, Any]:
         out = result_json(self.host, self.plan.to_json(), self.applied, self.dry_run, self.seconds)
         if self.docker is not None:
             out["docker"] = self.docker
+        if self.confirm is not None:
+            out["confirm"] = {"armed": True, **self.confirm.describe(time.time())}
         if self.resolved is not None:
             out["resolved"] = self.resolved
         return out
@@ -363,6 +381,7 @@ def converge(
     dry_run: bool = False,
     progress: Callable[[Change], None] | None = None,
     backend: str | None = None,
+    confirm: Confirm | None = None,
 ) -> Result:
     """What `vpcctl agent apply` does on this Linux host, cheapest way first:
 
@@ -372,20 +391,19 @@ def converge(
        differs in its DNS zone only, so only the zone file is written (the resolver reloads it);
     3. otherwise the full observe -> plan -> apply, under the state directory's lock.
 
-    A dry run always takes the full path (without the lock), so it shows what `apply` sees."""
+    A dry run always takes the full path (without the lock), so it shows what `apply` sees.
+    With ``confirm`` the apply is a confirmed one (host/confirm.py); without, an apply that
+    would change something while one is pending is refused."""
     started = time.monotonic()
     if dry_run:
         return apply(spec, None, state, dry_run=True, backend=backend)
     spec_text = to_json(spec)
-    if unchanged(spec, spec_text, state):
+    if unchanged(spec, spec_text, state) and (confirm is None or not state.confirm.exists()):
         result = Result(host=spec.host, plan=Plan(()))
     else:
         with state.locked():
             try:
-                if only_names_changed(spec_text, state) and host_as_recorded(spec, state):
-                    result = _write_zone_only(spec, spec_text, state, progress)
-                else:
-                    result = apply(spec, None, state, progress=progress, backend=backend)
+                result = _converge_locked(spec, spec_text, state, progress, backend, confirm)
             except VpcctlError:
                 record_apply(state, time.monotonic() - started, ok=False)
                 raise
@@ -393,6 +411,16 @@ def converge(
     _register_names(result, spec)
     result.seconds = time.monotonic() - started
     return result
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """`agent apply --confirm SECONDS`: revert unless `agent confirm --token TOKEN` comes within
+    SECONDS of the end of the apply; ``save`` the spec file `--save` writes."""
+
+    token: str
+    seconds: float
+    save: Path | None = None
 
 
 def _register_names(result: Result, spec: HostSpec) -> None:
@@ -403,6 +431,33 @@ def _register_names(result: Result, spec: HostSpec) -> None:
     result.resolved = resolved.ensure(spec)
     if result.resolved["mode"] == "systemd-resolved" and not result.resolved["registered"]:
         result.messages.append(f"warning: {result.resolved['summary']}")
+
+
+def _converge_locked(
+    spec: HostSpec,
+    spec_text: str,
+    state: StateDir,
+    progress: Callable[[Change], None] | None,
+    backend: str | None,
+    confirm: Confirm | None,
+) -> Result:
+    """`converge` under the state lock: a confirmed apply (host/confirm.py), or a plain one
+    (refused while one is pending, or for the spec just reverted)."""
+    from vpcctl.host import confirm as confirmed
+
+    def run() -> Result:
+        if only_names_changed(spec_text, state) and host_as_recorded(spec, state):
+            return _write_zone_only(spec, spec_text, state, progress)
+        return apply(spec, None, state, progress=progress, backend=backend)
+
+    if confirm is None:
+        confirmed.refuse_while_pending(state, spec_text)
+        return run()
+    result, armed = confirmed.apply_confirmed(
+        state, spec_text, confirm.token, confirm.seconds, confirm.save, run
+    )
+    result.confirm = armed
+    return result
 
 
 def _write_zone_only(
@@ -532,6 +587,12 @@ def _rollback_error(
 def _key_for(spec: HostSpec, state: StateDir) -> PrivateKey:
     path = state.key(spec.private_key_file)
     key = load_private(path)
+    nxt = state.next_key(spec.private_key_file)
+    if spec.public_key is not None and key.public_key() != spec.public_key and nxt.exists():
+        new = load_private(nxt)
+        if new.public_key() == spec.public_key:  # `host rotate-key`: the inventory has the next
+            nxt.replace(path)  # the old key is gone once the spec that expects the new one runs
+            return new
     if spec.public_key is not None and key.public_key() != spec.public_key:
         raise ApplyError(
             f"this host's key ({key.public_key()}) is not the one the inventory has for host "
@@ -572,6 +633,7 @@ def down(
         )
     applied = state.applied_spec()
     keys = tuple(dict.fromkeys([KEY_FILE, *([applied.private_key_file] if applied else [])]))
+    keys += (state.next_key().name, state.psk.name)  # the next key, the pairs' preshared keys
     first = [c for c in p.changes if isinstance(c, StopDaemon)]
     failures = _run_all(first, system, state)
     if before_links is not None:

@@ -119,7 +119,9 @@ class SetPeer(Change):
         ep = self.endpoint or "no endpoint (behind NAT)"
         ips = ", ".join(str(n) for n in self.allowed_ips)
         ka = f", keepalive {self.keepalive}s" if self.keepalive else ""
-        return f"{verb} peer {self.name} on {self.dev}: {ep}, allowed {ips}{ka}"
+        psk = self.update.preshared_key
+        key = "" if psk is None else ", preshared key set" if any(psk.raw) else ", no preshared key"
+        return f"{verb} peer {self.name} on {self.dev}: {ep}, allowed {ips}{ka}{key}"
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ def _wg(spec: HostSpec, kind: str | None) -> Any:
                 sorted(map(str, p.allowed_ips)),
                 p.keepalive,
                 p.endpoint if k in want_endpoint else None,
+                p.psk_digest,
             ]
             for k, p in dev.peers.items()
         }
@@ -77,7 +78,9 @@ def _wg(spec: HostSpec, kind: str | None) -> Any:
                 continue
             ips = sorted(x for x in f[3].split(",") if x and x != "(none)")
             keep = 0 if f[7] == "off" else int(f[7])
-            peers[f[0]] = [ips, keep, f[2] if f[0] in want_endpoint and f[2] != "(none)" else None]
+            psk = hashlib.sha256(f[1].encode()).hexdigest() if f[1] != "(none)" else None
+            peers[f[0]] = [ips, keep, f[2] if f[0] in want_endpoint and f[2] != "(none)" else None,
+                           psk]  # fmt: skip
         return [head[1], int(head[2]), sorted(peers.items())]
     return None
 

@@ -13,7 +13,7 @@ import errno
 import logging
 import os
 import secrets
-from base64 import b64encode
+from base64 import b64decode, b64encode
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from pyroute2 import IPRoute, NetlinkError, WireGuard
 from pyroute2.netlink.generic.wireguard import AsyncWireGuard
 
 from vpcctl.core.errors import KernelError
+from vpcctl.core.keys import psk_digest
 from vpcctl.core.model import WG_MTU
 from vpcctl.host.linktypes import Link, Route
 from vpcctl.host.wgtypes import (
@@ -552,6 +553,7 @@ class _PeerAcc:
     rx_bytes: int = 0
     tx_bytes: int = 0
     allowed: list[IPv4Network | IPv6Network] | None = None
+    psk: str | None = None
 
 
 def merge_wg_dump(messages: Iterable[Any], *, ifname: str | None = None) -> WgDevice:
@@ -604,6 +606,7 @@ def merge_wg_dump(messages: Iterable[Any], *, ifname: str | None = None) -> WgDe
             rx_bytes=acc.rx_bytes,
             tx_bytes=acc.tx_bytes,
             allowed_ips_v6=tuple(n for n in allowed if isinstance(n, IPv6Network)),
+            psk_digest=acc.psk,
         )
     return WgDevice(
         name=name or ifname or "",
@@ -633,6 +636,8 @@ def _merge_peer(peers: dict[str, _PeerAcc], peer: Any) -> None:
             acc.rx_bytes = int(value)
         elif attr == "WGPEER_A_TX_BYTES":
             acc.tx_bytes = int(value)
+        elif attr == "WGPEER_A_PRESHARED_KEY":
+            acc.psk = psk_digest(b64decode(_key(value)))  # kept as a digest only
         elif attr == "WGPEER_A_ALLOWEDIPS":
             if acc.allowed is None:
                 acc.allowed = []
@@ -664,6 +669,8 @@ def kernel_peer_requests(
         first["endpoint_port"] = port
     if update.keepalive is not None:
         first["persistent_keepalive"] = update.keepalive
+    if update.preshared_key is not None:
+        first["preshared_key"] = update.preshared_key.to_base64()
     if ips or update.replace_allowed_ips:
         first["allowed_ips"] = ips[:chunk]
     requests = [first]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
 
 from vpcctl.core.errors import ApplyError
+from vpcctl.core.keys import PresharedKey
 from vpcctl.core.spec import HostSpec
 from vpcctl.host.changes import (
     MANAGED,
@@ -98,6 +99,7 @@ class Desired:
     zone_names: int = 0
     resolver: tuple[str, ...] | None = None  # argv the resolver should run with (None: none)
     daemon: tuple[str, ...] | None = None  # argv of the agent daemon (None: apply leaves it be)
+    psks: Mapping[str, PresharedKey] = field(default_factory=dict)  # peer public key -> its key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +177,9 @@ def _wireguard(desired: Desired, observed: Observed, spec: HostSpec, wg_kind: st
     return first, changes + _link_changes(spec.interface, iface, spec.mtu, (spec.address,))
 
 
-def _peers(spec: HostSpec, observed: Observed, wg: WgDevice | None) -> list[Change]:
+def _peers(
+    spec: HostSpec, observed: Observed, wg: WgDevice | None, psks: Mapping[str, PresharedKey]
+) -> list[Change]:
     """Peers changed in place: each one's minimal update, and removals."""
     current = dict(wg.peers) if wg is not None else {}
     changes: list[Change] = []
@@ -186,6 +190,7 @@ def _peers(spec: HostSpec, observed: Observed, wg: WgDevice | None) -> list[Chan
             endpoint=endpoint,
             allowed_ips=p.allowed_ips,
             keepalive=p.keepalive,
+            preshared_key=psks.get(p.public_key),
         )
         have = current.get(cfg.public_key)
         update = plan_peer_update(have, cfg)
@@ -312,7 +317,13 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     tun_first, tun_changes = _tunnel(spec, observed)
     br_first, br_changes = _bridges(spec, observed)
     changes: list[Change] = [SetForwarding(True)] if not observed.forwarding else []
-    changes += wg_changes + _peers(spec, observed, wg) + tun_changes + br_changes
+    peers = _peers(spec, observed, wg, desired.psks)
+    if wg is not None:  # a new key on a live device: the peers (their new preshared keys) first,
+        # so the first handshake with the new key already uses them (`host rotate-key`)
+        rekey: list[Change] = [c for c in wg_changes if isinstance(c, SetPrivateKey)]
+        wg_changes = [c for c in wg_changes if not isinstance(c, SetPrivateKey)] + peers + rekey
+        peers = []
+    changes += wg_changes + peers + tun_changes + br_changes
     changes += _routes_and_stale_links(spec, observed, wanted)
     changes += _firewall_and_names(desired, observed)
     return Plan(tuple(wg_first + tun_first + br_first + changes))

@@ -1,6 +1,8 @@
 """The agent's state directory: the single place a host keeps vpcctl's secrets and history.
 
 ``private.key``    the WireGuard private key (0600, born here, never leaves)
+``private.key.next`` the next key during `vpcctl host rotate-key` (0600)
+``psk.json``       the preshared keys of this host's pairs (0600, never leave the pair)
 ``applied.json``   the last HostSpec applied successfully (what rollback returns to)
 ``firewall.json``  digests of the nftables table as generated and as listed after loading
 ``zone.json``      the resolver's zone
@@ -10,6 +12,9 @@
 ``endpoints.json`` this host's endpoints for hosts without Docker (StaticDiscovery)
 ``daemon.pid``     the agent daemon's pid (``daemon.log`` its log)
 ``spec.json``      the HostSpec `vpcctl up` pushed last (``agent apply --save``)
+``confirm.json``   a confirmed apply waiting for `agent confirm` (what it reverts to, when)
+``confirm-last.json`` how the last confirmed apply ended (confirmed or reverted, its token)
+``revert.pid``     the process that reverts an unconfirmed apply (``revert.log`` its log)
 ``sysctl.json``    each sysctl's value before vpcctl first changed it (`agent down` restores it)
 ``.agent.lock``    held while an apply runs
 
@@ -53,6 +58,14 @@ class StateDir:
     def key(self, name: str = KEY_FILE) -> Path:
         return self.path / name
 
+    def next_key(self, name: str = KEY_FILE) -> Path:
+        """The key `agent keygen --rotate` made, until an apply expecting it takes it."""
+        return self.path / f"{name}.next"
+
+    @property
+    def psk(self) -> Path:
+        return self.path / "psk.json"
+
     @property
     def applied(self) -> Path:
         return self.path / "applied.json"
@@ -92,6 +105,22 @@ class StateDir:
     @property
     def daemon_log(self) -> Path:
         return self.path / "daemon.log"
+
+    @property
+    def confirm(self) -> Path:
+        return self.path / "confirm.json"
+
+    @property
+    def confirm_last(self) -> Path:
+        return self.path / "confirm-last.json"
+
+    @property
+    def revert_pid(self) -> Path:
+        return self.path / "revert.pid"
+
+    @property
+    def revert_log(self) -> Path:
+        return self.path / "revert.log"
 
     @property
     def apply_stats(self) -> Path:
@@ -135,7 +164,7 @@ class StateDir:
         the operator's input, not the agent's)."""
         return [self.applied, self.firewall, self.zone, self.resolver_pid, self.resolver_log,
                 self.live, self.mesh_status, self.daemon_pid, self.daemon_log, self.fingerprint,
-                self.spec, self.sysctls]  # fmt: skip
+                self.spec, self.sysctls, self.apply_stats]  # fmt: skip
 
     def forget(self, *, keys: tuple[str, ...] = ()) -> list[str]:
         """Teardown: remove every file the agent wrote (and the key files named in ``keys``,
@@ -251,7 +280,8 @@ def result_json(
 
 def quick_files(spec: HostSpec, state: StateDir) -> list[Path]:
     """State files whose content is part of the fingerprint (the key by hash only)."""
-    return [state.key(spec.private_key_file), state.zone, state.firewall, state.resolver_pid]
+    return [state.key(spec.private_key_file), state.zone, state.firewall, state.resolver_pid,
+            state.psk]  # fmt: skip
 
 
 def pidfiles(state: StateDir) -> list[Path]:

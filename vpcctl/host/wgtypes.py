@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from types import MappingProxyType
 from typing import Literal, Protocol, runtime_checkable
 
+from vpcctl.core.keys import PresharedKey
 from vpcctl.core.model import KEY_LEN, ifname_problem, key_bytes, split_endpoint
 
 BackendName = Literal["kernel", "userspace"]
@@ -134,6 +135,7 @@ class WgPeer:
     # IPv6 allowed ips are not managed by vpcctl; they are reported separately so
     # that set_peer() can notice and replace them.
     allowed_ips_v6: tuple[IPv6Network, ...] = ()
+    psk_digest: str | None = None  # digest of its preshared key (core.keys.psk_digest); None: none
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_ips", _sorted_v4(self.allowed_ips))
@@ -162,6 +164,7 @@ class PeerConfig:
     endpoint: str | None
     allowed_ips: tuple[IPv4Network, ...]
     keepalive: int = 0
+    preshared_key: PresharedKey | None = None  # None: no preshared key
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_key", normalize_key(self.public_key))
@@ -188,6 +191,7 @@ class PeerUpdate:
     keepalive: int | None = None
     replace_allowed_ips: bool = False
     allowed_ips: tuple[IPv4Network, ...] = field(default=())
+    preshared_key: PresharedKey | None = None  # all zero clears it; repr never shows it
 
 
 def plan_peer_update(current: WgPeer | None, desired: PeerConfig) -> PeerUpdate | None:
@@ -200,6 +204,7 @@ def plan_peer_update(current: WgPeer | None, desired: PeerConfig) -> PeerUpdate 
     - an endpoint can be set but never cleared (neither WireGuard API can clear
       it), so desired.endpoint None leaves the current endpoint alone.
     """
+    want_psk = desired.preshared_key.digest() if desired.preshared_key is not None else None
     if current is None:
         return PeerUpdate(
             public_key=desired.public_key,
@@ -208,6 +213,7 @@ def plan_peer_update(current: WgPeer | None, desired: PeerConfig) -> PeerUpdate 
             keepalive=desired.keepalive,
             replace_allowed_ips=True,
             allowed_ips=desired.allowed_ips,
+            preshared_key=desired.preshared_key if want_psk is not None else None,
         )
     if normalize_key(current.public_key) != desired.public_key:
         raise ValueError("current and desired peer have different public keys")
@@ -224,7 +230,10 @@ def plan_peer_update(current: WgPeer | None, desired: PeerConfig) -> PeerUpdate 
         replace, add = True, desired.allowed_ips
     elif have != want:
         add = tuple(sorted(want - have))
-    if endpoint is None and keepalive is None and not replace and not add:
+    psk = None
+    if current.psk_digest != want_psk:
+        psk = desired.preshared_key if want_psk is not None else PresharedKey.none()
+    if endpoint is None and keepalive is None and not replace and not add and psk is None:
         return None
     return PeerUpdate(
         public_key=desired.public_key,
@@ -233,6 +242,7 @@ def plan_peer_update(current: WgPeer | None, desired: PeerConfig) -> PeerUpdate 
         keepalive=keepalive,
         replace_allowed_ips=replace,
         allowed_ips=add,
+        preshared_key=psk,
     )
 
 

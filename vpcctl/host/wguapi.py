@@ -20,6 +20,7 @@ from pathlib import Path
 
 from vpcctl.core import run
 from vpcctl.core.errors import KernelError
+from vpcctl.core.keys import psk_digest
 from vpcctl.host.wgtypes import (
     PeerConfig,
     PeerUpdate,
@@ -68,6 +69,7 @@ class _UapiPeer:
     tx: int = 0
     keepalive: int = 0
     allowed: list[IPv4Network | IPv6Network] = field(default_factory=list)
+    psk: str | None = None
 
     def feed(self, key: str, value: str) -> None:
         if key == "endpoint":
@@ -87,7 +89,9 @@ class _UapiPeer:
             self.keepalive = int(value)
         elif key == "allowed_ip":
             self.allowed.append(ip_network(value, strict=False))
-        # preshared_key, protocol_version and unknown keys are ignored
+        elif key == "preshared_key":
+            self.psk = psk_digest(bytes.fromhex(value))  # kept as a digest only
+        # protocol_version and unknown keys are ignored
 
     def freeze(self) -> WgPeer:
         return WgPeer(
@@ -99,6 +103,7 @@ class _UapiPeer:
             rx_bytes=self.rx,
             tx_bytes=self.tx,
             allowed_ips_v6=tuple(n for n in self.allowed if isinstance(n, IPv6Network)),
+            psk_digest=self.psk,
         )
 
 
@@ -191,6 +196,8 @@ def format_set_peer(update: PeerUpdate) -> str:
         lines.append(f"endpoint={update.endpoint}")
     if update.keepalive is not None:
         lines.append(f"persistent_keepalive_interval={update.keepalive}")
+    if update.preshared_key is not None:
+        lines.append(f"preshared_key={update.preshared_key.raw.hex()}")
     if update.replace_allowed_ips:
         lines.append("replace_allowed_ips=true")
     lines.extend(f"allowed_ip={net}" for net in update.allowed_ips)
