@@ -27,7 +27,7 @@ def _options(runner: CliRunner, *command: str) -> list[str]:
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        (("up",), ["--parallel", *SSH, "--json", "--wait"]),
+        (("up",), ["--parallel", *SSH, "--json", "--wait", "--confirm"]),
         (("sync",), ["--parallel", "--connect-timeout", "--timeout", "--known-hosts", "--json",
                      "--wait"]),
         (("join",), ["--ssh", "--endpoint", "--agent", *SSH, "--json", "--wait"]),

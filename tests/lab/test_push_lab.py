@@ -160,7 +160,7 @@ def test_e_two_up_at_once_one_waits_or_refuses(net: SshMesh) -> None:
     assert rcs in ([0, 0], [0, 1]), [(o.returncode, o.stderr) for o in outs.values()]  # type: ignore[attr-defined]
     for o in outs.values():
         if o.returncode == 1:  # type: ignore[attr-defined]
-            assert "another `vpcctl up` runs" in o.stderr  # type: ignore[attr-defined]
+            assert "another `vpcctl up`" in o.stderr  # type: ignore[attr-defined]
     assert net.vpcctl("check").returncode == 0
     assert net.vpcctl("plan", "--exit-code", check=False).returncode == 0
 

@@ -144,4 +144,5 @@ def test_every_state_file_but_the_operators_is_one_that_down_removes(state: Stat
         for name, attr in vars(StateDir).items()
         if isinstance(attr, property) and isinstance(getattr(state, name), Path)
     }
-    assert paths - set(state.written()) == {state.static_endpoints}  # the operator's input
+    # the operator's input, and the preshared keys (kept like the key: `--forget-key` removes them)
+    assert paths - set(state.written()) == {state.static_endpoints, state.psk}

@@ -161,13 +161,23 @@ def build(
 # ------------------------------------------------------------------------------------- DOT
 
 
-_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;", "\\": "&#92;"}
+_ENTITIES = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    '"': "&quot;",
+    "'": "&#39;",
+    "\\": "&#92;&#92;",
+}
+# Graphviz expands its escapes (\N: the node's id, \G, \E, ...) in HTML-like labels too, after
+# the entities: a backslash is doubled so that it shows as one.
 
 
 def escape(text: str) -> str:
     """``text`` as the content of a Graphviz HTML-like label that shows exactly ``text``:
-    XML's special characters and ``\\`` as entities, and every character XML cannot carry
-    (control characters, U+FFFE, U+FFFF) as visible ``\\uXXXX`` text. (A DOT quoted string
+    XML's special characters and ``\\`` as entities (the backslash doubled: Graphviz's own
+    escape), and every character XML cannot carry (control characters, U+FFFE, U+FFFF) as
+    visible ``\\uXXXX`` text. (A DOT quoted string
     cannot carry every text: ``"a\\"`` leaves the string open.)"""
     out = []
     for ch in text:
@@ -175,7 +185,7 @@ def escape(text: str) -> str:
         if ch in _ENTITIES:
             out.append(_ENTITIES[ch])
         elif o < 0x20 or 0x7F <= o < 0xA0 or o in (0xFFFE, 0xFFFF) or 0xD800 <= o < 0xE000:
-            out.append(f"&#92;u{o:04x}")
+            out.append(f"&#92;&#92;u{o:04x}")
         else:
             out.append(ch)
     return "".join(out)

@@ -53,6 +53,7 @@ DEFAULT_GRACE = 5
 DEFAULT_STATE_DIR = Path("/etc/vpcctl")
 STATE_DIR_ENV = "VPCCTL_STATE_DIR"
 ZONE_FILE = "zone.json"
+RESOLVER_STATS_FILE = "resolver-stats.json"  # beside the zone: UDP queries by result
 
 # MTU arithmetic (README "MTU"): a 1500-byte underlay carries WireGuard with at most 80 bytes of
 # overhead (IPv6 outer header 40 + UDP 8 + WireGuard 32), so the WireGuard interface gets 1420.

@@ -56,7 +56,13 @@ from dnslib import (
 )
 
 from vpcctl.core.errors import SpecError, ValidationError, VpcctlError
-from vpcctl.core.model import DEFAULT_STATE_DIR, ZONE_FILE, parse_address, parse_int
+from vpcctl.core.model import (
+    DEFAULT_STATE_DIR,
+    RESOLVER_STATS_FILE,
+    ZONE_FILE,
+    parse_address,
+    parse_int,
+)
 from vpcctl.core.spec import HostSpec, ZoneData, read_json, zone_from_dict
 from vpcctl.dns import zone as zone_mod
 
@@ -114,7 +120,7 @@ def parse_hostport(value: str, where: str, any_port: bool = False) -> Address:
     return str(addr), parse_int(int(port), where, 0 if any_port else 1, 65535)
 
 
-STATS_FILE = "resolver-stats.json"  # beside the zone file: UDP queries by result
+STATS_FILE = RESOLVER_STATS_FILE  # beside the zone file: UDP queries by result
 
 
 @dataclass(frozen=True, slots=True)

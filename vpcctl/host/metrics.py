@@ -25,7 +25,6 @@ from vpcctl.core.spec import HostSpec
 from vpcctl.host import processes
 from vpcctl.host.state import StateDir, read_apply_stats
 
-STATS_FILE = "resolver-stats.json"  # the resolver writes it beside its zone (dns/resolver.py)
 Source = Callable[[], tuple[HostSpec | None, dict[tuple[str, str], int], list[dict[str, Any]]]]
 
 
@@ -78,7 +77,7 @@ class DaemonCollector(Collector):
                                 "by result (noerror, nxdomain, forwarded, ...)",
                                 labels=["result"])  # fmt: skip
         try:
-            raw = json.loads(self.state.read(self.state.zone.with_name(STATS_FILE)) or "{}")
+            raw = json.loads(self.state.read(self.state.resolver_stats) or "{}")
         except ValueError:
             raw = {}
         for kind, n in sorted(raw.items() if isinstance(raw, dict) else []):

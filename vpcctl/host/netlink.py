@@ -300,12 +300,18 @@ class Netlink:
     def _add_link(self, name: str, kind: str, *, mtu: int, alias: str, **extra: Any) -> None:
         validate_ifname(name)
         op = f"create {kind} link"
-        self._call(
-            op,
-            name,
-            lambda: self._ipr.link("add", ifname=name, kind=kind, mtu=mtu, **extra),
-            kind=kind,
-        )
+        try:
+            self._call(
+                op,
+                name,
+                lambda: self._ipr.link("add", ifname=name, kind=kind, mtu=mtu, **extra),
+                kind=kind,
+            )
+        except KernelError:  # refused: nothing was made (an existing link is not ours to delete)
+            raise
+        except BaseException:  # interrupted (SIGTERM) after the kernel may have made it
+            self._delete_unowned(name)
+            raise
         # The alias is the ownership marker: a half-created link without it is
         # removed again.
         try:
@@ -315,6 +321,16 @@ class Netlink:
         except BaseException:  # also an interruption (SIGTERM) between the two steps
             self.delete_link(name)
             raise
+
+    def _delete_unowned(self, name: str) -> None:
+        """Remove ``name`` if it exists without an alias: the link an interrupted create made
+        (the plan creates only names it did not observe, under the state directory's lock)."""
+        try:
+            link = self.links().get(name)
+            if link is not None and not link.alias:
+                self.delete_link(name)
+        except Exception:  # best effort; the rollback reports what is left
+            log.debug("could not remove the half-created link %s", name, exc_info=True)
 
     def _pin_bridge_mtu(self, name: str, mtu: int) -> None:
         """Make a bridge's MTU "set by user" so adding ports never changes it.

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from vpcctl.core.errors import ApplyError, SpecError, VpcctlError
 from vpcctl.core.keys import write_secret
-from vpcctl.core.model import DEFAULT_STATE_DIR, STATE_DIR_ENV, ZONE_FILE
+from vpcctl.core.model import DEFAULT_STATE_DIR, RESOLVER_STATS_FILE, STATE_DIR_ENV, ZONE_FILE
 from vpcctl.core.spec import HostSpec, from_json
 
 if TYPE_CHECKING:
@@ -123,6 +123,11 @@ class StateDir:
         return self.path / "revert.log"
 
     @property
+    def resolver_stats(self) -> Path:
+        """UDP queries by result, written by the resolver beside its zone (the metrics read it)."""
+        return self.path / RESOLVER_STATS_FILE
+
+    @property
     def apply_stats(self) -> Path:
         """Counts and durations of the applies that changed something (the metrics read it)."""
         return self.path / "apply-stats.json"
@@ -164,7 +169,8 @@ class StateDir:
         the operator's input, not the agent's)."""
         return [self.applied, self.firewall, self.zone, self.resolver_pid, self.resolver_log,
                 self.live, self.mesh_status, self.daemon_pid, self.daemon_log, self.fingerprint,
-                self.spec, self.sysctls, self.apply_stats]  # fmt: skip
+                self.spec, self.sysctls, self.apply_stats, self.resolver_stats, self.confirm,
+                self.confirm_last, self.revert_pid, self.revert_log]  # fmt: skip
 
     def forget(self, *, keys: tuple[str, ...] = ()) -> list[str]:
         """Teardown: remove every file the agent wrote (and the key files named in ``keys``,
