@@ -80,15 +80,21 @@ class SetLink(Change):
 
 
 @dataclass(frozen=True)
-class AddAddress(Change, text="add address {address} to {dev}"):
+class _AddressChange(Change):
+    """An address added to or removed from a link (AddAddress, DelAddress)."""
+
     dev: str
     address: IPv4Interface
 
 
 @dataclass(frozen=True)
-class DelAddress(Change, text="remove address {address} from {dev}"):
-    dev: str
-    address: IPv4Interface
+class AddAddress(_AddressChange, text="add address {address} to {dev}"):
+    pass
+
+
+@dataclass(frozen=True)
+class DelAddress(_AddressChange, text="remove address {address} from {dev}"):
+    pass
 
 
 @dataclass(frozen=True)
@@ -131,13 +137,20 @@ class RemovePeer(Change, text="remove peer {public_key} from {dev}"):
 
 
 @dataclass(frozen=True)
-class AddRoute(Change, text="add route {route}"):
+class _RouteChange(Change):
+    """A route added or deleted (AddRoute, DelRoute)."""
+
     route: Route
 
 
 @dataclass(frozen=True)
-class DelRoute(Change, text="delete route {route}"):
-    route: Route
+class AddRoute(_RouteChange, text="add route {route}"):
+    pass
+
+
+@dataclass(frozen=True)
+class DelRoute(_RouteChange, text="delete route {route}"):
+    pass
 
 
 @dataclass(frozen=True)
