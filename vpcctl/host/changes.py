@@ -80,21 +80,15 @@ class SetLink(Change):
 
 
 @dataclass(frozen=True)
-class _AddressChange(Change):
-    """An address added to or removed from a link (AddAddress, DelAddress)."""
-
+class AddAddress(Change, text="add address {address} to {dev}"):
     dev: str
     address: IPv4Interface
 
 
 @dataclass(frozen=True)
-class AddAddress(_AddressChange, text="add address {address} to {dev}"):
-    pass
-
-
-@dataclass(frozen=True)
-class DelAddress(_AddressChange, text="remove address {address} from {dev}"):
-    pass
+class DelAddress(Change, text="remove address {address} from {dev}"):
+    dev: str
+    address: IPv4Interface
 
 
 @dataclass(frozen=True)
@@ -137,20 +131,13 @@ class RemovePeer(Change, text="remove peer {public_key} from {dev}"):
 
 
 @dataclass(frozen=True)
-class _RouteChange(Change):
-    """A route added or deleted (AddRoute, DelRoute)."""
-
+class AddRoute(Change, text="add route {route}"):
     route: Route
 
 
 @dataclass(frozen=True)
-class AddRoute(_RouteChange, text="add route {route}"):
-    pass
-
-
-@dataclass(frozen=True)
-class DelRoute(_RouteChange, text="delete route {route}"):
-    pass
+class DelRoute(Change, text="delete route {route}"):
+    route: Route
 
 
 @dataclass(frozen=True)
