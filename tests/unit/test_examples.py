@@ -61,15 +61,26 @@ def _vpcctl(runner: CliRunner, line: str) -> str:
     return result.stdout
 
 
+def _build_matches(
+    example: Path,
+    build: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner,
+) -> None:
+    """Run the README's build commands in an empty directory: they make the example's vpc.toml."""
+    monkeypatch.chdir(tmp_path)
+    for line in build:
+        _vpcctl(runner, line)
+    assert (tmp_path / "vpc.toml").read_bytes() == (example / "vpc.toml").read_bytes()
+
+
 def test_homelab_readme_commands_build_the_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
 ) -> None:
     build = _blocks((HOMELAB / "README.md").read_text(), "sh")[0]
     assert build[0] == "vpcctl init homelab" and len(build) == 9
-    monkeypatch.chdir(tmp_path)
-    for line in build:
-        _vpcctl(runner, line)
-    assert (tmp_path / "vpc.toml").read_bytes() == (HOMELAB / "vpc.toml").read_bytes()
+    _build_matches(HOMELAB, build, tmp_path, monkeypatch, runner)
 
 
 def test_homelab_readme_shows_real_output(
@@ -104,10 +115,7 @@ def test_compose_readme_commands_build_the_example(
 ) -> None:
     build = _blocks((COMPOSE / "README.md").read_text(), "sh")[0]
     assert build[0] == "vpcctl init compose" and build[-1].startswith("vpcctl service add db")
-    monkeypatch.chdir(tmp_path)
-    for line in build:
-        _vpcctl(runner, line)
-    assert (tmp_path / "vpc.toml").read_bytes() == (COMPOSE / "vpc.toml").read_bytes()
+    _build_matches(COMPOSE, build, tmp_path, monkeypatch, runner)
 
 
 def test_compose_readme_shows_real_output(
