@@ -75,6 +75,15 @@ def _build_matches(
     assert (tmp_path / "vpc.toml").read_bytes() == (example / "vpc.toml").read_bytes()
 
 
+def _console_in_copy(
+    example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[list[str]]:
+    """The README's console sessions, with the example's vpc.toml copied to the current dir."""
+    shutil.copy(example / "vpc.toml", tmp_path / "vpc.toml")
+    monkeypatch.chdir(tmp_path)
+    return _blocks((example / "README.md").read_text(), "console")
+
+
 def test_homelab_readme_commands_build_the_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
 ) -> None:
@@ -86,9 +95,7 @@ def test_homelab_readme_commands_build_the_example(
 def test_homelab_readme_shows_real_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
 ) -> None:
-    shutil.copy(HOMELAB / "vpc.toml", tmp_path / "vpc.toml")
-    monkeypatch.chdir(tmp_path)
-    sessions = _blocks((HOMELAB / "README.md").read_text(), "console")
+    sessions = _console_in_copy(HOMELAB, tmp_path, monkeypatch)
     commands = 0
     for session in sessions:
         command, expected = None, []  # type: ignore[var-annotated]
@@ -121,9 +128,7 @@ def test_compose_readme_commands_build_the_example(
 def test_compose_readme_shows_real_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
 ) -> None:
-    shutil.copy(COMPOSE / "vpc.toml", tmp_path / "vpc.toml")
-    monkeypatch.chdir(tmp_path)
-    (session,) = _blocks((COMPOSE / "README.md").read_text(), "console")
+    (session,) = _console_in_copy(COMPOSE, tmp_path, monkeypatch)
     command, *expected = session
     assert command == "$ vpcctl service ls"
     shown = [line.rstrip() for line in _vpcctl(runner, command[2:]).splitlines()]
