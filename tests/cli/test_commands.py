@@ -578,7 +578,7 @@ def test_check_notes_hand_edits_and_warnings(runner: CliRunner, net: Path) -> No
     net.write_text("# hand edited\n" + net.read_text())  # ...so edit again
     result = ok(runner, "check")
     assert "not in canonical form; the next vpcctl write will rewrite it" in result.stderr
-    assert "nas, pi are all behind NAT" in result.stderr
+    assert "nas, pi are behind NAT" in result.stderr and "through a relay" in result.stderr
     assert "without a public key yet: pi" in result.stderr
     data = json.loads(ok(runner, "check", "--json").stdout)
     assert data["ok"] is True and data["canonical"] is False and len(data["warnings"]) == 2
@@ -713,6 +713,7 @@ def test_every_command_is_covered() -> None:
     assert [" ".join(p) for p in LEAVES] == [
         "agent",
         "check",
+        "client add", "client ls", "client rm",
         "container add", "container ls", "container rm",
         "dns serve",
         "doctor",

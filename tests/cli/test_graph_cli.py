@@ -60,6 +60,8 @@ def test_dot_and_svg_to_a_file(runner: CliRunner, net: Path, tmp_path: Path) -> 
         (["--format", "png"], "needs -o FILE"),
         (["-o", "/nonexistent-dir/x.svg"], "not a file in an existing directory"),
         (["-o", "/"], "not a file in an existing directory"),
+        (["-o", "vpc.toml"], "that is the inventory"),  # found by the hunt: it was replaced
+        (["-f", "dot", "-o", "./vpc.toml"], "that is the inventory"),
     ],
 )
 def test_bad_options_are_usage_errors(
@@ -68,6 +70,17 @@ def test_bad_options_are_usage_errors(
     before = net.read_bytes()
     two_lines(run(runner, "graph", *args), 2, says)
     assert net.read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt", ["text", "dot", "svg", "png"])
+def test_a_file_is_born_0600(runner: CliRunner, net: Path, tmp_path: Path, fmt: str) -> None:
+    """Found by the hunt: -o wrote with the umask's mode (0644), the endpoints for all to read."""
+    if fmt in ("svg", "png"):
+        require_tools("dot")
+    result = run(runner, "graph", "-f", fmt, "-o", str(tmp_path / "m"))
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o600
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_without_graphviz_one_error_and_the_install_hint(

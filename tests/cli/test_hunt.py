@@ -14,6 +14,8 @@ handful through ``python -m vpcctl``. ``VPCCTL_HUNT_EXAMPLES`` sets the examples
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -32,7 +34,9 @@ from typer.testing import CliRunner, Result
 
 from tests.builders import homelab, public_key
 from tests.cli.conftest import VPCCTL, error_lines, process_env
+from tests.fake_transport import FakeNet
 from vpcctl.admin import inventory
+from vpcctl.cli.app import State
 from vpcctl.cli.commands import app
 
 EXAMPLES = int(os.environ.get("VPCCTL_HUNT_EXAMPLES", "60"))
@@ -42,7 +46,18 @@ HUNT = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
-ORIGINAL = inventory.dump(homelab()).encode()
+
+def hunted() -> Any:
+    """The homelab with every optional inventory field set away from its default (a default is
+    not written, so a hand edit could not reach it): the mesh's mtu, metrics and psk, and a
+    roaming client."""
+    from vpcctl.admin import edits
+
+    inv = edits.set_mesh(homelab(), mtu=1380, metrics="127.0.0.1:9586", psk=True)
+    return edits.add_client(inv, "phone", "vps1", ("prod",), public_key("phone"))
+
+
+ORIGINAL = inventory.dump(hunted()).encode()
 
 # values that broke something in the probes of issue 10, or sit on an edge of a rule
 TRICKY = [
@@ -173,7 +188,7 @@ KEY2 = public_key("hunt")
 COMMANDS: dict[str, tuple[list[str], list[tuple[str | None, str | bool]]]] = {
     "init": (["init"], [(None, "lab"), ("--mesh-cidr", "10.91.0.0/24"),
         ("--domain", "vpc.internal"), ("--port", "51820"), ("--interface", "vpc0"),
-        ("--routing", "ipip")]),
+        ("--routing", "ipip"), ("--psk", True)]),
     "host add": (["host", "add"], [(None, "vps3"), ("--ssh", "root@192.0.2.30"),
         ("--endpoint", "192.0.2.30:51820"), ("--public-key", KEY2), ("--address", "10.90.0.9"),
         ("--agent", "vpcctl"), ("--wait", "5"), ("--json", True)]),
@@ -203,6 +218,14 @@ COMMANDS: dict[str, tuple[list[str], list[tuple[str | None, str | bool]]]] = {
     "render": (["render"], [(None, "nas"), ("--format", "json")]),
     "resolve": (["resolve"], [(None, "db"), ("--from", "prod/web-1"), ("--type", "A"),
         ("--json", True)]),
+    "mesh set": (["mesh", "set"], [("--mtu", "1380"), ("--metrics", "127.0.0.1:9586"),
+        ("--daemon", True), ("--daemon-port", "51900"), ("--grace", "8"), ("--psk", True),
+        ("--no-psk", True), ("--wait", "5")]),
+    "graph": (["graph"], [("--format", "dot")]),  # -o: test_hostile_output_files
+    "client add": (["client", "add"], [(None, "laptop"), ("--via", "vps1"), ("--vpc", "prod"),
+        ("--vpc", "staging"), ("--wait", "5")]),  # --png: test_hostile_output_files
+    "client rm": (["client", "rm"], [(None, "phone"), ("--wait", "5")]),
+    "client ls": (["client", "ls"], [("--json", True)]),
 }  # fmt: skip
 
 
@@ -262,9 +285,10 @@ def promises(result: Result, before: dict[str, bytes], after: dict[str, bytes], 
 
 
 @st.composite
-def command_lines(draw: st.DrawFn) -> tuple[str, list[str]]:
-    name = draw(st.sampled_from(sorted(COMMANDS)))
-    words, baseline = COMMANDS[name]
+def command_lines(draw: st.DrawFn, commands: Any = None) -> tuple[str, list[str]]:
+    commands = COMMANDS if commands is None else commands
+    name = draw(st.sampled_from(sorted(commands)))
+    words, baseline = commands[name]
     argv = list(words)
     hostile_at = draw(st.sets(st.integers(0, len(baseline) - 1), min_size=1))
     for index, (option, value) in enumerate(baseline):
@@ -300,6 +324,122 @@ def test_hostile_arguments_and_options(place: Path, case: tuple[str, list[str]])
 
 
 # ---------------------------------------------------------------------------------------------
+# commands that talk to hosts, through the fake transport: options are checked before any host
+
+SSH = [("--connect-timeout", "10"), ("--timeout", "300"), ("--known-hosts", "known_hosts")]
+REMOTE: dict[str, tuple[list[str], list[tuple[str | None, str | bool]]]] = {
+    "down": (["down"], [(None, "vps2"), ("--forget-key", True), ("--parallel", "4"),
+        ("--json", True), ("--wait", "5"), *SSH]),
+    "host rm --purge": (["host", "rm"], [(None, "vps2"), ("--purge", True), ("--force", True),
+        ("--wait", "5"), *SSH]),
+    "doctor": (["doctor"], [(None, "vps1"), ("--stale", "180"), ("--parallel", "4"),
+        ("--json", True), *SSH[:1], SSH[2]]),
+    "graph --live": (["graph"], [("--live", True), ("--format", "dot"), *SSH[:1], SSH[2]]),
+    "up --confirm": (["up"], [(None, "vps1"), ("--confirm", "30"), ("--parallel", "4"),
+        ("--json", True), ("--wait", "5"), *SSH]),
+    "rotate-psk": (["rotate-psk"], [(None, "vps1"), ("--parallel", "4"), ("--json", True),
+        ("--wait", "5"), *SSH]),
+    "host rotate-key": (["host", "rotate-key"], [(None, "vps1"), ("--parallel", "4"),
+        ("--json", True), ("--wait", "5"), *SSH]),
+}  # fmt: skip
+
+
+def remote_promises(result: Result, before: dict[str, bytes], after: dict[str, bytes],
+                    net: FakeNet, what: Any) -> None:  # fmt: skip
+    """A refusal (exit 1 or 2 with an ``error:`` line) is the usual one error and at most one
+    hint, the inventory as it was, and no host connected to; anything else is a run (0, 1 for a
+    failing check, 4 for a host that failed), never a traceback."""
+    exc = result.exception
+    assert exc is None or isinstance(exc, SystemExit), (what, repr(exc), result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr, (what, result.stderr)
+    if result.exit_code not in (1, 2) or not error_lines(result.stderr):
+        assert result.exit_code in (0, 1, 4), (what, result.exit_code, result.stderr)
+        return
+    promises(result, before, after, what)
+    assert not net.transports, (what, "a refused command connected to a host")
+
+
+@HUNT
+@given(case=command_lines(REMOTE))
+def test_hostile_options_of_remote_commands(place: Path, case: tuple[str, list[str]]) -> None:
+    name, argv = case
+    path = _reset(place)
+    before = _files(place)
+    net = FakeNet()
+    result = CliRunner().invoke(app, ["-i", str(path), *argv], prog_name="vpcctl",
+                                env={"VPCCTL_INVENTORY": None}, obj=State(connect=net.connect))  # fmt: skip
+    remote_promises(result, before, _files(place), net, (name, argv))
+
+
+# ---------------------------------------------------------------------------------------------
+# commands that write a file where told: only there (inside the directory), 0600 from birth
+
+
+@HUNT
+@given(
+    where=st.one_of(st.sampled_from(["vpc.toml", ".", "", "sub", "sub/", "sub/x", "x/y", "-",
+                                     "--json", "~x", "a" * 300, "\x00"]),
+                    hostile).filter(lambda p: ".." not in p and not p.startswith(("/", "~/"))),
+    fmt=st.one_of(st.sampled_from(["text", "dot", "svg", "png"]), hostile),
+    client=st.booleans(),
+)  # fmt: skip
+def test_hostile_output_files(place: Path, where: str, fmt: str, client: bool) -> None:
+    """graph -o FILE, and client add --png FILE (the QR code holds the client's private key)."""
+    _reset(place)
+    (place / "sub").mkdir()
+    cwd = os.getcwd()
+    os.chdir(place)
+    try:
+        before = _files(place)
+        args = ["client", "add", "laptop", "--via", "vps1", "--png", where] if client else [
+            "graph", "--format", fmt, "-o", where]  # fmt: skip
+        result = _invoke(["-i", "vpc.toml", *args])
+        after = _files(place)
+    finally:
+        os.chdir(cwd)
+    what = (args[:2], fmt, where)
+    if client and result.exit_code == 0:  # the client is in the inventory now
+        del before["vpc.toml"], after["vpc.toml"]
+    if result.exit_code != 0:
+        promises(result, before, after, what)
+        return
+    assert "Traceback" not in result.stderr, (what, result.stderr)
+    assert {k: v for k, v in after.items() if k in before} == before, (what, "overwrote a file")
+    made = [place / k for k in after if k not in before]
+    assert len(made) == 1, (what, sorted(after))
+    assert made[0].stat().st_mode & 0o777 == 0o600, (what, oct(made[0].stat().st_mode))
+
+
+# ---------------------------------------------------------------------------------------------
+# the agent's new subcommands: only their parsing is hunted (running them changes this machine)
+
+AGENT: dict[str, tuple[list[str], list[tuple[str | None, str | bool]]]] = {
+    "agent down": (["down"], [("--forget-key", True), ("--json", True), ("--state-dir", "s")]),
+    "agent confirm": (["confirm"], [("--token", "0123abcd"), ("--wait", "60"), ("--json", True),
+        ("--state-dir", "s")]),
+}  # fmt: skip
+
+
+@HUNT
+@given(case=command_lines(AGENT))
+def test_hostile_options_of_agent_commands(case: tuple[str, list[str]]) -> None:
+    """Parsed into their typed values, or argparse's usage error (exit 2), never a traceback."""
+    from vpcctl.cli.agent import parser
+
+    name, argv = case
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            args = parser().parse_args(argv)
+    except SystemExit as exc:
+        assert exc.code in (0, 2), (name, argv, exc.code)  # 0: a hostile value was --help
+        assert exc.code == 0 or ": error: " in err.getvalue(), err.getvalue()
+        return
+    assert args.command == argv[0] and isinstance(args.json, bool), (name, argv)
+    assert isinstance(getattr(args, "forget_key", False), bool), (name, argv)
+
+
+# ---------------------------------------------------------------------------------------------
 # hand-edited inventories
 
 
@@ -313,7 +453,7 @@ def _leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
             yield from _leaves(sub, (*path, index))
 
 
-RAW = inventory.to_dict(homelab())
+RAW = inventory.to_dict(hunted())
 PATHS = [p for p in _leaves(RAW) if p]
 toml_values = st.recursive(
     st.one_of(
@@ -359,7 +499,7 @@ def edited_files(draw: st.DrawFn) -> bytes:
     try:
         text = tomli_w.dumps(raw)
     except (TypeError, ValueError):  # not expressible in TOML: write what a hand edit could
-        text = inventory.dump(homelab()) + draw(hostile)
+        text = ORIGINAL.decode() + draw(hostile)
     if draw(st.integers(0, 4)) == 0:  # a byte-level slip of the hand (or a merge marker)
         data = bytearray(text.encode("utf-8", "surrogatepass"))
         at = draw(st.integers(0, len(data)))
@@ -369,9 +509,20 @@ def edited_files(draw: st.DrawFn) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-READERS = [["check"], ["check", "--json"], ["host", "ls"], ["render", "nas"], ["resolve", "db"]]
+READERS = [
+    ["check"],
+    ["check", "--json"],
+    ["host", "ls"],
+    ["render", "nas"],
+    ["resolve", "db"],
+    ["graph", "--format", "dot"],
+]
 # (" ".join of the first two words names the case: "check --json", "host ls", "vpc add"...)
-WRITERS = [["vpc", "add", "dev", "--cidr", "10.150.0.0/16"], ["host", "rm", "vps2"]]
+WRITERS = [
+    ["vpc", "add", "dev", "--cidr", "10.150.0.0/16"],
+    ["host", "rm", "vps2"],
+    ["mesh", "set", "--mtu", "1400", "--metrics", "mesh:9586"],
+]
 
 
 @HUNT

@@ -126,6 +126,7 @@ class LabHost(LabNode):
     switch_port: str = ""
     dir: Path = field(default_factory=Path)
     role: str = "host"
+    lan: str = ""  # a router's LAN address (add_router), "" for hosts
 
 
 @dataclass(eq=False)
@@ -468,15 +469,41 @@ class Lab:
 
     # ---------------------------------------------------------------- hosts
 
-    def add_host(self, name: str, underlay_ip: str | None = None) -> LabHost:
-        """A host on the underlay; ``underlay_ip`` defaults to 192.0.2.N/24 (N = 1, 2, ...)."""
-        return self._add_machine(name, underlay_ip, role="host", first=1)
+    def add_host(
+        self, name: str, underlay_ip: str | None = None, behind: LabHost | None = None
+    ) -> LabHost:
+        """A host on the underlay; ``underlay_ip`` defaults to 192.0.2.N/24 (N = 1, 2, ...).
+        ``behind``: a router from :meth:`add_router`; the host sits on its LAN instead (its
+        ``underlay_ip`` is then required, in the router's LAN) with its default route via it."""
+        return self._add_machine(name, underlay_ip, role="host", first=1, behind=behind)
+
+    def add_router(self, name: str, lan: str) -> LabHost:
+        """A masquerading NAT router: on the underlay like a host, with a LAN bridge ``lan``
+        holding ``lan`` (e.g. "198.51.100.1/24", a documentation range) for hosts added with
+        ``behind=``; forwarding on and ``masquerade`` out of ``eth0`` (nftables)."""
+        router = self._add_machine(name, None, role="router", first=50)
+        iface = ipaddress.IPv4Interface(lan)
+        self._underlay_addr(str(iface), 1)  # claimed: in a documentation range, used once
+        self._ip("-n", router.netns, "link", "add", "lan", "type", "bridge")
+        self._ip("-n", router.netns, "addr", "add", str(iface), "dev", "lan")
+        self._ip("-n", router.netns, "link", "set", "lan", "up")
+        self.run(router, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        self.run(router, [self.tool("nft"), "add table ip labnat; add chain ip labnat post "
+                          "{ type nat hook postrouting priority 100; }; add rule ip labnat post "
+                          'oifname "eth0" masquerade'])  # fmt: skip
+        router.lan = str(iface)
+        return router
 
     def add_admin(self, name: str = "admin", underlay_ip: str | None = None) -> LabHost:
         """The admin machine: same kind of namespace; default address from 192.0.2.100 up."""
         return self._add_machine(name, underlay_ip, role="admin", first=100)
 
-    def _add_machine(self, name: str, underlay_ip: str | None, role: str, first: int) -> LabHost:
+    def _add_machine(
+        self, name: str, underlay_ip: str | None, role: str, first: int,
+        behind: LabHost | None = None,
+    ) -> LabHost:  # fmt: skip
+        if behind is not None and (not behind.lan or underlay_ip is None):
+            raise LabError(f"{name}: behind= needs a router (add_router) and an underlay_ip")
         with self._lock:
             self._check_open()
             sw = self.switch
@@ -497,12 +524,17 @@ class Lab:
                 dir=hdir,
                 role=role,
             )
-            # underlay: switch port <-> eth0, created directly in the two namespaces
-            self._ip("-n", sw.netns, "link", "add", port, "type", "veth",
+            # underlay: switch port (or the router's LAN port) <-> eth0, created directly in the
+            # two namespaces
+            up_ns, up_br = (sw.netns, sw.bridge) if behind is None else (behind.netns, "lan")
+            self._ip("-n", up_ns, "link", "add", port, "type", "veth",
                      "peer", "name", "eth0", "netns", netns)  # fmt: skip
-            self._ip("-n", sw.netns, "link", "set", port, "master", sw.bridge, "up")
+            self._ip("-n", up_ns, "link", "set", port, "master", up_br, "up")
             self._ip("-n", netns, "addr", "add", str(addr), "dev", "eth0")
             self._ip("-n", netns, "link", "set", "eth0", "up")
+            if behind is not None:
+                gw = ipaddress.IPv4Interface(behind.lan).ip
+                self._ip("-n", netns, "route", "add", "default", "via", str(gw))
             host.pid = self._start_keeper(host)
             self.hosts[name] = host
             return host

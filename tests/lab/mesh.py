@@ -41,8 +41,11 @@ class Mesh:
     def change(self, fn: Any) -> Inventory:
         return inventory.update(self.path, fn)
 
-    def add_host(self, name: str, *, nat: bool = False) -> LabHost:
-        host = self.lab.add_host(name)
+    def add_host(
+        self, name: str, *, nat: bool = False, behind: LabHost | None = None,
+        underlay_ip: str | None = None,
+    ) -> LabHost:  # fmt: skip
+        host = self.lab.add_host(name, underlay_ip, behind=behind)
         self.hosts[name] = host
         out = self.agent(host, "keygen", "--json")
         public = json.loads(out.stdout)["public_key"]

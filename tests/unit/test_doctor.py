@@ -74,7 +74,7 @@ def test_a_stale_handshake_fails_only_past_the_threshold() -> None:
 def test_mtu_failure_gives_the_underlay_size() -> None:
     peer = {"name": "h2", "endpoint": "x:1", "handshake_age": 1.0, "ping": True, "mtu_ok": False}
     (bad,) = d.failed(d.host_checks(healthy(peers=[peer])))
-    assert bad.name == "mtu h2" and "mtu 1500" in str(bad.fix)
+    assert bad.name == "mtu h2" and str(bad.fix).startswith("vpcctl mesh set --mtu 1340")
     assert d.ping_size(1420) == 1392
 
 

@@ -466,7 +466,7 @@ def test_warnings_for_nat_pairs_and_missing_keys() -> None:
     inv = edits.add_host(inv, "pi", SshTarget("pi.lan"))
     notes = inventory.warnings(inv)
     assert len(notes) == 2
-    assert "nas, pi are all behind NAT" in notes[0]
+    assert "nas, pi are behind NAT" in notes[0] and "relay (nas via vps1, pi via vps1)" in notes[0]
     assert "without a public key yet: pi" in notes[1]
 
 

@@ -20,6 +20,7 @@ OWNERS = {
     "pyroute2": {"host/netlink.py"},
     "dnslib": {"dns/resolver.py", "dns/zone.py"},
     "docker": {"host/docker.py"},
+    "segno": {"admin/qr.py"},
     "prometheus_client": {"host/metrics.py"},
 }
 

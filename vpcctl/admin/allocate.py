@@ -71,26 +71,48 @@ def _pick(
     return IPv4Address(found)
 
 
+def _mesh_owners(inv: Inventory) -> dict[int, str]:
+    """Mesh addresses in use: hosts' and roaming clients' (they share the mesh CIDR)."""
+    owners = {int(h.address): f"host {h.name}" for h in inv.hosts.values()}
+    owners.update({int(c.address): f"client {c.name}" for c in inv.clients.values()})
+    return owners
+
+
 def host_address(inv: Inventory, wanted: IPv4Address | None = None) -> IPv4Address:
     cidr = inv.mesh.cidr
-    used = {int(h.address) for h in inv.hosts.values()}
+    owners = _mesh_owners(inv)
     first, last = int(cidr.network_address) + 1, int(cidr.broadcast_address) - 1
+    clients = f", {len(inv.clients)} clients" if inv.clients else ""
     return _pick(
-        wanted, first, last, used,
+        wanted, first, last, set(owners),
         outside=lambda: AllocationError(
             f"address {wanted} is not a usable address of the mesh CIDR {cidr}",
             f"pick an address between {IPv4Address(first)} and {IPv4Address(last)}",
         ),
         taken=lambda: AllocationError(
-            f"address {wanted} is already used by host "
-            f"{next(h.name for h in inv.hosts.values() if h.address == wanted)}",
+            f"address {wanted} is already used by {owners[int(wanted or 0)]}",
             "pick another address, or leave --address out to allocate one",
         ),
         full=lambda: AllocationError(
-            f"the mesh CIDR {cidr} is full ({len(used)} hosts)",
+            f"the mesh CIDR {cidr} is full ({len(inv.hosts)} hosts{clients})",
             "a larger mesh CIDR needs a new mesh (`vpcctl init` with a larger --mesh-cidr)",
         ),
     )  # fmt: skip
+
+
+def client_address(inv: Inventory) -> IPv4Address:
+    """A roaming client's mesh address: the *highest* free one of the mesh CIDR (hosts take the
+    lowest), so clients and hosts grow towards each other and never collide, and no client
+    address can ever lie in a VPC (the mesh CIDR overlaps no VPC)."""
+    cidr = inv.mesh.cidr
+    used = _mesh_owners(inv)
+    for candidate in range(int(cidr.broadcast_address) - 1, int(cidr.network_address), -1):
+        if candidate not in used:
+            return IPv4Address(candidate)
+    raise AllocationError(
+        f"the mesh CIDR {cidr} is full ({len(used)} hosts and clients)",
+        "remove unused clients (`vpcctl client rm`), or start a mesh with a larger --mesh-cidr",
+    )
 
 
 def vpc_slice(

@@ -13,6 +13,7 @@ from vpcctl.admin import allocate
 from vpcctl.core.errors import NotFoundError, ValidationError
 from vpcctl.core.model import (
     DEFAULT_SLICE_PREFIX,
+    Client,
     Container,
     Host,
     Inventory,
@@ -140,12 +141,19 @@ def set_host(
 def rm_host(inv: Inventory, name: str, *, force: bool = False) -> Inventory:
     if name not in inv.hosts:
         raise _missing("host", name, "see `vpcctl host ls`")
+    served = sorted(c.name for c in inv.clients.values() if c.via == name)
+    if served and not force:
+        raise ValidationError(
+            f"host {name} is the gateway of clients: {', '.join(served)}",
+            "remove them first (`vpcctl client rm`), or pass --force to remove them too",
+        )
     placed = sorted(c.key for c in inv.containers.values() if c.host == name)
     if placed and not force:
         raise ValidationError(
             f"host {name} still runs containers: {', '.join(placed)}",
             "move or remove them first, or pass --force to remove them too",
         )
+    inv = replace(inv, clients={k: c for k, c in inv.clients.items() if c.via != name})
     gone = set(placed)
     hosts = {k: v for k, v in inv.hosts.items() if k != name}
     containers = {k: v for k, v in inv.containers.items() if k not in gone}
@@ -200,10 +208,13 @@ def rm_vpc(inv: Inventory, name: str, *, force: bool = False) -> Inventory:
     members = sorted(
         [c.key for c in inv.containers.values() if c.vpc == name]
         + [s.key for s in inv.services.values() if s.vpc == name]
+        + [f"client {c.name}" for c in inv.clients.values() if name in c.vpcs]
     )
     if members and not force:
         raise ValidationError(
-            f"VPC {name} still has containers or services: {', '.join(members)}",
+            f"VPC {name} still has containers or services"
+            + (" or clients" if any(m.startswith("client ") for m in members) else "")
+            + f": {', '.join(members)}",
             "remove them first, or pass --force to remove them too",
         )
     hosts = {
@@ -216,6 +227,11 @@ def rm_vpc(inv: Inventory, name: str, *, force: bool = False) -> Inventory:
         hosts=hosts,
         containers={k: c for k, c in inv.containers.items() if c.vpc != name},
         services={k: s for k, s in inv.services.items() if s.vpc != name},
+        clients={
+            k: replace(c, vpcs=tuple(v for v in c.vpcs if v != name))
+            for k, c in inv.clients.items()
+            if c.vpcs != (name,)
+        },
     )
 
 
@@ -301,3 +317,42 @@ def rm_service(inv: Inventory, name: str, vpc: str) -> Inventory:
     if key not in inv.services:
         raise _missing("service", key, "see `vpcctl service ls`")
     return replace(inv, services={k: s for k, s in inv.services.items() if k != key})
+
+
+def add_client(
+    inv: Inventory, name: str, via: str, vpcs: tuple[str, ...], public_key: str
+) -> Inventory:
+    """A roaming client behind gateway host ``via`` that may reach ``vpcs`` (every VPC when
+    empty). Its address is the highest free one of the mesh CIDR (allocate.client_address)."""
+    if name in inv.clients:
+        raise _exists("client", name, "pick another name, or `vpcctl client rm` it first")
+    gw = inv.hosts.get(via)
+    if gw is None:
+        raise _missing("host", via, "--via names the gateway host: see `vpcctl host ls`")
+    if gw.endpoint is None:
+        raise ValidationError(
+            f"gateway host {via} has no endpoint (it is behind NAT): a client cannot dial it",
+            f"pick a host with an endpoint, or give it one: vpcctl host set {via} "
+            "--endpoint HOST:PORT",
+        )
+    if gw.public_key is None:
+        raise ValidationError(
+            f"gateway host {via} has no public key yet", f"run `vpcctl join {via}` first"
+        )
+    for v in vpcs:
+        if v not in inv.vpcs:
+            raise _missing("VPC", v, "see `vpcctl vpc ls`")
+    chosen = tuple(sorted(set(vpcs) or set(inv.vpcs)))
+    if not chosen:
+        raise ValidationError("the mesh has no VPC for a client to reach", "vpcctl vpc add ...")
+    client = Client(
+        name=name, via=via, address=allocate.client_address(inv), public_key=public_key,
+        vpcs=chosen,
+    )  # fmt: skip
+    return replace(inv, clients={**inv.clients, name: client})
+
+
+def rm_client(inv: Inventory, name: str) -> Inventory:
+    if name not in inv.clients:
+        raise _missing("client", name, "see `vpcctl client ls`")
+    return replace(inv, clients={k: c for k, c in inv.clients.items() if k != name})

@@ -39,6 +39,7 @@ from vpcctl.core.model import (
     ROUTINGS,
     SCHEMA_VERSION,
     WG_MTU,
+    Client,
     Container,
     Host,
     Inventory,
@@ -62,6 +63,7 @@ from vpcctl.core.model import (
     parse_public_key,
     parse_range,
     parse_ssh,
+    relays_of,
     split_key,
 )
 from vpcctl.core.reader import Reader, toml_key
@@ -138,7 +140,7 @@ def _boolean(value: object, where: str) -> bool:
 
 def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
     r = Reader(source)
-    r.keys(raw, "", ("version", "mesh"), ("hosts", "vpcs", "containers", "services"))
+    r.keys(raw, "", ("version", "mesh"), ("hosts", "vpcs", "containers", "services", "clients"))
     version = raw["version"]
     if type(version) is not int or version != SCHEMA_VERSION:  # True == 1 == 1.0 in Python
         raise ValidationError(
@@ -174,7 +176,7 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
 
     hosts: dict[str, Host] = {}
     for name, key, t in r.tables(
-        raw, "hosts", ("ssh", "address"), ("endpoint", "public_key", "agent", "slices")
+        raw, "hosts", ("ssh", "address"), ("endpoint", "public_key", "agent", "slices", "relay")
     ):
         slices: dict[str, IPv4Network] = {}
         for vpc, cidr in r.mapping(t.get("slices", {}), f"{key}.slices").items():
@@ -196,6 +198,11 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
             ),
             agent=r.string(t["agent"], f"{key}.agent") if "agent" in t else None,
             slices=slices,
+            relay=(
+                parse_label(t["relay"], r.where(f"{key}.relay"), "host name")
+                if "relay" in t
+                else None
+            ),
         )
 
     vpcs: dict[str, Vpc] = {}
@@ -256,7 +263,29 @@ def from_dict(raw: Mapping[str, Any], source: str = FILENAME) -> Inventory:
                 r.where(f"{key}.selector"),
             ),
         )
-    return Inventory(mesh=mesh, hosts=hosts, vpcs=vpcs, containers=containers, services=services)
+    return Inventory(
+        mesh=mesh, hosts=hosts, vpcs=vpcs, containers=containers, services=services,
+        clients=_clients(r, raw),
+    )  # fmt: skip
+
+
+def _clients(r: Reader, raw: Mapping[str, Any]) -> dict[str, Client]:
+    clients: dict[str, Client] = {}
+    for name, key, t in r.tables(raw, "clients", ("via", "address", "public_key", "vpcs"), ()):
+        vpcs = [parse_label(v, r.where(f"{key}.vpcs"), "VPC name") for v in r.lst(t["vpcs"], key)]
+        if not vpcs or len(set(vpcs)) != len(vpcs):
+            raise ValidationError(
+                f"{r.where(f'{key}.vpcs')}: expected a non-empty list of distinct VPC names",
+                'e.g. vpcs = ["prod"]',
+            )
+        clients[name] = Client(
+            name=parse_label(name, r.where(key), "client name"),
+            via=parse_label(t["via"], r.where(f"{key}.via"), "host name"),
+            address=parse_address(t["address"], r.where(f"{key}.address")),
+            public_key=parse_public_key(t["public_key"], r.where(f"{key}.public_key")),
+            vpcs=tuple(sorted(vpcs)),
+        )
+    return clients
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +321,7 @@ def problems(inv: Inventory, source: str = FILENAME) -> list[ValidationError]:
         out.append(ValidationError(f"{source}: {key}: {problem}", hint))
 
     for check in (_cidr_problems, _host_problems, _vpc_problems, _container_problems,
-                  _service_problems):  # fmt: skip
+                  _service_problems, _client_problems):  # fmt: skip
         check(inv, bad)
     out.extend(limits.problems(inv, source))  # names and ranges that cannot work
     return out
@@ -341,6 +370,11 @@ def _host_problems(inv: Inventory, bad: Bad) -> None:
                 )
             else:
                 by_key[host.public_key] = host.name
+        if host.relay is not None:
+            relay = inv.hosts.get(host.relay)
+            if relay is None or relay.endpoint is None or relay.name == host.name:
+                bad(f"{key}.relay", f"{host.relay!r} is not another host with an endpoint",
+                    "name a host others can dial, or remove `relay` (one is chosen then)")  # fmt: skip
         for sv in host.slices:
             if sv not in inv.vpcs:
                 bad(
@@ -348,6 +382,42 @@ def _host_problems(inv: Inventory, bad: Bad) -> None:
                     f"no VPC named {sv!r}",
                     "remove the slice or add the VPC",
                 )
+
+
+def _client_problems(inv: Inventory, bad: Bad) -> None:
+    """A client needs a gateway host with an endpoint and a public key, VPCs that exist, an
+    address of the mesh CIDR no host or other client has, and a key of its own."""
+    mesh = inv.mesh
+    first, last = mesh.cidr.network_address + 1, mesh.cidr.broadcast_address - 1
+    taken = {h.address: f"host {h.name}" for h in inv.hosts.values()}
+    keys = {h.public_key: f"host {h.name}" for h in inv.hosts.values() if h.public_key}
+    for c in sorted(inv.clients.values(), key=lambda c: c.name):
+        key = f"clients.{c.name}"
+        gw = inv.hosts.get(c.via)
+        if gw is None:
+            bad(f"{key}.via", f"no host named {c.via!r}", "see `vpcctl host ls`")
+        elif gw.endpoint is None or gw.public_key is None:
+            bad(
+                f"{key}.via",
+                f"gateway host {c.via} has no endpoint or no public key",
+                f"vpcctl host set {c.via} --endpoint HOST:PORT (and `vpcctl join` it)",
+            )
+        for v in c.vpcs:
+            if v not in inv.vpcs:
+                bad(f"{key}.vpcs", f"no VPC named {v!r}", "remove it or add the VPC")
+        if not first <= c.address <= last:
+            bad(f"{key}.address", f"{c.address} is not a usable address of {mesh.cidr}",
+                "use `vpcctl client add` to allocate")  # fmt: skip
+        elif c.address in taken:
+            bad(f"{key}.address", f"{c.address} is also the address of {taken[c.address]}",
+                "duplicate address (a merge?): remove the client and add it again")  # fmt: skip
+        else:
+            taken[c.address] = f"client {c.name}"
+        if c.public_key in keys:
+            bad(f"{key}.public_key", f"same public key as {keys[c.public_key]}",
+                "remove the client and add it again: it gets a new key")  # fmt: skip
+        else:
+            keys[c.public_key] = f"client {c.name}"
 
 
 def _vpc_problems(inv: Inventory, bad: Bad) -> None:
@@ -500,10 +570,18 @@ def warnings(inv: Inventory) -> list[str]:
     """Things that are valid but probably not what the admin wants."""
     out: list[str] = []
     nat = sorted(h.name for h in inv.hosts.values() if h.endpoint is None)
-    if len(nat) > 1:
+    relays = relays_of(inv)
+    if len(nat) > 1 and not relays:
         out.append(
             f"hosts {', '.join(nat)} are all behind NAT (no endpoint): they cannot reach each other "
             "directly; give one of them a public endpoint"
+        )
+    elif len(nat) > 1:
+        via = ", ".join(f"{n} via {relays[n]}" for n in nat if n in relays)
+        out.append(
+            f"hosts {', '.join(nat)} are behind NAT (no endpoint): they cannot dial each other, so "
+            f"their traffic to each other goes through a relay ({via}); the relay decrypts and "
+            're-encrypts it (WireGuard hop by hop, README "NAT to NAT")'
         )
     for key, net in limits.public_ranges(inv):
         out.append(
@@ -560,6 +638,8 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
             t["agent"] = h.agent
         if h.slices:
             t["slices"] = {vpc: str(h.slices[vpc]) for vpc in sorted(h.slices)}
+        if h.relay is not None:
+            t["relay"] = h.relay
         hosts[name] = t
     vpcs = {
         name: {
@@ -582,11 +662,17 @@ def to_dict(inv: Inventory) -> dict[str, Any]:
         }
         for key, s in sorted(inv.services.items(), key=lambda kv: (kv[1].vpc, kv[1].name))
     }
+    clients = {
+        name: {"via": c.via, "address": str(c.address), "public_key": c.public_key,
+               "vpcs": list(c.vpcs)}
+        for name, c in sorted(inv.clients.items())
+    }  # fmt: skip
     for section, body in (
         ("hosts", hosts),
         ("vpcs", vpcs),
         ("containers", containers),
         ("services", services),
+        ("clients", clients),
     ):
         if body:
             out[section] = body

@@ -6,19 +6,22 @@ rendering all 1,000 hosts of a full mesh (999,000 peer entries) stays well under
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv4Network
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from vpcctl.core.errors import NotFoundError
 from vpcctl.core.model import (
     DEFAULT_STATE_DIR,
     KEEPALIVE_SECONDS,
+    Client,
     Inventory,
     gateway,
+    relays_of,
     vpc_mtu,
 )
 from vpcctl.core.names import bridge_name, tunnel_name
 from vpcctl.core.spec import (
+    ClientSpec,
     DaemonSpec,
     HostSpec,
     PeerSpec,
@@ -28,6 +31,7 @@ from vpcctl.core.spec import (
     VpcSpec,
     ZoneData,
     ZoneVpc,
+    wireguard_peers,
 )
 
 PRIVATE_KEY_FILE = "private.key"
@@ -58,6 +62,7 @@ def zone_data(inv: Inventory, ttl: int = DEFAULT_TTL) -> ZoneData:
         mesh_cidr=inv.mesh.cidr,
         hosts=tuple((n, inv.hosts[n].address) for n in sorted(inv.hosts)),
         vpcs=tuple(vpcs),
+        clients=tuple(sorted((c.address, c.vpcs) for c in inv.clients.values())),
     )
 
 
@@ -74,6 +79,26 @@ class _Shared:
     services: tuple[ServiceSpec, ...]
     zone: ZoneData
     daemon: DaemonSpec
+    clients: dict[str, tuple[ClientSpec, ...]]  # gateway host -> the clients it serves
+    relays: dict[str, str]  # host behind NAT -> its relay
+
+
+def client_dns(inv: Inventory, c: Client) -> IPv4Address:
+    """Where a client asks for names: its gateway's resolver, on the gateway address of the
+    gateway host's slice of the client's first VPC (an address the client routes anyway)."""
+    return gateway(inv.hosts[c.via].slices[c.vpcs[0]]).ip
+
+
+def _served(inv: Inventory) -> dict[str, tuple[ClientSpec, ...]]:
+    out: dict[str, list[ClientSpec]] = {}
+    for c in sorted(inv.clients.values(), key=lambda c: c.address):
+        out.setdefault(c.via, []).append(
+            ClientSpec(
+                name=c.name, public_key=c.public_key, address=c.address,
+                vpcs=tuple((v, inv.vpcs[v].cidr) for v in c.vpcs), dns=client_dns(inv, c),
+            )
+        )  # fmt: skip
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def _shared(inv: Inventory) -> _Shared:
@@ -85,17 +110,20 @@ def _shared(inv: Inventory) -> _Shared:
     vpcs: dict[str, tuple[VpcSpec, ...]] = {}
     vpc_names = sorted(inv.vpcs)
     order = tuple(sorted(inv.hosts))
+    served = _served(inv)
     for name in order:
         h = inv.hosts[name]
+        # the clients a host is gateway of are reached through it, like its own slices
+        clients = tuple(IPv4Network(f"{c.address}/32") for c in served.get(name, ()))
         slices = tuple(h.slices[v] for v in vpc_names if v in h.slices)
         by_vpc = tuple((v, h.slices[v]) for v in vpc_names if v in h.slices)
         if mesh.routing == "ipip":
             allowed: tuple[IPv4Network, ...] = (IPv4Interface(f"{h.address}/32").network,)
             routes[name] = tuple(
-                RouteSpec(dst=s, dev=tunnel, via=h.address, onlink=True) for s in slices
+                RouteSpec(dst=s, dev=tunnel, via=h.address, onlink=True) for s in slices + clients
             )
         else:
-            allowed = (IPv4Interface(f"{h.address}/32").network, *slices)
+            allowed = (IPv4Interface(f"{h.address}/32").network, *slices, *clients)
             routes[name] = tuple(RouteSpec(dst=s, dev=mesh.interface) for s in slices)
         if h.public_key is not None:
             plain[name] = PeerSpec(
@@ -168,6 +196,8 @@ def _shared(inv: Inventory) -> _Shared:
         daemon=DaemonSpec(
             enabled=mesh.daemon, port=mesh.daemon_port, grace=mesh.grace, metrics=mesh.metrics
         ),
+        clients=served,
+        relays=relays_of(inv),
     )
 
 
@@ -182,6 +212,12 @@ def _spec(inv: Inventory, shared: _Shared, host: str) -> HostSpec:
         i, start, end = span
         peers = table[:i] + table[i + 1 :]
         routes = shared.routes[:start] + shared.routes[end:]
+    relay = shared.relays.get(host)
+    if relay is not None:  # the other hosts behind NAT cannot be dialled: through the relay
+        peers = tuple(
+            replace(p, relay=relay) if p.endpoint is None and p.name in shared.relays else p
+            for p in peers
+        )
     return HostSpec(
         mesh=mesh.name,
         host=host,
@@ -205,6 +241,7 @@ def _spec(inv: Inventory, shared: _Shared, host: str) -> HostSpec:
         services=shared.services,
         dns=shared.zone,
         daemon=shared.daemon,
+        clients=shared.clients.get(host, ()),
         psk=mesh.psk,
     )
 
@@ -239,7 +276,7 @@ def wg_quick(spec: HostSpec, private_key: str | None = None) -> str:
         lines.append(f"PostUp = wg set %i private-key {DEFAULT_STATE_DIR / spec.private_key_file}")
     if spec.routing == "ipip":
         lines.append("Table = off")
-    for p in spec.peers:
+    for p in wireguard_peers(spec):
         lines += ["", f"# {p.name}", "[Peer]", f"PublicKey = {p.public_key}"]
         if p.endpoint:
             lines.append(f"Endpoint = {p.endpoint}")
@@ -247,3 +284,33 @@ def wg_quick(spec: HostSpec, private_key: str | None = None) -> str:
         if p.keepalive:
             lines.append(f"PersistentKeepalive = {p.keepalive}")
     return "\n".join(lines) + "\n"
+
+
+def client_config(inv: Inventory, name: str, private_key: str) -> str:
+    """The wg-quick config of roaming client ``name``: the one text that holds its private key
+    (printed once by ``vpcctl client add``, never stored). Its DNS line names the gateway's
+    resolver and the VPC domains as search domains; AllowedIPs are its VPCs only."""
+    c = inv.clients[name]
+    gw = inv.hosts[c.via]
+    domains = [f"{v}.{inv.mesh.domain}" for v in c.vpcs]
+    return (
+        "\n".join(
+            [
+                f"# vpcctl mesh {inv.mesh.name}, client {c.name} via {c.via}: shown once, it holds",
+                "# the private key; import it into the WireGuard app (or wg-quick) and delete it",
+                "[Interface]",
+                f"PrivateKey = {private_key}",
+                f"Address = {c.address}/32",
+                f"DNS = {', '.join([str(client_dns(inv, c)), *domains])}",
+                f"MTU = {vpc_mtu(inv.mesh.mtu, inv.mesh.routing)}",
+                "",
+                f"# {c.via}",
+                "[Peer]",
+                f"PublicKey = {gw.public_key}",
+                f"Endpoint = {gw.endpoint}",
+                "AllowedIPs = " + ", ".join(str(inv.vpcs[v].cidr) for v in c.vpcs),
+                f"PersistentKeepalive = {KEEPALIVE_SECONDS}",
+            ]
+        )
+        + "\n"
+    )

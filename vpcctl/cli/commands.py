@@ -12,6 +12,7 @@ import typer
 
 from vpcctl import __version__
 from vpcctl.cli.app import inventory_path, new_app, report, state
+from vpcctl.cli.clients import client_app
 from vpcctl.cli.dns import dns_app
 from vpcctl.cli.objects import container_app, host_app, mesh_app, service_app, vpc_app
 from vpcctl.cli.output import info, print_json, warn
@@ -29,6 +30,7 @@ app.add_typer(vpc_app, name="vpc")
 app.add_typer(container_app, name="container")
 app.add_typer(service_app, name="service")
 app.add_typer(dns_app, name="dns")
+app.add_typer(client_app, name="client")
 
 from vpcctl.cli import push as _push  # noqa: E402
 from vpcctl.cli import teardown as _teardown  # noqa: E402

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from vpcctl.cli.remote import Connect, ssh_options
 GRAPHVIZ_HINT = "install Graphviz: apt-get install graphviz (or use --format dot|text)"
 
 
-def _validate(fmt: str, output: Path | None) -> None:
+def _validate(fmt: str, output: Path | None, inventory: Path) -> None:
     from vpcctl.admin.graph import FORMATS
     from vpcctl.core.errors import UsageError
 
@@ -27,6 +30,9 @@ def _validate(fmt: str, output: Path | None) -> None:
     if output is not None and (output.is_dir() or not output.parent.is_dir()):
         raise UsageError(f"-o {output}: not a file in an existing directory",
                          "give a file path, e.g. -o docs/mesh.svg")  # fmt: skip
+    if output is not None and output.resolve() == inventory.resolve():
+        raise UsageError(f"-o {output}: that is the inventory; a picture would replace it",
+                         "give another file, e.g. -o mesh.svg")  # fmt: skip
 
 
 def _live(inv: Any, connect: Connect) -> Any:
@@ -74,10 +80,13 @@ def _tree(g: Any) -> Any:
 
 
 def _emit(text: str, output: Path | None) -> None:
+    """To stdout, or to ``output`` created 0600 (the picture names every endpoint and address)."""
+    from vpcctl.core.keys import write_secret
+
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text)
+        write_secret(output, text.encode())
 
 
 def _render(g: Any, fmt: str, output: Path | None) -> None:
@@ -89,23 +98,36 @@ def _render(g: Any, fmt: str, output: Path | None) -> None:
         if output is None:
             Console(highlight=False, soft_wrap=True).print(_tree(g))
         else:
-            with output.open("w") as f:
-                Console(file=f, highlight=False, soft_wrap=True, width=200).print(_tree(g))
+            text = io.StringIO()
+            Console(file=text, highlight=False, soft_wrap=True, width=200).print(_tree(g))
+            _emit(text.getvalue(), output)
         return
     dot = to_dot(g)
     if fmt == "dot":
         _emit(dot, output)
         return
+    if output is None:
+        sys.stdout.write(_dot(fmt, dot, None))
+        return
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")  # 0600 before dot writes a byte
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    try:
+        _dot(fmt, dot, tmp)
+        os.replace(tmp, output)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _dot(fmt: str, dot: str, output: Path | None) -> str:
     from vpcctl.core import run
+    from vpcctl.core.errors import ProgramError
 
     argv = ["dot", f"-T{fmt}", *(["-o", str(output)] if output is not None else [])]
     done = run.run(argv, input=dot, what="graph", hint=GRAPHVIZ_HINT)
     if not done.ok:
-        from vpcctl.core.errors import ProgramError
-
         raise ProgramError(f"graph: dot failed: {done.stderr.strip()[:200]}", GRAPHVIZ_HINT)
-    if output is None:
-        sys.stdout.write(done.stdout)
+    return done.stdout
 
 
 @ssh_options(accept_new=False, timeout=60.0)
@@ -139,8 +161,9 @@ def graph(
     from vpcctl.admin import graph as g
     from vpcctl.admin import inventory, views
 
-    _validate(fmt, output)
-    inv = inventory.load(inventory_path(ctx))
+    path = inventory_path(ctx)
+    _validate(fmt, output, path)
+    inv = inventory.load(path)
     statuses, endpoints, down = None, (), []
     if live:
         statuses, endpoints, down = _live(inv, connect)

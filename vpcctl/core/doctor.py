@@ -160,8 +160,8 @@ def mtu(p: Mapping[str, Any], size: int) -> Check:
     return _fail(
         name,
         f"{packet}-byte packets (the interface MTU) do not pass unfragmented; smaller ones do",
-        f"give the underlay path an MTU of at least {packet + 80} (WireGuard adds 80 bytes): "
-        f"ip link set DEV mtu {packet + 80} on both hosts and every router between",
+        f"vpcctl mesh set --mtu {packet - 80} && vpcctl up  # or give the underlay path an MTU "
+        f"of at least {packet + 80} (WireGuard adds 80 bytes)",
     )
 
 

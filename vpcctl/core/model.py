@@ -573,6 +573,7 @@ class Host:
     public_key: str | None = None
     agent: str | None = None  # command that runs vpcctl on the host; None = "vpcctl"
     slices: Mapping[str, IPv4Network] = field(default_factory=dict)  # vpc name -> slice
+    relay: str | None = None  # behind NAT: the host relaying to other NAT hosts (None = automatic)
 
     @property
     def behind_nat(self) -> bool:
@@ -614,12 +615,26 @@ class Service:
 
 
 @dataclass(frozen=True, slots=True)
+class Client:
+    """A roaming peer (laptop, phone) with no SSH: it dials ``via``, the gateway host (which has
+    an endpoint), and reaches ``vpcs`` only. Its private key is never stored: only the public
+    key and its mesh address (allocated from the top of the mesh CIDR, README "Roaming clients")."""
+
+    name: str
+    via: str
+    address: IPv4Address
+    public_key: str
+    vpcs: tuple[str, ...]  # sorted, unique
+
+
+@dataclass(frozen=True, slots=True)
 class Inventory:
     mesh: Mesh
     hosts: Mapping[str, Host] = field(default_factory=dict)
     vpcs: Mapping[str, Vpc] = field(default_factory=dict)
     containers: Mapping[str, Container] = field(default_factory=dict)  # "vpc/name" -> Container
     services: Mapping[str, Service] = field(default_factory=dict)  # "vpc/name" -> Service
+    clients: Mapping[str, Client] = field(default_factory=dict)
     version: int = SCHEMA_VERSION
 
 
@@ -650,3 +665,19 @@ def split_key(key: str, where: str) -> tuple[str, str]:
             'name containers and services "vpc/name", e.g. "prod/db-1"',
         )
     return parse_label(vpc, where, "VPC name"), parse_label(name, where)
+
+
+def relays_of(inv: Inventory) -> dict[str, str]:
+    """Host behind NAT -> the host that relays its traffic to the other hosts behind NAT (README
+    "NAT to NAT"): its ``relay`` when that is a host with an endpoint and a key, else the first
+    such host by name. A host with an endpoint needs none; without any candidate there is none."""
+    dialable = sorted(n for n, h in inv.hosts.items() if h.endpoint and h.public_key)
+    out: dict[str, str] = {}
+    for name, h in inv.hosts.items():
+        if h.endpoint is not None:
+            continue
+        if h.relay in dialable and h.relay != name:
+            out[name] = h.relay
+        elif dialable:
+            out[name] = dialable[0]
+    return out

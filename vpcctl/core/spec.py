@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, TypeVar
 
@@ -51,6 +51,8 @@ class PeerSpec:
     keepalive: int
     # (vpc, slice) pairs, sorted: the only addresses this peer may announce (the mesh table)
     slices: tuple[tuple[str, IPv4Network], ...] = ()
+    # both behind NAT: no WireGuard peer of its own, its allowed IPs go to this relay peer
+    relay: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,39 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientSpec:
+    """A roaming client this host is the gateway of: a WireGuard peer with its address as the
+    only allowed IP, that may reach ``vpcs`` (and the resolver at ``dns``) and nothing else."""
+
+    name: str
+    public_key: str
+    address: IPv4Address
+    vpcs: tuple[tuple[str, IPv4Network], ...]  # (vpc, its CIDR), sorted
+    dns: IPv4Address  # this host's resolver address the client's config names
+
+
+def wireguard_peers(spec: HostSpec) -> tuple[PeerSpec, ...]:
+    """Every WireGuard peer of the host: the mesh's hosts (a relayed one's allowed IPs on its
+    relay's peer instead of a peer of its own), then the clients it is gateway of."""
+    extra: dict[str, tuple[IPv4Network, ...]] = {}
+    for p in spec.peers:
+        if p.relay is not None:
+            extra[p.relay] = extra.get(p.relay, ()) + p.allowed_ips
+    direct = tuple(
+        replace(p, allowed_ips=p.allowed_ips + extra[p.name]) if p.name in extra else p
+        for p in spec.peers
+        if p.relay is None
+    )
+    return direct + tuple(
+        PeerSpec(
+            name=c.name, public_key=c.public_key, address=c.address, endpoint=None,
+            allowed_ips=(IPv4Network(f"{c.address}/32"),), keepalive=0,
+        )
+        for c in spec.clients
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class ZoneVpc:
     name: str
     cidr: IPv4Network
@@ -117,6 +152,8 @@ class ZoneData:
     mesh_cidr: IPv4Network
     hosts: tuple[tuple[str, IPv4Address], ...]
     vpcs: tuple[ZoneVpc, ...]
+    # roaming clients: (address, the VPCs whose names it may resolve), sorted by address
+    clients: tuple[tuple[IPv4Address, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +176,7 @@ class HostSpec:
     daemon: DaemonSpec = DaemonSpec()
     psk: bool = False  # a preshared key per pair, from the agent's own store (never in here)
     version: int = SPEC_VERSION
+    clients: tuple[ClientSpec, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +188,9 @@ def _ports(ports: tuple[PortSpec, ...]) -> list[str]:
 
 
 def zone_to_dict(z: ZoneData) -> dict[str, Any]:
+    clients = {"clients": {str(a): list(v) for a, v in z.clients}} if z.clients else {}
     return {
+        **clients,
         "domain": z.domain,
         "ttl": z.ttl,
         "mesh_cidr": str(z.mesh_cidr),
@@ -202,6 +242,7 @@ class Encoder:
             "allowed_ips": [str(n) for n in p.allowed_ips],
             "keepalive": p.keepalive,
             "slices": {vpc: str(net) for vpc, net in p.slices},
+            **({"relay": p.relay} if p.relay is not None else {}),
         }
 
     @staticmethod
@@ -264,6 +305,7 @@ class Encoder:
                 **({"metrics": s.daemon.metrics} if s.daemon.metrics else {}),
             },
             **({"psk": True} if s.psk else {}),
+            **({"clients": [_client(c) for c in s.clients]} if s.clients else {}),
         }
 
     def dumps(self, s: HostSpec, *, compact: bool = False) -> str:
@@ -272,6 +314,33 @@ class Encoder:
         if compact:
             return json.dumps(self.to_dict(s), separators=(",", ":")) + "\n"
         return json.dumps(self.to_dict(s), indent=2) + "\n"
+
+
+def _client(c: ClientSpec) -> dict[str, Any]:
+    return {
+        "name": c.name, "public_key": c.public_key, "address": str(c.address),
+        "vpcs": {v: str(n) for v, n in c.vpcs}, "dns": str(c.dns),
+    }  # fmt: skip
+
+
+def _clients(r: Reader, top: dict[str, Any]) -> tuple[ClientSpec, ...]:
+    out = []
+    for k, c in r.records({"clients": top.get("clients", [])}, "clients"):
+        vpcs = r.mapping(r.get(c, "vpcs", k), f"{k}.vpcs")
+        out.append(
+            ClientSpec(
+                name=r.field(c, "name", k, parse_label),
+                public_key=r.field(c, "public_key", k, parse_public_key),
+                address=r.field(c, "address", k, parse_address),
+                vpcs=tuple(sorted(
+                    (parse_label(v, r.where(f"{k}.vpcs"), "VPC name"),
+                     parse_network(n, r.where(f"{k}.vpcs.{v}")))
+                    for v, n in vpcs.items()
+                )),
+                dns=r.field(c, "dns", k, parse_address),
+            )
+        )  # fmt: skip
+    return tuple(out)
 
 
 def to_json(spec: HostSpec) -> str:
@@ -329,6 +398,7 @@ def _peer(r: Reader, k: str, p: dict[str, Any]) -> PeerSpec:
                 for vpc, net in r.mapping(p.get("slices", {}), f"{k}.slices").items()
             )
         ),
+        relay=None if p.get("relay") is None else r.field(p, "relay", k, parse_label),
     )
 
 
@@ -433,6 +503,7 @@ def from_dict(raw: object, source: str = "spec") -> HostSpec:
         dns=zone_from_dict(r.get(top, "dns", "dns"), source),
         daemon=_daemon(r, top.get("daemon")),
         psk=r.boolean(top.get("psk", False), "psk"),
+        clients=_clients(r, top),
     )
 
 
@@ -494,4 +565,14 @@ def zone_from_dict(raw: object, source: str = "zone") -> ZoneData:
             for n, ip in hosts.items()
         ),
         vpcs=tuple(vpcs),
+        clients=tuple(
+            (
+                parse_address(a, r.where("dns.clients")),
+                tuple(
+                    parse_label(v, r.where(f"dns.clients.{a}"), "VPC name")
+                    for v in r.lst(vs, f"dns.clients.{a}")
+                ),
+            )
+            for a, vs in r.mapping(d.get("clients", {}), "dns.clients").items()
+        ),
     )

@@ -4,6 +4,8 @@ Views (README "Names"):
 
 * a client inside VPC X (its source address is in X's CIDR) sees X's names only, in full
   (``db.prod.vpc.internal``) and short (``db``, ``db.prod``) form, and PTR for X's addresses;
+* a roaming client (README "Roaming clients"; its mesh address) sees the names of the VPCs it was
+  given, short forms in the first of them;
 * the host itself (loopback) sees every VPC's full names, every host name (``nas.vpc.internal``)
   and every PTR;
 * anyone else is refused.
@@ -223,6 +225,17 @@ def build(data: ZoneData) -> Zone:
     suffixes = (d, *(v.name for v in data.vpcs))
     views = tuple(
         (v.cidr, v.name, View((apexes, vpc_layers[v.name]), suffixes, v.name, d)) for v in data.vpcs
+    )
+    # a roaming client (its /32, in the mesh CIDR: never inside a VPC) sees the names of the VPCs
+    # it was given, short forms expanded in the first of them; nothing of any other VPC
+    views += tuple(
+        (
+            IPv4Network(f"{address}/32"),
+            given[0],
+            View((apexes, *(vpc_layers[v] for v in given)), suffixes, given[0], d),
+        )
+        for address, vpcs in data.clients
+        if (given := tuple(v for v in vpcs if v in vpc_layers))
     )
     host_view = View(
         (apexes, *(vpc_layers[v.name] for v in data.vpcs), host_layer.freeze(apex_of)), (d,)

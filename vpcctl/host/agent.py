@@ -25,7 +25,7 @@ from vpcctl import __version__
 from vpcctl.core.confirm import Pending
 from vpcctl.core.errors import ApplyError, ExitCode, KeyFileError, VpcctlError
 from vpcctl.core.keys import PrivateKey, ensure_private, load_private
-from vpcctl.core.spec import HostSpec, to_json
+from vpcctl.core.spec import HostSpec, to_json, wireguard_peers
 from vpcctl.host import live
 from vpcctl.host.linktypes import ALIAS_PREFIX, RTPROT_VPCCTL
 from vpcctl.host.plans import MANAGED, Change, Plan
@@ -685,7 +685,7 @@ def status(system: System, state: StateDir) -> dict[str, Any]:
     iface_name = spec.interface if spec else None
     iface = links.get(iface_name) if iface_name else None
     wg = system.wg_get(iface_name, iface.kind) if iface_name and iface else None
-    names = {p.public_key: p.name for p in spec.peers} if spec else {}
+    names = {p.public_key: p.name for p in wireguard_peers(spec)} if spec else {}
     now = time.time()
     peers = []
     if wg is not None:

@@ -12,6 +12,9 @@ the old table and defines the new one, so the kernel swaps them atomically):
   (:func:`backends_script`); the rest of the table is not touched;
 * the agent daemon's port (TCP, on the mesh address) is accepted only from the WireGuard
   interface;
+* roaming clients this host is the gateway of (README "Roaming clients"): a client's address may
+  reach only its VPCs (forward) and, on this host, only the resolver (input, port 53), and only
+  its VPCs may reach it; their service VIPs are DNAT-ed for it too;
 * MSS clamp: a TCP SYN (or SYN-ACK) forwarded into or out of the tunnels (the WireGuard
   interface and, with routing ``ipip``, the IPIP tunnel) gets its MSS option lowered to what the
   route it takes can carry (``rt mtu``: the route's MTU minus 40), so TCP between containers never
@@ -76,6 +79,26 @@ def backends_script(spec: HostSpec, backends: Backends) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def _client_rules(spec: HostSpec) -> tuple[list[str], list[str]]:
+    """(forward, input) rules confining each roaming client to its VPCs and its resolver."""
+    forward: list[str] = []
+    inputs: list[str] = []
+    for c in spec.clients:
+        nets = "{ " + ", ".join(str(n) for _v, n in c.vpcs) + " }"
+        forward += [
+            f"\t\tip saddr {c.address} ip daddr != {nets} drop",
+            f"\t\tip daddr {c.address} ip saddr != {nets} drop",
+        ]
+        inputs += [
+            *(
+                f"\t\tip saddr {c.address} ip daddr {c.dns} {p} dport 53 accept"
+                for p in ("udp", "tcp")
+            ),
+            f"\t\tip saddr {c.address} drop",
+        ]
+    return forward, inputs
+
+
 def tunnels(spec: HostSpec) -> tuple[str, ...]:
     """The interfaces VPC traffic crosses between hosts: the WireGuard interface and the tunnel."""
     return (spec.interface, *((spec.tunnel.name,) if spec.tunnel else ()))
@@ -122,9 +145,11 @@ def ruleset(spec: HostSpec, backends: Backends | None = None) -> str:
         if vips
         else []
     )
+    client_forward, client_input = _client_rules(spec)
     lines += [
         "\tchain forward {",
         "\t\ttype filter hook forward priority filter; policy accept;",
+        *client_forward,
         *mss_clamp(spec),
         *isolation,
         *reject_vips,
@@ -132,6 +157,7 @@ def ruleset(spec: HostSpec, backends: Backends | None = None) -> str:
         "\tchain input {",
         "\t\ttype filter hook input priority filter; policy accept;",
         f'\t\ttcp dport {spec.daemon.port} iifname != "{spec.interface}" drop',
+        *client_input,
         *isolation,
         "\t}",
         "\tchain output_filter {",
@@ -150,6 +176,11 @@ def ruleset(spec: HostSpec, backends: Backends | None = None) -> str:
             match = f"ip daddr {svc.vip} {port.proto} dport {port.port}"
             if svc.vpc in cidr_of:
                 dnat_pre.append(f"\t\tip saddr {cidr_of[svc.vpc]} {match} jump {chain}")
+            dnat_pre += [
+                f"\t\tip saddr {c.address} {match} jump {chain}"
+                for c in spec.clients
+                if svc.vpc in dict(c.vpcs)
+            ]
             dnat_out.append(f"\t\t{match} jump {chain}")
     lines += [
         "\tchain prerouting {",

@@ -18,7 +18,7 @@ from ipaddress import IPv4Interface
 
 from vpcctl.core.errors import ApplyError
 from vpcctl.core.keys import PresharedKey
-from vpcctl.core.spec import HostSpec
+from vpcctl.core.spec import HostSpec, wireguard_peers
 from vpcctl.host.changes import (
     MANAGED,
     AddAddress,
@@ -183,7 +183,8 @@ def _peers(
     """Peers changed in place: each one's minimal update, and removals."""
     current = dict(wg.peers) if wg is not None else {}
     changes: list[Change] = []
-    for p in spec.peers:
+    peers = wireguard_peers(spec)
+    for p in peers:
         endpoint = observed.endpoints.get(p.endpoint, p.endpoint) if p.endpoint else None
         cfg = PeerConfig(
             public_key=p.public_key,
@@ -201,7 +202,7 @@ def _peers(
                     cfg.keepalive, new=have is None, update=update,
                 )
             )  # fmt: skip
-    desired_keys = {p.public_key for p in spec.peers}
+    desired_keys = {p.public_key for p in peers}
     return changes + [RemovePeer(spec.interface, k) for k in sorted(set(current) - desired_keys)]
 
 
