@@ -36,6 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.dns_helpers import vpc_doc, zone_doc  # noqa: E402
+
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 OURS_ADDR, DNSMASQ_ADDR = "127.0.0.2", "127.0.0.3"
 NAMES, BIG_NAMES = 1_000, 10_000
@@ -62,22 +66,8 @@ def ip_of(i: int) -> str:
 
 
 def zone_json(count: int) -> str:
-    return json.dumps(
-        {
-            "domain": "vpc.internal",
-            "ttl": 5,
-            "mesh_cidr": "10.90.0.0/24",
-            "hosts": {"nas": "10.90.0.1"},
-            "vpcs": [
-                {
-                    "name": "prod",
-                    "cidr": "10.100.0.0/16",
-                    "containers": {f"c{i}": ip_of(i) for i in range(count)},
-                    "services": {},
-                }
-            ],
-        }
-    )
+    containers = {f"c{i}": ip_of(i) for i in range(count)}
+    return json.dumps(zone_doc(vpc_doc("prod", "10.100.0.0/16", containers)))
 
 
 def wait_udp(addr: str, port: int, name: str, timeout: float = 30.0) -> None:

@@ -30,26 +30,36 @@ PROD_CLIENT = "127.100.1.2"  # prod/web-1
 DEV_CLIENT = "127.101.1.2"  # dev/web-1
 UPSTREAM_ANSWER = "192.0.2.99"
 
-ZONE: dict[str, Any] = {
-    "domain": D,
-    "ttl": 5,
-    "mesh_cidr": "10.90.0.0/24",
-    "hosts": {"nas": "10.90.0.1", "vps1": "10.90.0.2"},
-    "vpcs": [
-        {
-            "name": "prod",
-            "cidr": "127.100.0.0/16",
-            "containers": {"web-1": "127.100.1.2", "db-1": "127.100.2.2"},
-            "services": {"db": {"vip": "127.100.255.1", "ports": ["postgres=5432/tcp", "80/tcp"]}},
-        },
-        {
-            "name": "dev",
-            "cidr": "127.101.0.0/16",
-            "containers": {"web-1": "127.101.1.2"},
-            "services": {},
-        },
-    ],
-}
+
+def vpc_doc(
+    name: str, cidr: str, containers: dict[str, str], services: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One VPC of a resolver zone document."""
+    return {"name": name, "cidr": cidr, "containers": containers, "services": services or {}}
+
+
+def zone_doc(*vpcs: dict[str, Any], hosts: dict[str, str] | None = None) -> dict[str, Any]:
+    """A resolver zone document for vpc.internal (TTL 5, mesh 10.90.0.0/24, host nas at
+    10.90.0.1 unless ``hosts`` says otherwise) with these VPCs."""
+    return {
+        "domain": D,
+        "ttl": 5,
+        "mesh_cidr": "10.90.0.0/24",
+        "hosts": hosts or {"nas": "10.90.0.1"},
+        "vpcs": list(vpcs),
+    }
+
+
+ZONE: dict[str, Any] = zone_doc(
+    vpc_doc(
+        "prod",
+        "127.100.0.0/16",
+        {"web-1": "127.100.1.2", "db-1": "127.100.2.2"},
+        {"db": {"vip": "127.100.255.1", "ports": ["postgres=5432/tcp", "80/tcp"]}},
+    ),
+    vpc_doc("dev", "127.101.0.0/16", {"web-1": "127.101.1.2"}),
+    hosts={"nas": "10.90.0.1", "vps1": "10.90.0.2"},
+)
 
 
 def zone_with(**containers: str) -> dict[str, Any]:

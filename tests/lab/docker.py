@@ -30,6 +30,7 @@ import signal
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import pytest
 
 from tests.lab.conftest import require_lab
 from tests.lab.harness import LAB_PATH, Lab, LabError, LabHost
+from tests.lab.mesh import Mesh
 
 IMAGE = "local/vpclab:1"
 BUSYBOX = "/bin/busybox"
@@ -304,3 +306,12 @@ class DockerLab:
         for d in self.daemons.values():
             d.purge()
         self.daemons.clear()
+
+
+@contextlib.contextmanager
+def docker_mesh(factory: pytest.TempPathFactory, tag: str) -> Iterator[tuple[Lab, DockerLab, Mesh]]:
+    """A lab (skipped without Docker) with its dockerds and an empty :class:`Mesh` in it."""
+    require_docker()
+    image = image_tarball(factory)
+    with Lab(factory.mktemp(tag)) as lab, DockerLab(lab, image) as dl:
+        yield lab, dl, Mesh(lab)

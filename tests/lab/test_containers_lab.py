@@ -30,8 +30,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from tests.lab.docker import IMAGE, Dockerd, DockerLab, image_tarball, require_docker
-from tests.lab.harness import Lab
+from tests.lab.docker import IMAGE, Dockerd, docker_mesh
 from tests.lab.mesh import Mesh, wait_ping
 from tests.lab.sshmesh import agent_command
 from tests.paths import ROOT
@@ -111,10 +110,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    require_docker()
-    image = image_tarball(tmp_path_factory)
-    with Lab(tmp_path_factory.mktemp("containerslab")) as lab, DockerLab(lab, image) as dl:
-        mesh = Mesh(lab)
+    with docker_mesh(tmp_path_factory, "containerslab") as (lab, dl, mesh):
         mesh.change(lambda inv: replace(inv, mesh=replace(inv.mesh, daemon=True, grace=GRACE)))
         for name in ("h1", "h2"):
             mesh.add_host(name)

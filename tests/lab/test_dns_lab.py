@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.dns_helpers import vpc_doc, zone_doc
 from tests.lab.conftest import require_lab
 from tests.lab.harness import Lab, LabContainer, LabNode
 from tests.paths import ROOT
@@ -38,26 +39,15 @@ VIP = "10.100.255.1"
 UPSTREAM = ("127.0.0.53", 5300)
 UPSTREAM_ANSWER = "192.0.2.99"
 
-ZONE = {
-    "domain": D,
-    "ttl": 5,
-    "mesh_cidr": "10.90.0.0/24",
-    "hosts": {"nas": "10.90.0.1"},
-    "vpcs": [
-        {
-            "name": "prod",
-            "cidr": "10.100.0.0/16",
-            "containers": {"web-1": "10.100.1.2", "db-1": "10.100.1.3"},
-            "services": {"db": {"vip": VIP, "ports": ["postgres=5432/tcp"]}},
-        },
-        {
-            "name": "dev",
-            "cidr": "10.101.0.0/16",
-            "containers": {"web-1": "10.101.1.2"},
-            "services": {},
-        },
-    ],
-}
+ZONE = zone_doc(
+    vpc_doc(
+        "prod",
+        "10.100.0.0/16",
+        {"web-1": "10.100.1.2", "db-1": "10.100.1.3"},
+        {"db": {"vip": VIP, "ports": ["postgres=5432/tcp"]}},
+    ),
+    vpc_doc("dev", "10.101.0.0/16", {"web-1": "10.101.1.2"}),
+)
 
 FAKE_UPSTREAM = f"""
 import socket

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.docker import IMAGE, Dockerd, DockerLab, image_tarball, require_docker
-from tests.lab.harness import Lab
+from tests.lab.docker import IMAGE, Dockerd, DockerLab, docker_mesh
 from tests.lab.mesh import ENV, Mesh
 from vpcctl.admin import edits
 from vpcctl.core.endpoints import Endpoint
@@ -69,10 +68,7 @@ def pings(d: Dockerd, container: str, dst: str, count: int = 1) -> bool:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    require_docker()
-    image = image_tarball(tmp_path_factory)
-    with Lab(tmp_path_factory.mktemp("dockerlab")) as lab, DockerLab(lab, image) as dl:
-        mesh = Mesh(lab)
+    with docker_mesh(tmp_path_factory, "dockerlab") as (_lab, dl, mesh):
         for name in ("h1", "h2"):
             mesh.add_host(name)
         mesh.add_vpc("prod", "10.100.0.0/16")

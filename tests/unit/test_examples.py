@@ -61,23 +61,41 @@ def _vpcctl(runner: CliRunner, line: str) -> str:
     return result.stdout
 
 
+def _build_matches(
+    example: Path,
+    build: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner,
+) -> None:
+    """Run the README's build commands in an empty directory: they make the example's vpc.toml."""
+    monkeypatch.chdir(tmp_path)
+    for line in build:
+        _vpcctl(runner, line)
+    assert (tmp_path / "vpc.toml").read_bytes() == (example / "vpc.toml").read_bytes()
+
+
+def _console_in_copy(
+    example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[list[str]]:
+    """The README's console sessions, with the example's vpc.toml copied to the current dir."""
+    shutil.copy(example / "vpc.toml", tmp_path / "vpc.toml")
+    monkeypatch.chdir(tmp_path)
+    return _blocks((example / "README.md").read_text(), "console")
+
+
 def test_homelab_readme_commands_build_the_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
 ) -> None:
     build = _blocks((HOMELAB / "README.md").read_text(), "sh")[0]
     assert build[0] == "vpcctl init homelab" and len(build) == 9
-    monkeypatch.chdir(tmp_path)
-    for line in build:
-        _vpcctl(runner, line)
-    assert (tmp_path / "vpc.toml").read_bytes() == (HOMELAB / "vpc.toml").read_bytes()
+    _build_matches(HOMELAB, build, tmp_path, monkeypatch, runner)
 
 
 def test_homelab_readme_shows_real_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
 ) -> None:
-    shutil.copy(HOMELAB / "vpc.toml", tmp_path / "vpc.toml")
-    monkeypatch.chdir(tmp_path)
-    sessions = _blocks((HOMELAB / "README.md").read_text(), "console")
+    sessions = _console_in_copy(HOMELAB, tmp_path, monkeypatch)
     commands = 0
     for session in sessions:
         command, expected = None, []  # type: ignore[var-annotated]
@@ -104,18 +122,13 @@ def test_compose_readme_commands_build_the_example(
 ) -> None:
     build = _blocks((COMPOSE / "README.md").read_text(), "sh")[0]
     assert build[0] == "vpcctl init compose" and build[-1].startswith("vpcctl service add db")
-    monkeypatch.chdir(tmp_path)
-    for line in build:
-        _vpcctl(runner, line)
-    assert (tmp_path / "vpc.toml").read_bytes() == (COMPOSE / "vpc.toml").read_bytes()
+    _build_matches(COMPOSE, build, tmp_path, monkeypatch, runner)
 
 
 def test_compose_readme_shows_real_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
 ) -> None:
-    shutil.copy(COMPOSE / "vpc.toml", tmp_path / "vpc.toml")
-    monkeypatch.chdir(tmp_path)
-    (session,) = _blocks((COMPOSE / "README.md").read_text(), "console")
+    (session,) = _console_in_copy(COMPOSE, tmp_path, monkeypatch)
     command, *expected = session
     assert command == "$ vpcctl service ls"
     shown = [line.rstrip() for line in _vpcctl(runner, command[2:]).splitlines()]

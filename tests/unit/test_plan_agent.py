@@ -70,6 +70,14 @@ def _keyed(state: StateDir, routing: str = "ipip", hosts: int = 3) -> Inventory:
     return _inv(routing, hosts, {"h1": public})
 
 
+def _with_h9(inv: Inventory, endpoint: str) -> Inventory:
+    """``inv`` plus a host h9 (SSH 192.0.2.9) at ``endpoint`` with a fresh key."""
+    return edits.add_host(
+        inv, "h9", SshTarget("192.0.2.9"), endpoint=endpoint,
+        public_key=PrivateKey.generate().public_key(),
+    )  # fmt: skip
+
+
 def test_ipip_plan_is_exactly_the_expected_netlink_operations(state: StateDir) -> None:
     inv = _keyed(state)
     spec = render(inv, "h1")
@@ -224,13 +232,7 @@ def test_failure_mid_apply_restores_the_previous_state(state: StateDir, step: st
     inv_a = _inv("wireguard", 3, {"h1": public})
     apply(render(inv_a, "h1"), sysm, state)
     good = sysm.snapshot()
-    inv_b = edits.add_host(
-        _inv("ipip", 3, {"h1": public}),
-        "h9",
-        SshTarget("192.0.2.9"),
-        endpoint="192.0.2.9:51820",
-        public_key=PrivateKey.generate().public_key(),
-    )
+    inv_b = _with_h9(_inv("ipip", 3, {"h1": public}), "192.0.2.9:51820")
     sysm.fail_on[step] = f"{step} exploded"
     with pytest.raises(ApplyError) as info:
         apply(render(inv_b, "h1"), sysm, state)
@@ -311,13 +313,7 @@ def test_a_kernel_refusal_mid_apply_is_rolled_back_too(state: StateDir) -> None:
 
 def test_an_endpoint_name_is_resolved_and_an_unknown_one_refused(state: StateDir) -> None:
     public = keygen(state)[0]
-    inv = edits.add_host(
-        _inv("wireguard", 3, {"h1": public}),
-        "h9",
-        SshTarget("192.0.2.9"),
-        endpoint="peer.example:51820",
-        public_key=PrivateKey.generate().public_key(),
-    )
+    inv = _with_h9(_inv("wireguard", 3, {"h1": public}), "peer.example:51820")
     sysm = FakeSystem(backend="kernel", names={"peer.example": "192.0.2.9"})
     apply(render(inv, "h1"), sysm, state)
     peers = sysm.wg_["vpc0"]["peers"]

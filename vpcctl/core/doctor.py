@@ -46,6 +46,11 @@ def _skip(name: str, detail: str) -> Check:
     return Check(name, "skip", detail)
 
 
+def _verdict(name: str, passed: object, detail: str, failure: str, fix: str) -> Check:
+    """The check passes with ``detail`` when ``passed`` is truthy, else fails with ``failure``."""
+    return _ok(name, detail) if passed else _fail(name, failure, fix)
+
+
 def ping_size(mtu: int) -> int:
     """The ICMP payload that fills a packet of ``mtu`` bytes (``ping -M do -s SIZE``)."""
     return mtu - IP_ICMP_HEADERS
@@ -72,10 +77,10 @@ def wireguard(f: Mapping[str, Any]) -> Check:
 def ipip(f: Mapping[str, Any]) -> Check:
     if f.get("routing") != "ipip":
         return _skip("ipip", f"not needed (routing {f.get('routing') or 'not applied yet'})")
-    if f.get("ipip"):
-        return _ok("ipip", "ipip module loaded")
-    return _fail(
+    return _verdict(
         "ipip",
+        f.get("ipip"),
+        "ipip module loaded",
         "the mesh routes with ipip but this kernel has no ipip module",
         "modprobe ipip  # (Debian's kernel ships it; a cloud kernel may not: linux-image-amd64)",
     )
@@ -97,10 +102,10 @@ def nftables(f: Mapping[str, Any]) -> Check:
 
 
 def forwarding(f: Mapping[str, Any]) -> Check:
-    if f.get("forwarding"):
-        return _ok("ip_forward", "net.ipv4.ip_forward = 1")
-    return _fail(
+    return _verdict(
         "ip_forward",
+        f.get("forwarding"),
+        "net.ipv4.ip_forward = 1",
         "net.ipv4.ip_forward = 0: this host routes no VPC traffic",
         "sysctl -w net.ipv4.ip_forward=1",
     )
@@ -113,18 +118,16 @@ def _up(f: Mapping[str, Any]) -> str:
 def resolver(f: Mapping[str, Any]) -> Check:
     if not f.get("applied"):
         return _skip("resolver", "nothing applied yet")
-    if f.get("resolver"):
-        return _ok("resolver", "running")
-    return _fail("resolver", "vpcctl's resolver is not running", _up(f))
+    return _verdict("resolver", f.get("resolver"), "running",
+                    "vpcctl's resolver is not running", _up(f))  # fmt: skip
 
 
 def daemon(f: Mapping[str, Any]) -> Check:
     d = f.get("daemon") or {}
     if not f.get("applied") or not d.get("enabled"):
         return _skip("daemon", "the agent daemon is not enabled (vpcctl mesh set --daemon)")
-    if d.get("running"):
-        return _ok("daemon", "running")
-    return _fail("daemon", "the agent daemon is not running", _up(f))
+    return _verdict("daemon", d.get("running"), "running",
+                    "the agent daemon is not running", _up(f))  # fmt: skip
 
 
 def peer(p: Mapping[str, Any], stale: float) -> Check:
