@@ -84,6 +84,26 @@ def snapshot(lab: Lab, host: LabHost) -> dict[str, str]:
     return state
 
 
+def settled(lab: Lab, host: LabHost, timeout: float = 20.0) -> dict[str, str]:
+    """The host's snapshot once two in a row (0.5 s apart) agree: the kernel adds a bridge's IPv6
+    link-local address and its routes on its own, some time after the bridge gets a carrier."""
+    last = snapshot(lab, host)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = snapshot(lab, host)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"{host.name}'s state kept changing for {timeout:g} s")
+
+
+def assert_settles_to(lab: Lab, host: LabHost, expected: dict[str, str]) -> None:
+    """``host`` reaches ``expected`` (the kernel's own late IPv6 entries given time) and stays."""
+    got = settled(lab, host)
+    assert not diff(expected, got)
+
+
 def test_a_confirmed_apply_stays_and_one_that_cuts_the_admin_off_reverts(mesh: SshMesh) -> None:
     m = mesh
     # (b) a confirmed apply: confirmed over a new connection, and it stays past its deadline
@@ -101,11 +121,11 @@ def test_a_confirmed_apply_stays_and_one_that_cuts_the_admin_off_reverts(mesh: S
     m.lab.run(
         m.hosts["s2"], "test ! -e /etc/vpcctl/revert.pid && test ! -e /etc/vpcctl/confirm.json"
     )
-    confirmed = snapshot(m.lab, m.hosts["s2"])
+    confirmed = settled(m.lab, m.hosts["s2"])
     assert "10.101." in confirmed["addresses"]
 
     # (a) an apply that cuts the admin off s1: not confirmed, reverted by s1 itself
-    before = snapshot(m.lab, m.hosts["s1"])
+    before = settled(m.lab, m.hosts["s1"])
     m.vpcctl("vpc", "add", "office", "--cidr", ADMIN_RANGE, "--slice-prefix", "29")
     up = m.lab.popen(m.admin, admin_argv("up", "s1", "--confirm", str(SECONDS), "--json",
                                          "--connect-timeout", "2"),
@@ -139,7 +159,7 @@ def test_a_confirmed_apply_stays_and_one_that_cuts_the_admin_off_reverts(mesh: S
     wait_until(reverted, timeout=30, what="s1 to revert")
     wait_until(lambda: "agent revert" not in processes(m.hosts["s1"]), timeout=10,
                what="s1's reverter to exit")  # fmt: skip
-    assert not diff(before, snapshot(m.lab, m.hosts["s1"]))
+    assert_settles_to(m.lab, m.hosts["s1"], before)
     # reachable again over SSH; the reverted spec is not brought back without --confirm
     # (cron's `vpcctl sync` would cut the admin off again)
     res = m.vpcctl("up", "s1", check=False)
@@ -152,7 +172,7 @@ def test_a_confirmed_apply_stays_and_one_that_cuts_the_admin_off_reverts(mesh: S
 
     # (b) again: its deadline is long past, and s2 is as it was confirmed
     assert time.time() > b_deadline + 1
-    assert not diff(confirmed, snapshot(m.lab, m.hosts["s2"]))
+    assert_settles_to(m.lab, m.hosts["s2"], confirmed)
     m.vpcctl("vpc", "add", "dev", "--cidr", "10.101.0.0/16")
     res = m.vpcctl("plan", "s2", "--exit-code", check=False)
     assert res.returncode == 0, res.stdout + res.stderr
