@@ -8,6 +8,12 @@ every interface's), the whole nftables ruleset (`nft -s`: without counter values
 (counters and timestamps dropped) when there is an iptables, the processes in the host's network
 namespace (pid and command line), and Docker's networks when a ``docker`` command is given.
 One shell run per snapshot, nine programs in it (the VM pays up to a second per process start).
+
+Left out: the IPv6 link-local entries the kernel makes by itself for every link that is up (its
+``fe80::`` address and the routes ``proto kernel`` for it and ``ff00::/8``). They appear some time
+after a link gets a carrier, whoever brought it up, so a snapshot taken just after a link came up
+would differ from a later one with no change by vpcctl (vpcctl adds no IPv6 address or route;
+its own links are compared in the links section).
 """
 
 from __future__ import annotations
@@ -33,6 +39,13 @@ section iptables; if command -v iptables-save >/dev/null; then iptables-save; fi
 """
 
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
+_KERNEL_LINK_LOCAL = re.compile(r"(\bfe80::\S*|\bff00::/8\b).*\bproto kernel\b|\binet6 fe80::")
+
+
+def _without_link_local(lines: list[str]) -> list[str]:
+    return [ln for ln in lines if not _KERNEL_LINK_LOCAL.search(ln)]
+
+
 _VOLATILE_LINK = ("stats64", "stats", "operstate", "linkmode", "carrier_changes",
                   "carrier_up_count", "carrier_down_count", "qdisc", "txqlen")  # fmt: skip
 
@@ -89,9 +102,9 @@ def snapshot(lab: Lab, host: LabHost, docker: Callable[..., str] | None = None) 
         parts[name.strip()] = body.strip()
     parts["links"] = _links(parts.get("links", ""))
     # sorted here, not by `sort` processes (every process start costs the VM a second)
-    parts["addresses"] = "\n".join(sorted(" ".join(ln.split()[1:4])
-                                          for ln in parts.get("addresses", "").splitlines()))  # fmt: skip
-    parts["routes"] = "\n".join(sorted(parts.get("routes", "").splitlines()))
+    parts["addresses"] = "\n".join(sorted(" ".join(ln.split()[1:4]) for ln in
+                                          _without_link_local(parts.get("addresses", "").splitlines())))  # fmt: skip
+    parts["routes"] = "\n".join(sorted(_without_link_local(parts.get("routes", "").splitlines())))
     parts["iptables"] = _iptables(parts.get("iptables", ""))
     parts["processes"] = _processes(host)
     if docker is not None:
